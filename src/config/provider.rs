@@ -1,0 +1,679 @@
+//! `[sso]` and `[account]`: the identity providers.
+//!
+//! `[sso]` is the Magento.com single sign-on (Adobe IMS, usually through
+//! `preset = "adobe-ims"`); `[account]` is the cloud account (accounts.magento.cloud), either a
+//! second OAuth2/OIDC login (`source = "oauth2"`, the same keys as `[sso]`) or a signed JWT
+//! the platform already sets (`source = "jwt"`). This module fills presets and defaults and
+//! refuses algorithm lists that would let anyone forge a token; it never fetches anything
+//! (discovery and JWKS are the OIDC module's job at run time).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use url::Url;
+
+use super::reader::{parse_url, Ctx, ListForm, Str, Table};
+use super::session::is_cookie_token;
+use crate::secret::Secret;
+
+/// Signature algorithms an `id_token_algs` / `algs` list may name.
+pub const ALLOWED_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// An OAuth2 / OpenID Connect provider (`[sso]`, or `[account]` with `source = "oauth2"`).
+///
+/// Endpoints given explicitly win over the preset and over discovery.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Name shown to users (`display_name`; "Magento.com" for `[sso]`,
+    /// "accounts.magento.cloud" for `[account]`).
+    pub display_name: String,
+    /// The preset that filled unset keys (`preset`).
+    pub preset: Option<Preset>,
+    /// Expected `iss` of id_tokens (`issuer`), exactly as written (validated as an http(s)
+    /// URL but not normalised, because `iss` is compared byte for byte).
+    pub issuer: Option<String>,
+    /// OIDC discovery document (`discovery_url`; default: issuer +
+    /// `/.well-known/openid-configuration`; none without an issuer).
+    pub discovery_url: Option<Url>,
+    /// Authorization endpoint (`authorize_url`).
+    pub authorize_url: Option<Url>,
+    /// Token endpoint (`token_url`).
+    pub token_url: Option<Url>,
+    /// Userinfo endpoint (`userinfo_url`).
+    pub userinfo_url: Option<Url>,
+    /// JWKS endpoint for id_token signatures (`jwks_url`).
+    pub jwks_url: Option<Url>,
+    /// RP-initiated logout endpoint (`end_session_url`).
+    pub end_session_url: Option<Url>,
+    /// OAuth2 client id (`client_id`, required).
+    pub client_id: String,
+    /// OAuth2 client secret (`client_secret` / `client_secret_file`); none for public clients.
+    pub client_secret: Option<Secret<String>>,
+    /// How the client authenticates at the token endpoint (`token_auth_method`).
+    pub token_auth_method: TokenAuthMethod,
+    /// Requested scopes (`scopes`, default `openid email profile`).
+    pub scopes: Vec<String>,
+    /// Callback path, already resolved against `server.proxy_prefix` (`redirect_path`;
+    /// default `{prefix}/callback` for `[sso]`, `{prefix}/account/callback` for `[account]`).
+    pub redirect_path: String,
+    /// Extra query parameters for the authorization request (`extra_auth_params`).
+    pub extra_auth_params: BTreeMap<String, String>,
+    /// Accepted id_token signature algorithms (`id_token_algs`, default `["RS256"]`), in
+    /// canonical spelling (see [`ALLOWED_ALGS`]).
+    pub id_token_algs: Vec<String>,
+    /// Claim holding the stable user id (`subject_claim`, default `sub`; accounts.magento.cloud's
+    /// `GET /users/me` answers with `id`).
+    pub subject_claim: String,
+    /// Claim holding the e-mail address (`email_claim`, default `email`).
+    pub email_claim: String,
+    /// Claim holding groups, overriding `authz.groups_claim` for this provider (`groups_claim`).
+    pub groups_claim: Option<String>,
+    /// Timeout of each HTTP call to the provider (`http_timeout`, default `10s`).
+    pub http_timeout: Duration,
+}
+
+/// A named bundle of provider settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// `"adobe-ims"`: Adobe IMS (the Magento.com login) at `ims-na1.adobelogin.com`.
+    AdobeIms,
+}
+
+impl Preset {
+    /// The word used for it in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::AdobeIms => "adobe-ims",
+        }
+    }
+}
+
+/// Client authentication at the token endpoint (`token_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    /// `"client_secret_basic"`: HTTP Basic with client id and secret (the default).
+    ClientSecretBasic,
+    /// `"client_secret_post"`: id and secret in the form body (the `adobe-ims` preset's default).
+    ClientSecretPost,
+    /// `"none"`: a public client (PKCE only, no secret).
+    None,
+}
+
+impl TokenAuthMethod {
+    /// The word used for it in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::None => "none",
+        }
+    }
+}
+
+/// `[account]`: where the cloud account identity comes from.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Name shown to users (`display_name`, default "accounts.magento.cloud").
+    pub display_name: String,
+    /// `source = "oauth2"` or `"jwt"` with its settings.
+    pub source: AccountSource,
+}
+
+/// The two ways the account identity arrives.
+// Built once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum AccountSource {
+    /// `source = "oauth2"`: linkgate runs a second login against the accounts provider.
+    OAuth2(Provider),
+    /// `source = "jwt"`: the platform sets a signed JWT that linkgate verifies.
+    Jwt(JwtSource),
+}
+
+/// `[account]` with `source = "jwt"`.
+#[derive(Debug, Clone)]
+pub struct JwtSource {
+    /// Where the token is read from (`cookie` or `header`, exactly one).
+    pub location: JwtLocation,
+    /// Required `iss` (`issuer`), exactly as written.
+    pub issuer: String,
+    /// Accepted `aud` values (`audience`, a string or an array; at least one).
+    pub audience: Vec<String>,
+    /// JWKS endpoint (`jwks_url`, required).
+    pub jwks_url: Url,
+    /// Claim holding the account id (`subject_claim`, default `sub`).
+    pub subject_claim: String,
+    /// Claim holding the e-mail address (`email_claim`, default `email`).
+    pub email_claim: String,
+    /// Accepted signature algorithms (`algs`, default `["RS256"]`).
+    pub algs: Vec<String>,
+    /// Clock skew allowed on `exp` / `nbf` (`leeway`, default `60s`).
+    pub leeway: Duration,
+    /// Timeout of JWKS fetches (`http_timeout`, default `10s`).
+    pub http_timeout: Duration,
+}
+
+/// Where a `source = "jwt"` token is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtLocation {
+    /// A cookie of this name (`cookie`).
+    Cookie(String),
+    /// A request header (`header`); for `Authorization` the `Bearer ` scheme is expected.
+    Header(http::HeaderName),
+}
+
+/// Which section a provider is read for (defaults differ).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProviderKind {
+    Sso,
+    Account,
+}
+
+/// Keys only `source = "oauth2"` accepts in `[account]`.
+const OAUTH2_ONLY_KEYS: &[&str] = &[
+    "preset",
+    "discovery_url",
+    "authorize_url",
+    "token_url",
+    "userinfo_url",
+    "end_session_url",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "token_auth_method",
+    "scopes",
+    "redirect_path",
+    "extra_auth_params",
+    "id_token_algs",
+    "groups_claim",
+];
+
+/// Keys only `source = "jwt"` accepts in `[account]`.
+const JWT_ONLY_KEYS: &[&str] = &["cookie", "header", "audience", "algs", "leeway"];
+
+/// Authorization-request parameters linkgate sets itself.
+const RESERVED_AUTH_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+const HTTP: &[&str] = &["http", "https"];
+
+// === impl Provider ===
+
+impl Provider {
+    /// Reads the provider keys of `t` (the caller finishes the table).
+    pub(crate) fn read(
+        ctx: &mut Ctx<'_>,
+        t: &mut Table<'_, '_>,
+        kind: ProviderKind,
+        proxy_prefix: &str,
+    ) -> Option<Provider> {
+        let display_name = t.string_or(
+            ctx,
+            "display_name",
+            match kind {
+                ProviderKind::Sso => "Magento.com",
+                ProviderKind::Account => "accounts.magento.cloud",
+            },
+        );
+        let preset = t.choice_opt(ctx, "preset", &[Preset::AdobeIms].map(|v| (v.as_str(), v)));
+        let defaults = preset.map(PresetValues::of);
+
+        let issuer_explicit = issuer(ctx, t);
+        let discovery_explicit = t.url(ctx, "discovery_url", HTTP);
+        let issuer = issuer_explicit
+            .clone()
+            .or_else(|| defaults.as_ref().map(|d| d.issuer.to_string()));
+        let discovery_url = discovery_explicit.or_else(|| match (&issuer_explicit, &defaults) {
+            (None, Some(d)) => Url::parse(d.discovery).ok(),
+            _ => issuer.as_deref().and_then(discovery_for),
+        });
+        let mut endpoint = |ctx: &mut Ctx<'_>, key: &'static str, preset: Option<&str>| {
+            t.url(ctx, key, HTTP)
+                .or_else(|| preset.and_then(|p| Url::parse(p).ok()))
+        };
+        let d = defaults.as_ref();
+        let authorize_url = endpoint(ctx, "authorize_url", d.map(|d| d.authorize));
+        let token_url = endpoint(ctx, "token_url", d.map(|d| d.token));
+        let userinfo_url = endpoint(ctx, "userinfo_url", d.map(|d| d.userinfo));
+        let jwks_url = endpoint(ctx, "jwks_url", d.map(|d| d.jwks));
+        let end_session_url = endpoint(ctx, "end_session_url", None);
+
+        let client_id = t.nonempty(ctx, "client_id").map(|s| s.value);
+        if client_id.is_none() && t.get("client_id").is_none() {
+            t.missing(ctx, "client_id", "missing required key");
+        }
+        let secret = t.secret(ctx, "client_secret", "client_secret_file");
+        let method_node = t.get("token_auth_method");
+        let token_auth_method = t.choice(
+            ctx,
+            "token_auth_method",
+            &[
+                TokenAuthMethod::ClientSecretBasic,
+                TokenAuthMethod::ClientSecretPost,
+                TokenAuthMethod::None,
+            ]
+            .map(|v| (v.as_str(), v)),
+            d.map(|d| d.token_auth_method)
+                .unwrap_or(TokenAuthMethod::ClientSecretBasic),
+        );
+        match (token_auth_method, &secret) {
+            (TokenAuthMethod::None, Some(s)) => s.error(
+                ctx,
+                "a client secret is set but token_auth_method = \"none\"",
+            ),
+            (TokenAuthMethod::None, None) => {}
+            (_, None)
+                if t.get("client_secret").is_none() && t.get("client_secret_file").is_none() =>
+            {
+                let reason = "missing required key (or client_secret_file); use token_auth_method = \"none\" for a public client";
+                match &method_node {
+                    Some(n) => n.error(ctx, reason),
+                    None => t.missing(ctx, "client_secret", reason),
+                }
+            }
+            _ => {}
+        }
+
+        let scopes = match t.string_list(ctx, "scopes", ListForm::ArrayOrSplit) {
+            Some(list) => scopes(ctx, list),
+            None => d
+                .map(|d| d.scopes)
+                .unwrap_or(&["openid", "email", "profile"])
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let default_redirect = match kind {
+            ProviderKind::Sso => format!("{proxy_prefix}/callback"),
+            ProviderKind::Account => format!("{proxy_prefix}/account/callback"),
+        };
+        let redirect_path = match t.nonempty(ctx, "redirect_path") {
+            Some(s) => redirect_path(ctx, &s, proxy_prefix).unwrap_or(default_redirect),
+            None => default_redirect,
+        };
+        let extra_auth_params = match t.table(ctx, "extra_auth_params") {
+            Some(params) => auth_params(ctx, params),
+            None => BTreeMap::new(),
+        };
+        let id_token_algs = algs(ctx, t, "id_token_algs");
+        let subject_claim = t.string_or(ctx, "subject_claim", "sub");
+        let email_claim = t.string_or(ctx, "email_claim", "email");
+        let groups_claim = t.nonempty(ctx, "groups_claim").map(|s| s.value);
+        let http_timeout = t.duration(ctx, "http_timeout", Duration::from_secs(10), false);
+
+        // Where the endpoints come from: discovery, or every one needed listed explicitly.
+        if issuer.is_none() && discovery_url.is_none() {
+            let mut missing = Vec::new();
+            if authorize_url.is_none() {
+                missing.push("authorize_url");
+            }
+            if token_url.is_none() {
+                missing.push("token_url");
+            }
+            let oidc = scopes.iter().any(|s| s == "openid");
+            if oidc && jwks_url.is_none() {
+                missing.push("jwks_url");
+            }
+            if !oidc && userinfo_url.is_none() {
+                missing.push("userinfo_url");
+            }
+            if !missing.is_empty() {
+                ctx.error(
+                    &t.span.clone(),
+                    &t.path.clone(),
+                    format!(
+                        "set `issuer` (OIDC discovery) or `preset`, or list the endpoints explicitly; missing: {}",
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+
+        Some(Provider {
+            display_name,
+            preset,
+            issuer,
+            discovery_url,
+            authorize_url,
+            token_url,
+            userinfo_url,
+            jwks_url,
+            end_session_url,
+            client_id: client_id?,
+            client_secret: secret.map(|s| Secret::new(s.value)),
+            token_auth_method,
+            scopes,
+            redirect_path,
+            extra_auth_params,
+            id_token_algs,
+            subject_claim,
+            email_claim,
+            groups_claim,
+            http_timeout,
+        })
+    }
+}
+
+/// What a preset fills in.
+struct PresetValues {
+    issuer: &'static str,
+    discovery: &'static str,
+    authorize: &'static str,
+    token: &'static str,
+    userinfo: &'static str,
+    jwks: &'static str,
+    scopes: &'static [&'static str],
+    token_auth_method: TokenAuthMethod,
+}
+
+impl PresetValues {
+    fn of(preset: Preset) -> PresetValues {
+        match preset {
+            Preset::AdobeIms => PresetValues {
+                issuer: "https://ims-na1.adobelogin.com",
+                discovery: "https://ims-na1.adobelogin.com/ims/.well-known/openid-configuration",
+                authorize: "https://ims-na1.adobelogin.com/ims/authorize/v2",
+                token: "https://ims-na1.adobelogin.com/ims/token/v3",
+                userinfo: "https://ims-na1.adobelogin.com/ims/userinfo/v2",
+                jwks: "https://ims-na1.adobelogin.com/ims/keys",
+                scopes: &["openid", "AdobeID", "email", "profile"],
+                // IMS takes the client credentials in the token request body.
+                token_auth_method: TokenAuthMethod::ClientSecretPost,
+            },
+        }
+    }
+}
+
+/// `issuer + /.well-known/openid-configuration` (OpenID Connect Discovery 1.0, section 4).
+fn discovery_for(issuer: &str) -> Option<Url> {
+    Url::parse(&format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    ))
+    .ok()
+}
+
+/// An `issuer`: an http(s) URL, kept exactly as written.
+fn issuer(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<String> {
+    let s = t.nonempty(ctx, "issuer")?;
+    let url = parse_url(ctx, &s, HTTP)?;
+    if url.query().is_some() {
+        s.error(ctx, "issuer must not have a ?query");
+        return None;
+    }
+    Some(s.value.trim().to_string())
+}
+
+fn scopes(ctx: &mut Ctx<'_>, list: Vec<Str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in list {
+        let v = s.value.trim();
+        if v.is_empty() || v.contains(char::is_whitespace) {
+            s.error(ctx, "a scope must be one non-empty word");
+        } else if !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
+fn redirect_path(ctx: &mut Ctx<'_>, s: &Str, proxy_prefix: &str) -> Option<String> {
+    let v = s.value.trim();
+    if !v.starts_with('/') || v.contains(['?', '#']) {
+        s.error(
+            ctx,
+            format!("must be a path starting with `/` (no `?` or `#`), got `{v}`"),
+        );
+        return None;
+    }
+    if !v.starts_with(&format!("{proxy_prefix}/")) {
+        s.error(
+            ctx,
+            format!(
+                "must be under server.proxy_prefix (`{proxy_prefix}/...`): linkgate only answers its own endpoints there"
+            ),
+        );
+        return None;
+    }
+    Some(v.to_string())
+}
+
+fn auth_params(ctx: &mut Ctx<'_>, mut t: Table<'_, '_>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (key, node) in t.entries() {
+        if RESERVED_AUTH_PARAMS.contains(&key.as_str()) {
+            ctx.error(
+                &node.key_span,
+                &node.path,
+                format!("`{key}` is set by linkgate and cannot be overridden"),
+            );
+            continue;
+        }
+        if let Some(s) = node.str(ctx) {
+            out.insert(key, s.value);
+        }
+    }
+    t.finish(ctx);
+    out
+}
+
+/// Reads an algorithm allow-list, refusing `none` and HMAC algorithms.
+fn algs(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Vec<String> {
+    let default = vec!["RS256".to_string()];
+    let Some(node) = t.get(key) else {
+        return default;
+    };
+    let Some(list) = t.string_list(ctx, key, ListForm::ArrayOrOne) else {
+        return default;
+    };
+    if list.is_empty() {
+        node.error(ctx, "must list at least one algorithm");
+        return default;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for s in list {
+        let v = s.value.trim();
+        if let Some(canonical) = ALLOWED_ALGS.iter().find(|a| a.eq_ignore_ascii_case(v)) {
+            if !out.iter().any(|o| o == canonical) {
+                out.push(canonical.to_string());
+            }
+        } else if v.eq_ignore_ascii_case("none") {
+            s.error(
+                ctx,
+                "`none` is refused: unsigned tokens would let anyone forge an identity",
+            );
+        } else if v.to_ascii_uppercase().starts_with("HS") {
+            s.error(
+                ctx,
+                format!(
+                    "`{v}` is refused: HMAC algorithms are keyed with the shared client secret, so anyone holding it could forge tokens; use an asymmetric algorithm such as RS256 or ES256"
+                ),
+            );
+        } else {
+            s.error(
+                ctx,
+                format!(
+                    "unknown algorithm `{v}`; allowed: {}",
+                    ALLOWED_ALGS.join(", ")
+                ),
+            );
+        }
+    }
+    if out.is_empty() {
+        default
+    } else {
+        out
+    }
+}
+
+// === impl Account ===
+
+impl Account {
+    pub(crate) fn read(
+        ctx: &mut Ctx<'_>,
+        mut t: Table<'_, '_>,
+        proxy_prefix: &str,
+    ) -> Option<Account> {
+        let source = t.choice_opt(ctx, "source", &[("oauth2", "oauth2"), ("jwt", "jwt")]);
+        if source.is_none() && t.get("source").is_none() {
+            t.missing(
+                ctx,
+                "source",
+                "missing required key; expected \"oauth2\" or \"jwt\"",
+            );
+        }
+        let display_name = t.string_or(ctx, "display_name", "accounts.magento.cloud");
+        let account = match source {
+            Some("oauth2") => {
+                wrong_source_keys(ctx, &mut t, JWT_ONLY_KEYS, "jwt");
+                Provider::read(ctx, &mut t, ProviderKind::Account, proxy_prefix).map(|mut p| {
+                    p.display_name = display_name.clone();
+                    AccountSource::OAuth2(p)
+                })
+            }
+            Some(_) => {
+                wrong_source_keys(ctx, &mut t, OAUTH2_ONLY_KEYS, "oauth2");
+                JwtSource::read(ctx, &mut t).map(AccountSource::Jwt)
+            }
+            None => {
+                // Without a valid source the other keys cannot be judged; accept them all
+                // silently rather than report noise.
+                for key in OAUTH2_ONLY_KEYS.iter().chain(JWT_ONLY_KEYS) {
+                    t.get(key);
+                }
+                for key in [
+                    "issuer",
+                    "jwks_url",
+                    "subject_claim",
+                    "email_claim",
+                    "http_timeout",
+                ] {
+                    t.get(key);
+                }
+                None
+            }
+        };
+        t.finish(ctx);
+        account.map(|source| Account {
+            display_name,
+            source,
+        })
+    }
+}
+
+fn wrong_source_keys(
+    ctx: &mut Ctx<'_>,
+    t: &mut Table<'_, '_>,
+    keys: &[&'static str],
+    belongs_to: &str,
+) {
+    for key in keys {
+        if let Some(n) = t.get(key) {
+            ctx.error(
+                &n.key_span,
+                &n.path,
+                format!("`{key}` is only for source = \"{belongs_to}\""),
+            );
+        }
+    }
+}
+
+// === impl JwtSource ===
+
+impl JwtSource {
+    fn read(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<JwtSource> {
+        let cookie = t.nonempty(ctx, "cookie");
+        let header = t.nonempty(ctx, "header");
+        let location = match (cookie, header) {
+            (Some(_), Some(h)) => {
+                h.error(ctx, "set either `cookie` or `header`, not both");
+                None
+            }
+            (Some(c), None) => {
+                let name = c.value.trim().to_string();
+                if is_cookie_token(&name) {
+                    Some(JwtLocation::Cookie(name))
+                } else {
+                    c.error(ctx, format!("invalid cookie name `{name}`"));
+                    None
+                }
+            }
+            (None, Some(h)) => match http::HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                Ok(name) => Some(JwtLocation::Header(name)),
+                Err(_) => {
+                    h.error(ctx, format!("invalid header name `{}`", h.value.trim()));
+                    None
+                }
+            },
+            (None, None) => {
+                if t.get("cookie").is_none() && t.get("header").is_none() {
+                    t.missing(
+                        ctx,
+                        "cookie",
+                        "source = \"jwt\" needs `cookie` or `header` (where the token is)",
+                    );
+                }
+                None
+            }
+        };
+        let issuer_value = issuer(ctx, t);
+        if issuer_value.is_none() && t.get("issuer").is_none() {
+            t.missing(ctx, "issuer", "missing required key for source = \"jwt\"");
+        }
+        let audience = t.string_list(ctx, "audience", ListForm::ArrayOrOne);
+        let audience: Option<Vec<String>> = match audience {
+            Some(list) => {
+                let mut out = Vec::new();
+                for s in &list {
+                    if s.value.trim().is_empty() {
+                        s.error(ctx, "must not be empty");
+                    } else {
+                        out.push(s.value.trim().to_string());
+                    }
+                }
+                if list.is_empty() {
+                    if let Some(n) = t.get("audience") {
+                        n.error(ctx, "must list at least one audience");
+                    }
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            None => {
+                if t.get("audience").is_none() {
+                    t.missing(ctx, "audience", "missing required key for source = \"jwt\"");
+                }
+                None
+            }
+        };
+        let jwks_url = t.url(ctx, "jwks_url", HTTP);
+        if jwks_url.is_none() && t.get("jwks_url").is_none() {
+            t.missing(ctx, "jwks_url", "missing required key for source = \"jwt\"");
+        }
+        let subject_claim = t.string_or(ctx, "subject_claim", "sub");
+        let email_claim = t.string_or(ctx, "email_claim", "email");
+        let algs = algs(ctx, t, "algs");
+        let leeway = t.duration(ctx, "leeway", Duration::from_secs(60), true);
+        let http_timeout = t.duration(ctx, "http_timeout", Duration::from_secs(10), false);
+        Some(JwtSource {
+            location: location?,
+            issuer: issuer_value?,
+            audience: audience?,
+            jwks_url: jwks_url?,
+            subject_claim,
+            email_claim,
+            algs,
+            leeway,
+            http_timeout,
+        })
+    }
+}
