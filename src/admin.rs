@@ -1,0 +1,78 @@
+//! The admin listener (`server.admin_listen`): `/healthz` (the process serves), `/readyz`
+//! (everything a request needs is reachable) and `/metrics` (Prometheus). It must never serve
+//! anything user-facing, and it is meant for a private address.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::app::App;
+
+/// The admin HTTP application.
+#[derive(Debug)]
+pub struct Admin {
+    app: Arc<App>,
+}
+
+impl Admin {
+    /// An admin app over the shared state.
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    /// Readiness checks by name; all must pass for `/readyz` to answer 200.
+    async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        vec![("config", Ok(()))]
+    }
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    let headers = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => response(200, "text/plain; charset=utf-8", b"ok\n".to_vec()),
+            "/readyz" => {
+                let checks = self.readiness().await;
+                let ready = checks.iter().all(|(_, r)| r.is_ok());
+                let body = json!({
+                    "ready": ready,
+                    "checks": checks.iter().map(|(name, r)| (name.to_string(), match r {
+                        Ok(()) => json!({"ok": true}),
+                        Err(e) => json!({"ok": false, "error": e}),
+                    })).collect::<serde_json::Map<_, _>>(),
+                });
+                response(
+                    if ready { 200 } else { 503 },
+                    "application/json",
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                )
+            }
+            "/metrics" => {
+                let (content_type, body) = self.app.metrics.render();
+                response(200, &content_type, body)
+            }
+            _ => response(404, "text/plain; charset=utf-8", b"not found\n".to_vec()),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Prometheus metrics, with the names of the contract (DESIGN.md). One registry per process,
+//! created at start-up and shared; rendered by the admin listener at `/metrics`.
+
+use pingora_prometheus::prometheus::{
+    self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric linkgate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `linkgate_requests_total{decision}`: requests by the decision taken.
+    pub requests: IntCounterVec,
+    /// `linkgate_request_duration_seconds{decision}`: time from request to the end of logging.
+    pub request_duration: HistogramVec,
+    /// `linkgate_logins_total{provider,result}`.
+    pub logins: IntCounterVec,
+    /// `linkgate_links_total{result}`.
+    pub links: IntCounterVec,
+    /// `linkgate_store_operations_total{op,result}`.
+    pub store_ops: IntCounterVec,
+    /// `linkgate_store_duration_seconds{op}`.
+    pub store_duration: HistogramVec,
+    /// `linkgate_session_cache_total{result}`.
+    pub session_cache: IntCounterVec,
+    /// `linkgate_upstream_errors_total{upstream,kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `linkgate_stripped_identity_headers_total`: client-sent identity headers removed.
+    pub stripped_headers: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Latency buckets fine enough to see sub-millisecond overhead.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let stripped_headers = IntCounter::new(
+            "linkgate_stripped_identity_headers_total",
+            "Identity headers sent by clients and removed before the upstream",
+        )?;
+        registry.register(Box::new(stripped_headers.clone()))?;
+        Ok(Self {
+            requests: counter(
+                "linkgate_requests_total",
+                "Requests by the decision linkgate took",
+                &["decision"],
+            )?,
+            request_duration: histogram(
+                "linkgate_request_duration_seconds",
+                "Request duration, from the request line to the end of the response",
+                &["decision"],
+            )?,
+            logins: counter(
+                "linkgate_logins_total",
+                "Completed or failed logins by provider",
+                &["provider", "result"],
+            )?,
+            links: counter(
+                "linkgate_links_total",
+                "Account link operations by result",
+                &["result"],
+            )?,
+            store_ops: counter(
+                "linkgate_store_operations_total",
+                "Session store operations by result",
+                &["op", "result"],
+            )?,
+            store_duration: histogram(
+                "linkgate_store_duration_seconds",
+                "Session store operation latency",
+                &["op"],
+            )?,
+            session_cache: counter(
+                "linkgate_session_cache_total",
+                "In-process session cache lookups by result",
+                &["result"],
+            )?,
+            upstream_errors: counter(
+                "linkgate_upstream_errors_total",
+                "Failed upstream requests by upstream and kind",
+                &["upstream", "kind"],
+            )?,
+            stripped_headers,
+            registry,
+        })
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> (String, Vec<u8>) {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        (encoder.format_type().to_string(), buf)
+    }
+
+    /// The request-duration histogram for one decision (for callers that observe directly).
+    pub fn duration(&self, decision: &str) -> Histogram {
+        self.request_duration.with_label_values(&[decision])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_name_is_exported() {
+        let m = Metrics::new().unwrap();
+        m.requests.with_label_values(&["forward"]).inc();
+        m.duration("forward").observe(0.001);
+        m.logins.with_label_values(&["sso", "ok"]).inc();
+        m.links.with_label_values(&["created"]).inc();
+        m.store_ops.with_label_values(&["get", "ok"]).inc();
+        m.store_duration.with_label_values(&["get"]).observe(0.001);
+        m.session_cache.with_label_values(&["hit"]).inc();
+        m.upstream_errors
+            .with_label_values(&["app", "connect"])
+            .inc();
+        let (_, body) = m.render();
+        let text = String::from_utf8(body).unwrap();
+        for name in [
+            "linkgate_requests_total",
+            "linkgate_request_duration_seconds",
+            "linkgate_logins_total",
+            "linkgate_links_total",
+            "linkgate_store_operations_total",
+            "linkgate_store_duration_seconds",
+            "linkgate_session_cache_total",
+            "linkgate_upstream_errors_total",
+        ] {
+            assert!(text.contains(name), "{name} missing from /metrics");
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Header hygiene between the client and the upstream.
+//!
+//! An identity header is *always* either set by linkgate or removed: every header of the
+//! identity families that a client sends is stripped before the upstream sees the request, in
+//! any letter case and with `_` in place of `-` (some servers fold `X_Forwarded_User` into
+//! `X-Forwarded-User`). A stripped client copy is logged, because it is either a
+//! misconfigured client or an attack. The `Forwarded`/`X-Forwarded-*` transport headers are
+//! believed only from `server.trusted_proxies`. linkgate's own cookies never reach the
+//! upstream.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, COOKIE};
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+
+/// Header names (lower case, `-` form) that are always linkgate's to set.
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-remote-user",
+    "remote-user",
+];
+
+/// Prefixes (lower case, `-` form) of header families that are linkgate's alone.
+const IDENTITY_PREFIXES: &[&str] = &["x-linkgate-", "x-auth-request-"];
+
+/// Headers that some frameworks (Symfony, Laminas/Zend and so Magento, IIS) take as the real
+/// request URL. A client must never be able to make the upstream see another path than the
+/// one linkgate authorised.
+const URL_OVERRIDE_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+];
+
+/// Transport headers that only a trusted proxy may set.
+const TRANSPORT_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// The set of header names to strip from client requests, precomputed at load.
+#[derive(Debug, Clone)]
+pub struct Hygiene {
+    /// Extra exact names (operator-renamed identity headers), lower case, `-` form.
+    extra: Vec<String>,
+    /// The name of linkgate's cookies; every cookie named this or starting with it plus `_`
+    /// is removed from the `Cookie` header.
+    cookie_name: String,
+    trusted: Vec<IpNet>,
+}
+
+/// The folded form of a header name: lower case with `_` read as `-`.
+fn fold(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+// === impl Hygiene ===
+
+impl Hygiene {
+    /// Builds the strip list from the configured header names, cookie name and trusted proxy
+    /// networks.
+    pub fn new<'a>(
+        configured_names: impl IntoIterator<Item = &'a str>,
+        cookie_name: &str,
+        trusted: Vec<IpNet>,
+    ) -> Self {
+        Self {
+            extra: configured_names.into_iter().map(fold).collect(),
+            cookie_name: cookie_name.to_string(),
+            trusted,
+        }
+    }
+
+    /// Whether a header name (as the client wrote it) belongs to an identity family.
+    pub fn is_identity(&self, name: &str) -> bool {
+        let folded = fold(name);
+        IDENTITY_HEADERS.contains(&folded.as_str())
+            || IDENTITY_PREFIXES.iter().any(|p| folded.starts_with(p))
+            || URL_OVERRIDE_HEADERS.contains(&folded.as_str())
+            || self.extra.contains(&folded)
+    }
+
+    /// Whether the direct peer may set `Forwarded`/`X-Forwarded-*`.
+    pub fn is_trusted(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// Removes every identity header and, for an untrusted peer, every transport header,
+    /// from the request going upstream. Returns the names it removed from the identity
+    /// families (for the log line).
+    pub fn strip(&self, req: &mut RequestHeader, peer_trusted: bool) -> Vec<String> {
+        let mut identity = Vec::new();
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in req.headers.keys() {
+            let n = name.as_str();
+            if self.is_identity(n) {
+                identity.push(n.to_string());
+                doomed.push(name.clone());
+            } else if !peer_trusted && TRANSPORT_HEADERS.contains(&fold(n).as_str()) {
+                doomed.push(name.clone());
+            } else if n.contains('_') && TRANSPORT_HEADERS.contains(&fold(n).as_str()) {
+                // `X_Forwarded_For` from anyone: a server folding `_` would read it as the
+                // real header. The trusted proxy sends the `-` form.
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            req.remove_header(&name);
+        }
+        identity
+    }
+
+    /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. From a trusted proxy the
+    /// incoming chain is kept and the peer appended; from anyone else they were stripped and
+    /// are written fresh.
+    pub fn set_forwarded(
+        &self,
+        req: &mut RequestHeader,
+        peer: Option<IpAddr>,
+        scheme: &str,
+        host: Option<&str>,
+        peer_trusted: bool,
+    ) -> Result<()> {
+        let peer_text = peer.map(|ip| ip.to_string()).unwrap_or_default();
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) if peer_trusted && !chain.trim().is_empty() => {
+                format!("{}, {}", chain.trim(), peer_text)
+            }
+            _ => peer_text,
+        };
+        if !xff.is_empty() {
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
+            req.insert_header("x-forwarded-proto", scheme)?;
+        }
+        if !(peer_trusted && req.headers.contains_key("x-forwarded-host")) {
+            if let Some(host) = host {
+                req.insert_header("x-forwarded-host", host)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes linkgate's own cookies from the `Cookie` header(s), keeping every other cookie
+    /// byte for byte. Drops the header when nothing is left.
+    pub fn strip_own_cookies(&self, req: &mut RequestHeader) -> Result<()> {
+        if !req.headers.contains_key(COOKIE) {
+            return Ok(());
+        }
+        let mut kept: Vec<String> = Vec::new();
+        let mut removed = false;
+        for value in req.headers.get_all(COOKIE) {
+            let Ok(text) = value.to_str() else {
+                // Not text: keep untouched rather than mangle it.
+                kept.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+                continue;
+            };
+            for pair in text.split(';') {
+                let name = pair.split('=').next().unwrap_or("").trim();
+                if self.is_own_cookie(name) {
+                    removed = true;
+                } else if !pair.trim().is_empty() {
+                    kept.push(pair.trim().to_string());
+                }
+            }
+        }
+        if !removed {
+            return Ok(());
+        }
+        req.remove_header(&COOKIE);
+        if !kept.is_empty() {
+            req.insert_header(COOKIE, kept.join("; "))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a cookie name is one of linkgate's (`_linkgate`, `_linkgate_csrf`, ...).
+    pub fn is_own_cookie(&self, name: &str) -> bool {
+        name == self.cookie_name
+            || name
+                .strip_prefix(self.cookie_name.as_str())
+                .is_some_and(|rest| rest.starts_with('_'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hygiene() -> Hygiene {
+        Hygiene::new(
+            ["X-Custom-User"],
+            "_linkgate",
+            vec!["10.0.0.0/8".parse().unwrap()],
+        )
+    }
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn identity_families_are_stripped_in_any_spelling() {
+        let h = hygiene();
+        let mut req = request(&[
+            ("X-Forwarded-User", "a"),
+            ("x-forwarded-EMAIL", "b"),
+            ("X_Forwarded_Groups", "c"),
+            ("X-LINKGATE-LINK-STATUS", "linked"),
+            ("x_linkgate_account_id", "d"),
+            ("X-Custom_User", "e"),
+            ("X-Original-URL", "/admin"),
+            ("Accept", "text/html"),
+        ]);
+        let removed = h.strip(&mut req, false);
+        assert_eq!(removed.len(), 7);
+        assert_eq!(req.headers.len(), 1);
+        assert!(req.headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn transport_headers_only_from_trusted_peers() {
+        let h = hygiene();
+        let mut req = request(&[("X-Forwarded-For", "1.2.3.4"), ("Forwarded", "for=1.2.3.4")]);
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let trusted = h.is_trusted(Some(peer));
+        assert!(!trusted);
+        h.strip(&mut req, trusted);
+        h.set_forwarded(&mut req, Some(peer), "https", Some("app.test"), trusted)
+            .unwrap();
+        assert_eq!(req.headers["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
+        assert!(!req.headers.contains_key("forwarded"));
+
+        let mut req = request(&[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(h.is_trusted(Some(proxy)));
+        h.strip(&mut req, true);
+        h.set_forwarded(&mut req, Some(proxy), "http", Some("app.test"), true)
+            .unwrap();
+        assert_eq!(req.headers["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn own_cookies_never_reach_the_upstream() {
+        let h = hygiene();
+        let mut req = request(&[
+            ("Cookie", "a=1; _linkgate=secret; _linkgate_csrf=x"),
+            ("Cookie", "_linkgatex=keep; b=2"),
+        ]);
+        h.strip_own_cookies(&mut req).unwrap();
+        assert_eq!(req.headers["cookie"], "a=1; _linkgatex=keep; b=2");
+        let mut req = request(&[("Cookie", "_linkgate=only")]);
+        h.strip_own_cookies(&mut req).unwrap();
+        assert!(!req.headers.contains_key("cookie"));
+    }
+}

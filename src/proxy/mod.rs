@@ -1,0 +1,375 @@
+//! The Pingora service: every request's decision, routing and header hygiene.
+//!
+//! [`Gate::decide`] is the decision order of DESIGN.md, once, top to bottom. Each step calls
+//! into the module that owns it. The [`ProxyHttp`] methods below only wire that decision into
+//! Pingora's phases: they never decide anything themselves.
+
+pub mod headers;
+pub mod path;
+pub mod route;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::app::App;
+use crate::respond::{self, Refusal, Reply};
+
+/// The label of the decision taken for a request (metric `decision`, access log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decision {
+    /// Not decided yet (an error before the decision).
+    #[default]
+    Undecided,
+    /// A linkgate endpoint under `proxy_prefix` answered.
+    Endpoint,
+    /// Forwarded without authentication through `authz.skip_auth_routes`.
+    SkipAuth,
+    /// Redirected a browser to sign in.
+    RedirectLogin,
+    /// Refused with 401.
+    Unauthenticated,
+    /// Refused with a 4xx/5xx of linkgate's own (bad request, no route, store down...).
+    Refused,
+}
+
+impl Decision {
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Undecided => "undecided",
+            Decision::Endpoint => "endpoint",
+            Decision::SkipAuth => "skip_auth",
+            Decision::RedirectLogin => "redirect_login",
+            Decision::Unauthenticated => "unauthenticated",
+            Decision::Refused => "refused",
+        }
+    }
+}
+
+/// Counts a request as in flight for as long as it lives.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-request state shared between Pingora's phases.
+#[derive(Debug)]
+pub struct RequestCtx {
+    _inflight: InFlight,
+    started: Instant,
+    decision: Decision,
+    route: Option<usize>,
+    peer: Option<IpAddr>,
+    peer_trusted: bool,
+}
+
+/// What [`Gate::decide`] concluded.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send the request upstream.
+    Forward,
+    /// Answer it here.
+    Reply(Reply),
+}
+
+/// The linkgate proxy service.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    app: Arc<App>,
+}
+
+// === impl Gate ===
+
+impl Gate {
+    /// A gate over shared state.
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    /// The request decision of DESIGN.md, in its order.
+    pub async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Outcome {
+        let app = &self.app;
+        let req = session.req_header();
+        let navigation = respond::is_navigation(req);
+        let Some(path) = path::normalise(req.uri.path()) else {
+            return self.refuse(
+                ctx,
+                Refusal::BadRequest("malformed path".into()),
+                navigation,
+            );
+        };
+
+        // 1. linkgate's own endpoints.
+        if path::under_prefix(&path, app.prefix()).is_some() {
+            ctx.decision = Decision::Endpoint;
+            return Outcome::Reply(Refusal::NotFound.reply(navigation, &app.pages));
+        }
+
+        let host = request_host(req);
+        let Some((index, _route)) = app.router.pick(host.as_deref(), &path) else {
+            return self.refuse(ctx, Refusal::NoRoute, navigation);
+        };
+        ctx.route = Some(index);
+
+        // 2. skip_auth_routes: matched against the normalised path only.
+        if app
+            .config
+            .authz
+            .skip_auth_routes
+            .iter()
+            .any(|r| r.method.as_ref().is_none_or(|m| *m == req.method) && r.path.is_match(&path))
+        {
+            ctx.decision = Decision::SkipAuth;
+            return Outcome::Forward;
+        }
+
+        // 6. Nothing: send a browser to sign in, refuse anything else.
+        if navigation {
+            ctx.decision = Decision::RedirectLogin;
+            let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let location = format!(
+                "{}/start?rd={}",
+                app.prefix(),
+                utf8_percent_encode(rd, NON_ALPHANUMERIC)
+            );
+            return Outcome::Reply(Reply::redirect(&location));
+        }
+        ctx.decision = Decision::Unauthenticated;
+        Outcome::Reply(Refusal::Unauthenticated.reply(false, &app.pages))
+    }
+
+    fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
+        ctx.decision = Decision::Refused;
+        Outcome::Reply(refusal.reply(html, &self.app.pages))
+    }
+}
+
+/// The host the client asked for: `Host`, or the authority of an absolute-form / HTTP/2
+/// request.
+fn request_host(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Gate {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            _inflight: InFlight::new(&self.app.inflight),
+            started: Instant::now(),
+            decision: Decision::Undecided,
+            route: None,
+            peer: None,
+            peer_trusted: false,
+        }
+    }
+
+    /// Runs the decision; a reply is written here and ends the request (`Ok(true)`), a
+    /// forward continues to `upstream_peer` (`Ok(false)`).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.peer = peer_ip(session);
+        ctx.peer_trusted = self.app.hygiene.is_trusted(ctx.peer);
+        match self.decide(session, ctx).await {
+            Outcome::Forward => Ok(false),
+            Outcome::Reply(reply) => {
+                reply.send(session).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The peer of the route chosen in `request_filter`, with the route's timeouts. An
+    /// upgraded (WebSocket) connection gets the route's idle timeout instead of the read
+    /// timeout, so a quiet socket is not cut after one read timeout.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .and_then(|i| self.app.router.get(i))
+            .ok_or_else(|| Error::explain(InternalError, "no route chosen before upstream_peer"))?;
+        let mut peer = HttpPeer::new(route.addr, route.tls, route.sni.clone());
+        peer.options.connection_timeout = Some(route.connect_timeout);
+        peer.options.total_connection_timeout = Some(route.connect_timeout);
+        if session.is_upgrade_req() && route.websockets {
+            peer.options.read_timeout = Some(route.websocket_idle_timeout);
+            peer.options.idle_timeout = Some(route.websocket_idle_timeout);
+        } else {
+            peer.options.read_timeout = Some(route.read_timeout);
+            peer.options.write_timeout = Some(route.read_timeout);
+        }
+        Ok(Box::new(peer))
+    }
+
+    /// Header hygiene on the request the upstream will see.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let hygiene = &self.app.hygiene;
+        let stripped = hygiene.strip(upstream, ctx.peer_trusted);
+        if !stripped.is_empty() {
+            self.app
+                .metrics
+                .stripped_headers
+                .inc_by(stripped.len() as u64);
+            tracing::warn!(
+                peer = ?ctx.peer,
+                headers = ?stripped,
+                "client sent identity headers; removed before the upstream"
+            );
+        }
+        hygiene.strip_own_cookies(upstream)?;
+        let websockets_off = ctx
+            .route
+            .and_then(|i| self.app.router.get(i))
+            .is_some_and(|r| !r.websockets);
+        if websockets_off && session.is_upgrade_req() {
+            upstream.remove_header(&http::header::UPGRADE);
+            upstream.remove_header(&http::header::CONNECTION);
+        }
+        let scheme = if self.app.config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = request_host(session.req_header());
+        hygiene.set_forwarded(
+            upstream,
+            ctx.peer,
+            scheme,
+            host.as_deref(),
+            ctx.peer_trusted,
+        )?;
+        Ok(())
+    }
+
+    /// linkgate's own answer when proxying fails: 504 for timeouts, 502 for anything else
+    /// the upstream did, as a page or JSON. Nothing is written if the response had started.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy
+    where
+        Self::CTX: Send + Sync,
+    {
+        let refusal = match e.etype() {
+            ErrorType::HTTPStatus(code) if *code < 500 => {
+                Refusal::BadRequest(format!("rejected with status {code}"))
+            }
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Refusal::GatewayTimeout
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Refusal::BadGateway,
+                ErrorSource::Downstream => {
+                    // The client went away or sent garbage: nothing useful to say to it.
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                _ => Refusal::Internal,
+            },
+        };
+        if matches!(refusal, Refusal::BadGateway | Refusal::GatewayTimeout) {
+            let upstream = ctx
+                .route
+                .and_then(|i| self.app.router.get(i))
+                .map_or("-", |r| r.name.as_str());
+            self.app
+                .metrics
+                .upstream_errors
+                .with_label_values(&[upstream, refusal.code()])
+                .inc();
+        }
+        let code = refusal.status().as_u16();
+        if session.response_written().is_none() {
+            let html = respond::is_navigation(session.req_header());
+            // Pingora closes the connection after a failed proxy attempt: say so
+            // (`Connection: close`), so that a client does not send its next request into
+            // a closing socket.
+            session.set_keepalive(None);
+            if let Err(err) = refusal.reply(html, &self.app.pages).send(session).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The access log line and the request metrics.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX)
+    where
+        Self::CTX: Send + Sync,
+    {
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let decision = if ctx.decision == Decision::Undecided && ctx.route.is_some() {
+            "forward"
+        } else {
+            ctx.decision.as_str()
+        };
+        let metrics = &self.app.metrics;
+        metrics.requests.with_label_values(&[decision]).inc();
+        metrics.duration(decision).observe(elapsed.as_secs_f64());
+        let req = session.req_header();
+        let upstream = ctx
+            .route
+            .and_then(|i| self.app.router.get(i))
+            .map_or("-", |r| r.name.as_str());
+        tracing::info!(
+            target: "linkgate::access",
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream,
+            decision,
+            peer = ?ctx.peer,
+            error = e.map(|e| e.to_string()),
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! The one way linkgate answers a request itself: redirects, pages and JSON errors.
+//!
+//! Every response that does not come from an upstream is built here, so that each one carries
+//! `Content-Length` (Pingora hangs or closes a connection whose self-written response lacks it),
+//! `Cache-Control: no-store` (auth answers must never be cached by a shared cache) and the
+//! same security headers. Nothing in this module decides *whether* to answer; it only knows
+//! *how*.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use serde_json::json;
+
+use crate::pages;
+
+/// A complete response written by linkgate itself.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+// === impl Reply ===
+
+impl Reply {
+    /// A `302 Found` to `location` (already validated by the caller).
+    pub fn redirect(location: &str) -> Self {
+        let mut reply = Self::new(StatusCode::FOUND, "text/plain; charset=utf-8", Bytes::new());
+        reply.push_header(header::LOCATION, location);
+        reply
+    }
+
+    /// A JSON body with the given status.
+    pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        Self::new(
+            status,
+            "application/json",
+            Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        )
+    }
+
+    /// An HTML page with the given status.
+    pub fn html(status: StatusCode, body: String) -> Self {
+        Self::new(status, "text/html; charset=utf-8", Bytes::from(body))
+    }
+
+    /// A plain-text body (used by the admin listener and `202` forward-auth answers).
+    pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        Self::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    fn new(status: StatusCode, content_type: &'static str, body: Bytes) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            content_type,
+            body,
+        }
+    }
+
+    /// The status this reply will be sent with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body this reply will be sent with.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Adds a header; a value that is not a valid header value is dropped (and logged), never
+    /// sent half-formed.
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        self.push_header(name, value);
+        self
+    }
+
+    /// Adds a `Set-Cookie` header.
+    pub fn with_cookie(self, cookie: &str) -> Self {
+        self.with_header(header::SET_COOKIE, cookie)
+    }
+
+    fn push_header(&mut self, name: HeaderName, value: &str) {
+        match HeaderValue::from_str(value) {
+            Ok(v) => self.headers.push((name, v)),
+            Err(_) => tracing::error!(header = %name, "refusing to send an invalid header value"),
+        }
+    }
+
+    /// Builds the response header: status, the reply's headers, `Content-Type`,
+    /// `Content-Length`, `Cache-Control: no-store` and the security headers.
+    pub fn header(&self) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 6))?;
+        resp.insert_header(header::CONTENT_TYPE, self.content_type)?;
+        resp.insert_header(header::CONTENT_LENGTH, self.body.len())?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+        resp.insert_header(header::REFERRER_POLICY, "no-referrer")?;
+        if self.content_type.starts_with("text/html") {
+            resp.insert_header(header::X_FRAME_OPTIONS, "DENY")?;
+            resp.insert_header(
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            )?;
+        }
+        for (name, value) in &self.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        Ok(resp)
+    }
+
+    /// Writes the whole reply to the downstream. A `HEAD` request gets the headers only.
+    pub async fn send(self, session: &mut Session) -> Result<()> {
+        let header = self.header()?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only || self.body.is_empty())
+            .await?;
+        if !head_only && !self.body.is_empty() {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the client is a browser navigating (and so should see pages and redirects) rather
+/// than a script, an XHR/fetch, or an API client (which get JSON and plain status codes).
+///
+/// `Sec-Fetch-Mode` decides when the browser sends it; otherwise `Accept` must prefer
+/// `text/html` and the method must be `GET` or `HEAD`.
+pub fn is_navigation(req: &http::request::Parts) -> bool {
+    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        return false;
+    }
+    if let Some(mode) = req.headers.get("sec-fetch-mode") {
+        return mode.as_bytes().eq_ignore_ascii_case(b"navigate");
+    }
+    if let Some(dest) = req.headers.get("sec-fetch-dest") {
+        if !dest.as_bytes().eq_ignore_ascii_case(b"document") {
+            return false;
+        }
+    }
+    if req
+        .headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+    {
+        return false;
+    }
+    prefers_html(req)
+}
+
+/// Whether `Accept` ranks `text/html` above `application/json` (and above `*/*`). Missing
+/// `Accept` means no preference: not HTML.
+pub fn prefers_html(req: &http::request::Parts) -> bool {
+    let Some(accept) = req
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (mut html, mut json) = (None::<f32>, None::<f32>);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = Some(html.map_or(q, |h| h.max(q))),
+            "application/json" => json = Some(json.map_or(q, |j| j.max(q))),
+            _ => {}
+        }
+    }
+    match (html, json) {
+        (Some(h), Some(j)) => h > 0.0 && h >= j,
+        (Some(h), None) => h > 0.0,
+        _ => false,
+    }
+}
+
+/// Why linkgate answers a request itself with an error. Each variant knows its status, a
+/// stable machine-readable code, and the page it shows a person.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// No (valid) credentials for a protected resource, and the client is not a browser that
+    /// could be sent to sign in.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// Signed in but not allowed by `[authz]`.
+    #[error("{reason}")]
+    Forbidden {
+        /// Who the user is signed in as, shown so they can tell which account was refused.
+        who: String,
+        /// Why they were refused, in words a user understands.
+        reason: String,
+    },
+    /// The request itself is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No upstream route matches the host and path.
+    #[error("no application is configured for this address")]
+    NoRoute,
+    /// A linkgate endpoint that does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The method is not allowed on a linkgate endpoint.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The session store is unreachable.
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
+    /// The identity provider could not be reached or answered nonsense.
+    #[error("the sign-in provider is unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// The upstream refused the connection or broke it.
+    #[error("the application could not be reached")]
+    BadGateway,
+    /// The upstream did not answer in time.
+    #[error("the application did not answer in time")]
+    GatewayTimeout,
+    /// A bug or an unexpected internal failure.
+    #[error("internal error")]
+    Internal,
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::NoRoute | Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::BadGateway => StatusCode::BAD_GATEWAY,
+            Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable code for API clients and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::NoRoute => "no_route",
+            Refusal::NotFound => "not_found",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::ProviderUnavailable(_) => "provider_unavailable",
+            Refusal::BadGateway => "bad_gateway",
+            Refusal::GatewayTimeout => "gateway_timeout",
+            Refusal::Internal => "internal_error",
+        }
+    }
+
+    /// What the user can do next, in one sentence.
+    fn advice(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "Sign in and try again.",
+            Refusal::Forbidden { .. } => {
+                "Sign out and sign in with an account that has access, or ask the site operator for access."
+            }
+            Refusal::BadRequest(_) => "Check the address and try again.",
+            Refusal::NoRoute | Refusal::NotFound => "Check the address.",
+            Refusal::MethodNotAllowed => "Use the link or button on the page instead.",
+            Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
+                "This is temporary. Wait a moment and try again."
+            }
+            Refusal::BadGateway | Refusal::GatewayTimeout => {
+                "The application behind this gate is not answering. Try again in a moment."
+            }
+            Refusal::Internal => "Try again. If it keeps happening, tell the site operator.",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "Sign-in required",
+            Refusal::Forbidden { .. } => "Access denied",
+            Refusal::BadRequest(_) => "Bad request",
+            Refusal::NoRoute | Refusal::NotFound => "Not found",
+            Refusal::MethodNotAllowed => "Method not allowed",
+            Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
+                "Temporarily unavailable"
+            }
+            Refusal::BadGateway => "Application unreachable",
+            Refusal::GatewayTimeout => "Application timed out",
+            Refusal::Internal => "Something went wrong",
+        }
+    }
+
+    /// The reply for this refusal: an HTML page for a browser navigation, JSON otherwise.
+    pub fn reply(&self, html: bool, ctx: &pages::PageContext) -> Reply {
+        let status = self.status();
+        let reply = if html {
+            let who = match self {
+                Refusal::Forbidden { who, .. } => Some(who.as_str()),
+                _ => None,
+            };
+            Reply::html(
+                status,
+                pages::message(ctx, self.title(), &self.to_string(), self.advice(), who),
+            )
+        } else {
+            Reply::json(
+                status,
+                &json!({
+                    "error": self.code(),
+                    "message": self.to_string(),
+                    "advice": self.advice(),
+                }),
+            )
+        };
+        match self {
+            Refusal::Unauthenticated => reply.with_header(
+                header::WWW_AUTHENTICATE,
+                &format!("Bearer realm=\"{}\"", ctx.realm),
+            ),
+            Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
+                reply.with_header(header::RETRY_AFTER, "5")
+            }
+            _ => reply,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri("/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn navigation_is_decided_by_sec_fetch_mode_first() {
+        assert!(is_navigation(&parts(
+            "GET",
+            &[("sec-fetch-mode", "navigate")]
+        )));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[("sec-fetch-mode", "cors"), ("accept", "text/html")]
+        )));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")]
+        )));
+    }
+
+    #[test]
+    fn accept_decides_without_fetch_metadata() {
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(is_navigation(&parts("GET", &[("accept", browser)])));
+        assert!(!is_navigation(&parts("POST", &[("accept", browser)])));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[("accept", "application/json")]
+        )));
+        assert!(!is_navigation(&parts("GET", &[("accept", "*/*")])));
+        assert!(!is_navigation(&parts("GET", &[])));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[("accept", "application/json, text/html;q=0.5")]
+        )));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[
+                ("accept", "text/html"),
+                ("x-requested-with", "XMLHttpRequest")
+            ]
+        )));
+        assert!(!is_navigation(&parts(
+            "GET",
+            &[("accept", "text/html;q=0")]
+        )));
+    }
+
+    #[test]
+    fn every_reply_has_length_and_no_store() {
+        let r = Reply::redirect("/oauth2/start?rd=%2F").header().unwrap();
+        assert_eq!(r.status, 302);
+        assert_eq!(r.headers["content-length"], "0");
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert_eq!(r.headers["location"], "/oauth2/start?rd=%2F");
+        let j = Reply::json(StatusCode::UNAUTHORIZED, &json!({"a": 1}));
+        let h = j.header().unwrap();
+        assert_eq!(h.headers["content-length"], j.body().len().to_string());
+    }
+
+    #[test]
+    fn refusals_answer_browsers_with_pages_and_apis_with_json() {
+        let ctx = pages::PageContext::default();
+        let page = Refusal::BadGateway.reply(true, &ctx);
+        assert_eq!(page.status(), StatusCode::BAD_GATEWAY);
+        assert!(String::from_utf8_lossy(page.body()).contains("<title>Application unreachable"));
+        let api = Refusal::Unauthenticated.reply(false, &ctx);
+        let v: serde_json::Value = serde_json::from_slice(api.body()).unwrap();
+        assert_eq!(v["error"], "unauthenticated");
+        let h = api.header().unwrap();
+        assert!(h.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Turning a validated configuration into a running Pingora server: the proxy listener
+//! (plain with h2c, or TLS with HTTP/2 over ALPN), the admin listener, and the process
+//! settings (threads, graceful shutdown, the upgrade socket). Pingora's own CLI and YAML are
+//! not used: `Opt` and `ServerConf` are built here from `config.toml`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ExecutionPhase;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::app::App;
+use crate::config::Config;
+use crate::proxy::Gate;
+
+/// How the process was asked to start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running linkgate (Pingora's graceful upgrade:
+    /// start the new process with `--upgrade`, then send the old one `SIGQUIT`).
+    pub upgrade: bool,
+}
+
+/// Builds the server and runs it until SIGTERM (graceful drain), SIGINT (fast) or SIGQUIT
+/// (hand the sockets to an upgrading process). Never returns on success.
+pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    // Pingora drains during its grace period, then cancels whatever is left when it stops
+    // the runtimes. The grace period is ours to set; `drain_then_exit` ends it early once
+    // nothing is in flight, so an idle linkgate stops at once.
+    let conf = ServerConf {
+        threads: config.server.threads,
+        pid_file: config.server.pid_file.display().to_string(),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        grace_period_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listen = config.server.listen.to_string();
+    let admin_listen = config.server.admin_listen.map(|a| a.to_string());
+    let tls = config.server.tls.clone();
+    let app = Arc::new(App::new(config).context("while preparing to serve")?);
+
+    let server_options = {
+        let mut o = HttpServerOptions::default();
+        o.h2c = tls.is_none();
+        o
+    };
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Gate::new(app.clone()))
+        .name("linkgate proxy")
+        .server_options(server_options)
+        .build();
+    match &tls {
+        Some(tls) => {
+            let mut settings = TlsSettings::intermediate(
+                &tls.cert.display().to_string(),
+                &tls.key.display().to_string(),
+            )
+            .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&listen, None, settings);
+        }
+        None => proxy.add_tcp(&listen),
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_listen) = admin_listen {
+        let mut admin = Service::new(
+            "linkgate admin".to_string(),
+            HttpServer::new_app(Admin::new(app.clone())),
+        );
+        admin.add_tcp(&admin_listen);
+        server.add_service(admin);
+    }
+
+    let phases = server.watch_execution_phase();
+    let inflight = app.inflight.clone();
+    std::thread::Builder::new()
+        .name("linkgate-drain".into())
+        .spawn(move || drain_then_exit(phases, &inflight))
+        .context("while starting the drain watcher")?;
+
+    tracing::info!(%listen, tls = tls.is_some(), "linkgate serving");
+    server.run_forever()
+}
+
+/// Once Pingora enters its shutdown grace period (after SIGTERM, or after handing the
+/// sockets to an upgrading process), exits as soon as no request is in flight instead of
+/// sleeping out the whole period.
+fn drain_then_exit(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    inflight: &AtomicUsize,
+) {
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+    loop {
+        let n = inflight.load(Ordering::Relaxed);
+        if n == 0 {
+            tracing::info!("drained: no request in flight, exiting");
+            std::process::exit(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
