@@ -1,0 +1,456 @@
+// Test-only OpenID provider for linkgate's integration tests.
+//
+// NEVER use this outside tests: any login name is accepted with any password.
+//
+// Usage:
+//   node provider.mjs <config.json>     serve; prints exactly one line `READY <issuer>` to stdout
+//                                       once listening; exits when stdin closes, on SIGTERM/SIGINT
+//   node provider.mjs --genkey [kid]    print a fresh RS256 key as JSON {"jwk", "pem", "public_pem"}
+//
+// Config JSON:
+//   { "port": N, "issuer": "http://127.0.0.1:N", "name": "label",
+//     "clients": [{ client_id, client_secret, redirect_uris, post_logout_redirect_uris,
+//                   token_endpoint_auth_method, grant_types }],
+//     "jwks": { "keys": [private JWKs] },                 (optional: an RS256 key is generated)
+//     "ttl": { "AccessToken": s, "IdToken": s, "RefreshToken": s, ... },  (optional, seconds)
+//     "accounts": { "alice": { "email", "name", "preferred_username", "groups", "email_verified" } },
+//     "verbose": false }                                  (optional: log every request to stderr)
+//
+// Everything is served from 127.0.0.1 and nothing is ever fetched from elsewhere: the login,
+// logout and error pages below replace oidc-provider's stock pages, which import a web font.
+//
+// Test-control endpoints (this script only):
+//   GET  /__test/counts        JSON counters (token requests by grant_type, userinfo, ...)
+//   POST /__test/reset         zero the counters
+//   GET  /__test/private-jwks  the private JWKS in use (to restart with the same keys)
+//   POST /__test/sign          body: JSON claims; answer: a compact JWS (RS256) signed with the
+//                              provider's first signing key (for "account JWT" style tests)
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+
+function generateKey(kid) {
+  // Node 20 can deadlock when the KeyObject returned by generateKeyPairSync is exported as a JWK:
+  // a garbage collection during the export destroys the key-generation job, which takes the
+  // mutex the export holds (seen as a rare hang before READY). So the key is generated straight
+  // to PEM and the JWK exported from a separate KeyObject.
+  const { privateKey: pem, publicKey: publicPem } = crypto.generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  const jwk = {
+    ...crypto.createPrivateKey(pem).export({ format: 'jwk' }),
+    kid: kid || crypto.randomBytes(9).toString('base64url'),
+    alg: 'RS256',
+    use: 'sig',
+  };
+  return { jwk, pem, public_pem: publicPem };
+}
+
+if (process.argv[2] === '--genkey') {
+  process.stdout.write(`${JSON.stringify(generateKey(process.argv[3]))}\n`);
+  process.exit(0);
+}
+
+if (!process.argv[2]) {
+  process.stderr.write('usage: node provider.mjs <config.json> | --genkey [kid]\n');
+  process.exit(2);
+}
+
+// stdout carries exactly one line, `READY <issuer>`: everything else goes to stderr, including
+// oidc-provider's console.info NOTICEs. Two WARNINGs known to be expected here are dropped unless
+// verbose: "Unsupported runtime" (oidc-provider 9 wants Node 22+, and works on Node 20) and the
+// in-memory adapter one (this provider is meant to forget everything on restart).
+const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const verbose = Boolean(config.verbose);
+const toStderr = (...args) => process.stderr.write(`${args.map(String).join(' ')}\n`);
+console.log = toStderr;
+console.info = toStderr;
+console.debug = toStderr;
+console.warn = (...args) => {
+  const text = args.map(String).join(' ');
+  if (!verbose && /Unsupported runtime|in-memory adapter/.test(text)) return;
+  toStderr(text);
+};
+
+// Imported here so that --genkey works without node_modules.
+const { default: Provider } = await import('oidc-provider');
+
+const label = String(config.name || 'oidc');
+const cookieSuffix = label.replace(/[^A-Za-z0-9]/g, '_');
+const issuer = config.issuer || `http://127.0.0.1:${config.port}`;
+const accounts = config.accounts || {};
+
+// ---- shutdown: stdin closed (parent died), SIGTERM, SIGINT --------------------------------
+function shutdown(why) {
+  if (verbose) process.stderr.write(`shutting down: ${why}\n`);
+  process.exit(0);
+}
+process.stdin.on('end', () => shutdown('stdin closed'));
+process.stdin.on('close', () => shutdown('stdin closed'));
+process.stdin.on('error', () => shutdown('stdin error'));
+process.stdin.resume();
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+
+// ---- keys -----------------------------------------------------------------------------------
+const jwks = config.jwks?.keys?.length ? config.jwks : { keys: [generateKey().jwk] };
+
+// ---- counters -------------------------------------------------------------------------------
+function freshCounts() {
+  return {
+    authorization_code: 0, // POST /token with grant_type=authorization_code (any outcome)
+    refresh_token: 0, // POST /token with grant_type=refresh_token (any outcome)
+    other_grant: 0, // POST /token with any other grant_type
+    token_success: 0, // grant.success events
+    token_error: 0, // grant.error events
+    authorize: 0, // GET|POST /auth (first leg, not the /auth/:uid resumes)
+    login_forms_posted: 0, // POST /interaction/:uid/login
+    userinfo: 0, // GET|POST /me
+    revocation: 0, // POST /token/revocation
+    end_session: 0, // GET|POST /session/end (first leg)
+  };
+}
+let counts = freshCounts();
+
+// ---- accounts -------------------------------------------------------------------------------
+function accountClaims(login) {
+  const a = accounts[login] || {};
+  return {
+    sub: login,
+    email: a.email || (login.includes('@') ? login : `${login}@example.test`),
+    email_verified: a.email_verified ?? true,
+    name: a.name || login,
+    preferred_username: a.preferred_username || login,
+    groups: a.groups || [],
+  };
+}
+
+// ---- pages (no external resources) ------------------------------------------------------------
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>${esc(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:sans-serif;margin:25px auto;width:320px}
+input,button{display:block;width:100%;box-sizing:border-box;height:36px;margin:0 0 10px}
+.provider{color:#666;font-size:12px}
+</style>
+</head>
+<body>
+<p class="provider">Test OpenID provider <strong>${esc(label)}</strong> (development only)</p>
+<h1>${esc(title)}</h1>
+${body}
+</body>
+</html>`;
+}
+
+function loginPage(uid, params, error) {
+  const hint = params.login_hint ? ` value="${esc(params.login_hint)}"` : '';
+  return page('Sign-in', `${error ? `<p id="error">${esc(error)}</p>` : ''}
+<form id="login-form" autocomplete="off" action="/interaction/${esc(uid)}/login" method="post">
+<input type="hidden" name="prompt" value="login">
+<input id="login" required type="text" name="login" placeholder="Enter any login" autofocus${hint}>
+<input id="password" required type="password" name="password" placeholder="and any password">
+<button id="submit" type="submit">Sign-in</button>
+</form>
+<form id="abort-form" action="/interaction/${esc(uid)}/abort" method="post">
+<button id="abort" type="submit">Cancel</button>
+</form>`);
+}
+
+// ---- provider -------------------------------------------------------------------------------
+// Numbers (seconds) for every TTL in use, so that oidc-provider does not print a NOTICE for each
+// default TTL function; the values are oidc-provider's own defaults. config.ttl overrides them.
+const DEFAULT_TTLS = {
+  AccessToken: 60 * 60,
+  AuthorizationCode: 60,
+  IdToken: 60 * 60,
+  RefreshToken: 14 * 24 * 60 * 60,
+  Interaction: 60 * 60,
+  Session: 14 * 24 * 60 * 60,
+  Grant: 14 * 24 * 60 * 60,
+};
+
+function numberTtls(ttl) {
+  const out = { ...DEFAULT_TTLS };
+  for (const [k, v] of Object.entries(ttl || {})) {
+    if (typeof v === 'number') out[k] = v;
+  }
+  return out;
+}
+
+const provider = new Provider(issuer, {
+  clients: (config.clients || []).map((c) => ({
+    client_id: c.client_id,
+    ...(c.client_secret ? { client_secret: c.client_secret } : {}),
+    redirect_uris: c.redirect_uris || [],
+    post_logout_redirect_uris: c.post_logout_redirect_uris || [],
+    token_endpoint_auth_method: c.token_endpoint_auth_method || 'client_secret_basic',
+    grant_types: c.grant_types || ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+  })),
+  jwks,
+  cookies: {
+    // Per-provider names: cookies do not isolate by port, and the tests run two providers on
+    // 127.0.0.1 in one browser / cookie jar.
+    names: {
+      session: `_session_${cookieSuffix}`,
+      interaction: `_interaction_${cookieSuffix}`,
+      resume: `_interaction_resume_${cookieSuffix}`,
+    },
+    keys: [crypto.randomBytes(32).toString('base64url')],
+  },
+  responseTypes: ['code'],
+  pkce: { required: () => true }, // 9.x only implements S256 (plain is refused)
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username', 'groups'],
+    groups: ['groups'],
+  },
+  conformIdTokenClaims: false,
+  ttl: numberTtls(config.ttl),
+  async findAccount(_ctx, id) {
+    // Any login name is an account: returning undefined here makes oidc-provider answer 500.
+    return {
+      accountId: id,
+      async claims() { return accountClaims(id); },
+    };
+  },
+  // No consent screen: the grant always covers what is asked for.
+  async loadExistingGrant(ctx) {
+    const { oidc } = ctx;
+    const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
+    let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+    if (!grant) {
+      grant = new oidc.provider.Grant({
+        clientId: oidc.client.clientId,
+        accountId: oidc.session.accountId,
+      });
+    }
+    const scopes = [...(oidc.requestParamOIDCScopes || [])];
+    if (scopes.length) grant.addOIDCScope(scopes.join(' '));
+    const claims = [...(oidc.requestParamClaims || [])];
+    if (claims.length) grant.addOIDCClaims(claims);
+    await grant.save();
+    return grant;
+  },
+  // Refresh tokens for every client allowed the grant, offline_access or not (the stock rule
+  // wants offline_access, which oidc-provider drops unless prompt=consent is also sent).
+  async issueRefreshToken(_ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
+  interactions: {
+    url(_ctx, interaction) { return `/interaction/${interaction.uid}`; },
+  },
+  features: {
+    devInteractions: { enabled: false }, // replaced by the login page below
+    userinfo: { enabled: true },
+    revocation: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.type = 'html';
+        ctx.body = page('Sign out', `${form}
+<button id="logout-yes" autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button id="logout-no" type="submit" form="op.logoutForm">No, stay signed in</button>`);
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = page('Signed out', '<p id="signed-out">You are signed out.</p>');
+      },
+    },
+  },
+  async renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = page('Error', `<pre id="error">${esc(JSON.stringify(out, null, 2))}</pre>`);
+  },
+});
+
+provider.proxy = false;
+
+provider.on('grant.success', () => { counts.token_success += 1; });
+provider.on('grant.error', (_ctx, err) => {
+  counts.token_error += 1;
+  process.stderr.write(`grant.error: ${err?.message} ${err?.error_description || ''}${err?.cause ? ` (${err.cause.message || err.cause})` : ''}\n`);
+});
+provider.on('server_error', (_ctx, err) => { process.stderr.write(`server_error: ${err?.stack || err}\n`); });
+for (const ev of ['authorization.error', 'end_session.error', 'userinfo.error', 'revocation.error']) {
+  provider.on(ev, (_ctx, err) => {
+    process.stderr.write(`${ev}: ${err?.message} ${err?.error_description || ''}\n`);
+  });
+}
+
+function readBody(ctx) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    ctx.req.on('data', (c) => chunks.push(c));
+    ctx.req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    ctx.req.on('error', reject);
+  });
+}
+
+function b64url(v) {
+  return Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+}
+
+function signJwt(claims) {
+  const key = jwks.keys.find((k) => k.kty === 'RSA' && (!k.alg || k.alg === 'RS256'));
+  if (!key) throw new Error('no RS256 key');
+  const header = { alg: 'RS256', typ: 'JWT', kid: key.kid };
+  const input = `${b64url(header)}.${b64url(claims)}`;
+  const sig = crypto.sign('sha256', Buffer.from(input), crypto.createPrivateKey({ key, format: 'jwk' }));
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+// Request log (verbose) and counters: the token request's grant_type is read from the parsed
+// parameters after the route ran, whatever its outcome.
+provider.use(async (ctx, next) => {
+  const started = Date.now();
+  try {
+    await next();
+  } finally {
+    const path = ctx.path;
+    if (path === '/token' && ctx.method === 'POST') {
+      const gt = ctx.oidc?.params?.grant_type;
+      if (gt === 'authorization_code') counts.authorization_code += 1;
+      else if (gt === 'refresh_token') counts.refresh_token += 1;
+      else counts.other_grant += 1;
+    } else if (path === '/auth') {
+      counts.authorize += 1;
+    } else if (path === '/me') {
+      counts.userinfo += 1;
+    } else if (path === '/token/revocation') {
+      counts.revocation += 1;
+    } else if (path === '/session/end') {
+      counts.end_session += 1;
+    }
+    if (verbose) {
+      process.stderr.write(`${ctx.method} ${ctx.url} -> ${ctx.status} ${ctx.response.get('location') ? `(${ctx.response.get('location')}) ` : ''}${Date.now() - started}ms\n`);
+    }
+  }
+});
+
+async function finish(ctx, result, mergeWithLastSubmission) {
+  const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+  ctx.redirect(returnTo);
+  ctx.status = 303;
+}
+
+// Errors of the interaction pages (expired or missing interaction cookie, ...) as a page.
+provider.use(async (ctx, next) => {
+  try {
+    await next();
+  } catch (err) {
+    if (!ctx.path.startsWith('/interaction/')) throw err;
+    process.stderr.write(`interaction error: ${err?.message}\n`);
+    ctx.status = err.statusCode || err.status || 400;
+    ctx.type = 'html';
+    ctx.body = page('Error', `<pre id="error">${esc(`${err.name}: ${err.message}`)}</pre>`);
+  }
+});
+
+// Test-control endpoints and the login interaction.
+provider.use(async (ctx, next) => {
+  const { path, method } = ctx;
+
+  if (path.startsWith('/__test/')) {
+    ctx.set('cache-control', 'no-store');
+    if (path === '/__test/counts' && method === 'GET') {
+      ctx.body = counts;
+      return undefined;
+    }
+    if (path === '/__test/reset' && method === 'POST') {
+      counts = freshCounts();
+      ctx.body = counts;
+      return undefined;
+    }
+    if (path === '/__test/private-jwks' && method === 'GET') {
+      ctx.body = jwks;
+      return undefined;
+    }
+    if (path === '/__test/sign' && method === 'POST') {
+      ctx.type = 'application/jwt';
+      ctx.body = signJwt(JSON.parse(await readBody(ctx)));
+      return undefined;
+    }
+    ctx.status = 404;
+    ctx.body = { error: 'unknown test endpoint' };
+    return undefined;
+  }
+
+  const m = /^\/interaction\/([^/]+)(?:\/(login|abort))?$/.exec(path);
+  if (!m) return next();
+  const [, uid, action] = m;
+  ctx.set('cache-control', 'no-store');
+
+  if (!action && method === 'GET') {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== uid) ctx.throw(400, 'interaction mismatch');
+    if (details.prompt.name === 'login') {
+      ctx.type = 'html';
+      ctx.body = loginPage(uid, details.params);
+      return undefined;
+    }
+    // Consent is never asked: loadExistingGrant grants what is requested. Should another prompt
+    // come up, finish it with a grant that covers the request.
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    const d = details.prompt.details || {};
+    if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+    if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+    if (d.missingResourceScopes) {
+      for (const [indicator, scope] of Object.entries(d.missingResourceScopes)) {
+        grant.addResourceScope(indicator, scope.join(' '));
+      }
+    }
+    const grantId = await grant.save();
+    return finish(ctx, { consent: { grantId } }, true);
+  }
+
+  if (action === 'login' && method === 'POST') {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== uid) ctx.throw(400, 'interaction mismatch');
+    const form = new URLSearchParams(await readBody(ctx));
+    const login = (form.get('login') || '').trim();
+    counts.login_forms_posted += 1;
+    if (!login) {
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = loginPage(uid, details.params, 'A login name is required.');
+      return undefined;
+    }
+    return finish(ctx, { login: { accountId: login } }, false);
+  }
+
+  if (action === 'abort' && method === 'POST') {
+    return finish(ctx, {
+      error: 'access_denied',
+      error_description: 'End-User aborted interaction',
+    }, false);
+  }
+
+  ctx.status = 405;
+  return undefined;
+});
+
+const server = http.createServer(provider.callback());
+server.on('error', (err) => {
+  process.stderr.write(`listen failed on 127.0.0.1:${config.port}: ${err.code || err.message}\n`);
+  process.exit(err.code === 'EADDRINUSE' ? 3 : 1);
+});
+server.listen(config.port, '127.0.0.1', () => {
+  process.stdout.write(`READY ${issuer}\n`);
+});
