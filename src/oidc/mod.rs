@@ -1,0 +1,623 @@
+//! OpenID Connect against one provider (`[sso]`, and later `[account]`): discovery, the
+//! authorization request (PKCE S256, state, nonce), the code exchange and refresh with the
+//! `oauth2` crate, id_token verification against the provider's JWKS, and userinfo.
+//!
+//! Everything network-bound is lazy and happens inside the serving runtime: discovery on
+//! first use (retried on later requests if it failed), JWKS per [`jwks`]. The HTTP client
+//! follows no redirects and has timeouts: a token endpoint that redirects is an error, not
+//! an invitation.
+
+pub mod jwks;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::config::{Provider as ProviderConfig, TokenAuthMethod};
+use jwks::Jwks;
+use verify::{Claims, Expect, VerifyError};
+
+/// The extra field every OIDC token response carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenFields {
+    /// The id_token, when the provider sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+impl oauth2::ExtraTokenFields for IdTokenFields {}
+
+type TokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The provider's endpoints, from discovery or from the configuration.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `iss` of its tokens.
+    pub issuer: String,
+    /// Authorization endpoint.
+    pub authorize: Url,
+    /// Token endpoint.
+    pub token: Url,
+    /// Userinfo endpoint, if any.
+    pub userinfo: Option<Url>,
+    /// JWKS.
+    pub jwks: Url,
+    /// RP-initiated logout, if any.
+    pub end_session: Option<Url>,
+}
+
+struct Ready {
+    endpoints: Endpoints,
+    client: OAuthClient,
+    jwks: Arc<Jwks>,
+}
+
+/// Why talking to the provider failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OidcError {
+    /// The provider could not be reached or answered nonsense.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The provider refused the code or the refresh token.
+    #[error("the provider refused: {0}")]
+    Refused(String),
+    /// The tokens did not verify.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+/// A signed-in identity as the provider asserts it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub` (or the configured subject claim).
+    pub subject: String,
+    /// Email, if given.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Whether the provider says the email is verified (absent counts as unverified).
+    #[serde(default)]
+    pub email_verified: bool,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `preferred_username`.
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    /// Groups, from the configured claim.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// The stable key of this identity: issuer and subject.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.issuer, self.subject)
+    }
+
+    /// What to show a person: email, else username, else subject.
+    pub fn display(&self) -> &str {
+        self.email
+            .as_deref()
+            .or(self.preferred_username.as_deref())
+            .unwrap_or(&self.subject)
+    }
+}
+
+/// Tokens from a code exchange or a refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tokens {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token, when issued.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// The id_token, when issued.
+    #[serde(default)]
+    pub id_token: Option<String>,
+    /// Unix seconds when the access token expires, when known.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// A new authorization request: the URL to send the browser to and the secrets to keep.
+#[derive(Debug)]
+pub struct AuthRequest {
+    /// Where to send the browser.
+    pub url: Url,
+    /// The PKCE verifier (kept in the flow record).
+    pub verifier: String,
+    /// The nonce (kept in the flow record).
+    pub nonce: String,
+}
+
+/// One OpenID provider.
+pub struct Provider {
+    /// `sso` or `account` (metrics, logs).
+    pub label: &'static str,
+    config: ProviderConfig,
+    http: reqwest::Client,
+    algs: Vec<Algorithm>,
+    ready: OnceCell<Ready>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("label", &self.label)
+            .field("display_name", &self.config.display_name)
+            .finish()
+    }
+}
+
+/// The HTTP client for provider calls: no redirects, bounded time.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("linkgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> OidcError {
+    OidcError::Unavailable(e.to_string())
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: Url,
+    token_endpoint: Url,
+    #[serde(default)]
+    userinfo_endpoint: Option<Url>,
+    jwks_uri: Url,
+    #[serde(default)]
+    end_session_endpoint: Option<Url>,
+}
+
+// === impl Provider ===
+
+impl Provider {
+    /// A provider from its configuration; nothing is fetched yet.
+    pub fn new(label: &'static str, config: ProviderConfig) -> Result<Self, String> {
+        let http = http_client(config.http_timeout)?;
+        let algs = verify::algorithms(&config.id_token_algs);
+        Ok(Self {
+            label,
+            config,
+            http,
+            algs,
+            ready: OnceCell::new(),
+        })
+    }
+
+    /// The configured display name ("Magento.com").
+    pub fn display_name(&self) -> &str {
+        &self.config.display_name
+    }
+
+    /// The configured callback path.
+    pub fn redirect_path(&self) -> &str {
+        &self.config.redirect_path
+    }
+
+    /// The client id (the audience of its id_tokens).
+    pub fn client_id(&self) -> &str {
+        &self.config.client_id
+    }
+
+    /// The allowed algorithms.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algs
+    }
+
+    /// Whether discovery and the first JWKS load have succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.get().is_some_and(|r| r.jwks.is_loaded())
+    }
+
+    /// Discovers (once) and loads the keys; the readiness probe and start-up call this.
+    pub async fn prepare(&self) -> Result<(), OidcError> {
+        let ready = self.ready().await?;
+        if !ready.jwks.is_loaded() {
+            ready.jwks.load().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// The resolved endpoints.
+    pub async fn endpoints(&self) -> Result<Endpoints, OidcError> {
+        Ok(self.ready().await?.endpoints.clone())
+    }
+
+    /// The JWKS cache (bearer-token verification shares it).
+    pub async fn jwks(&self) -> Result<Arc<Jwks>, OidcError> {
+        Ok(self.ready().await?.jwks.clone())
+    }
+
+    async fn ready(&self) -> Result<&Ready, OidcError> {
+        self.ready.get_or_try_init(|| self.resolve()).await
+    }
+
+    async fn resolve(&self) -> Result<Ready, OidcError> {
+        let c = &self.config;
+        let discovered = match (&c.discovery_url, &c.issuer) {
+            (Some(url), _) => Some(self.discover(url.clone()).await?),
+            (None, Some(issuer))
+                if c.authorize_url.is_none() || c.token_url.is_none() || c.jwks_url.is_none() =>
+            {
+                let url = Url::parse(&format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                ))
+                .map_err(unavailable)?;
+                Some(self.discover(url).await?)
+            }
+            _ => None,
+        };
+        let pick = |explicit: &Option<Url>, found: Option<Url>, what: &str| {
+            explicit
+                .clone()
+                .or(found)
+                .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
+        };
+        let d = discovered.as_ref();
+        let endpoints = Endpoints {
+            issuer: c
+                .issuer
+                .clone()
+                .or_else(|| d.map(|d| d.issuer.clone()))
+                .ok_or_else(|| OidcError::Unavailable("no issuer".into()))?,
+            authorize: pick(
+                &c.authorize_url,
+                d.map(|d| d.authorization_endpoint.clone()),
+                "authorization",
+            )?,
+            token: pick(&c.token_url, d.map(|d| d.token_endpoint.clone()), "token")?,
+            userinfo: c
+                .userinfo_url
+                .clone()
+                .or(d.and_then(|d| d.userinfo_endpoint.clone())),
+            jwks: pick(&c.jwks_url, d.map(|d| d.jwks_uri.clone()), "jwks")?,
+            end_session: c
+                .end_session_url
+                .clone()
+                .or(d.and_then(|d| d.end_session_endpoint.clone())),
+        };
+        let mut client = oauth2::Client::new(ClientId::new(c.client_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(endpoints.authorize.clone()))
+            .set_token_uri(TokenUrl::from_url(endpoints.token.clone()))
+            .set_auth_type(match c.token_auth_method {
+                TokenAuthMethod::ClientSecretPost | TokenAuthMethod::None => AuthType::RequestBody,
+                TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            });
+        if let Some(secret) = &c.client_secret {
+            if !matches!(c.token_auth_method, TokenAuthMethod::None) {
+                client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
+            }
+        }
+        let jwks = Jwks::new(endpoints.jwks.clone(), self.http.clone());
+        tracing::info!(provider = self.label, issuer = %endpoints.issuer, "provider ready");
+        Ok(Ready {
+            endpoints,
+            client,
+            jwks,
+        })
+    }
+
+    async fn discover(&self, url: Url) -> Result<Discovery, OidcError> {
+        let resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Unavailable(format!(
+                "discovery at {url}: status {}",
+                resp.status()
+            )));
+        }
+        let doc: Discovery = resp
+            .json()
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
+        if let Some(issuer) = &self.config.issuer {
+            if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                return Err(OidcError::Unavailable(format!(
+                    "discovery at {url} names issuer {:?}, not the configured {issuer:?}",
+                    doc.issuer
+                )));
+            }
+        }
+        Ok(doc)
+    }
+
+    /// Builds an authorization request for `state`, returning to `redirect_uri`.
+    pub async fn authorize(
+        &self,
+        state: &str,
+        redirect_uri: &str,
+    ) -> Result<AuthRequest, OidcError> {
+        let ready = self.ready().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let nonce = CsrfToken::new_random().secret().clone();
+        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(unavailable)?;
+        let mut request = ready
+            .client
+            .authorize_url(|| CsrfToken::new(state.to_string()))
+            .set_redirect_uri(std::borrow::Cow::Owned(redirect))
+            .set_pkce_challenge(challenge)
+            .add_scopes(self.config.scopes.iter().map(|s| Scope::new(s.clone())))
+            .add_extra_param("nonce", nonce.clone());
+        for (k, v) in &self.config.extra_auth_params {
+            request = request.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _) = request.url();
+        Ok(AuthRequest {
+            url,
+            verifier: verifier.secret().clone(),
+            nonce,
+        })
+    }
+
+    /// Exchanges an authorization code and verifies the id_token against `nonce`.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        nonce: &str,
+    ) -> Result<(Identity, Tokens), OidcError> {
+        let ready = self.ready().await?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(unavailable)?;
+        let response = ready
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .set_redirect_uri(std::borrow::Cow::Owned(redirect))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let tokens = tokens_of(&response, None);
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or_else(|| OidcError::Refused("the token response has no id_token".into()))?;
+        let claims = self
+            .verify_id_token(&ready.jwks, &ready.endpoints, id_token, Some(nonce))
+            .await?;
+        let identity = self
+            .identity(&ready.endpoints, claims, &tokens.access_token)
+            .await?;
+        Ok((identity, tokens))
+    }
+
+    /// Uses a refresh token. The provider may rotate it; a new id_token, if any, must verify.
+    pub async fn refresh(&self, previous: &Tokens) -> Result<Tokens, OidcError> {
+        let ready = self.ready().await?;
+        let refresh = previous
+            .refresh_token
+            .as_ref()
+            .ok_or_else(|| OidcError::Refused("no refresh token".into()))?;
+        let token = RefreshToken::new(refresh.clone());
+        let response = ready
+            .client
+            .exchange_refresh_token(&token)
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let tokens = tokens_of(&response, Some(previous));
+        if let (Some(id_token), true) = (&response.extra_fields().id_token, true) {
+            self.verify_id_token(&ready.jwks, &ready.endpoints, id_token, None)
+                .await?;
+        }
+        Ok(tokens)
+    }
+
+    /// Verifies an id_token of this provider.
+    async fn verify_id_token(
+        &self,
+        jwks: &Jwks,
+        endpoints: &Endpoints,
+        token: &str,
+        nonce: Option<&str>,
+    ) -> Result<Claims, VerifyError> {
+        let audiences = [self.config.client_id.clone()];
+        verify::verify(
+            jwks,
+            token,
+            &Expect {
+                issuer: &endpoints.issuer,
+                audiences: &audiences,
+                algs: &self.algs,
+                nonce,
+                authorized_party: Some(&self.config.client_id),
+                leeway: 60,
+            },
+        )
+        .await
+    }
+
+    /// Verifies a bearer JWT issued by this provider for `audiences`.
+    pub async fn verify_bearer(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Identity, OidcError> {
+        let ready = self.ready().await?;
+        let claims = verify::verify(
+            &ready.jwks,
+            token,
+            &Expect {
+                issuer: &ready.endpoints.issuer,
+                audiences,
+                algs: &self.algs,
+                nonce: None,
+                authorized_party: None,
+                leeway: 60,
+            },
+        )
+        .await?;
+        Ok(self.identity_from_claims(&ready.endpoints.issuer, &claims))
+    }
+
+    /// Builds the identity from id_token claims, merged with userinfo when the provider has
+    /// it (userinfo's `sub` must be the id_token's, per OIDC Core 5.3.2).
+    async fn identity(
+        &self,
+        endpoints: &Endpoints,
+        mut claims: Claims,
+        access_token: &str,
+    ) -> Result<Identity, OidcError> {
+        if let Some(userinfo) = &endpoints.userinfo {
+            let resp = self
+                .http
+                .get(userinfo.clone())
+                .bearer_auth(access_token)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
+            if !resp.status().is_success() {
+                return Err(OidcError::Unavailable(format!(
+                    "userinfo: status {}",
+                    resp.status()
+                )));
+            }
+            let info: Claims = resp
+                .json()
+                .await
+                .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
+            if info.get("sub").is_some() && info.get("sub") != claims.get("sub") {
+                return Err(OidcError::Refused("userinfo names another subject".into()));
+            }
+            for (k, v) in info {
+                if !matches!(
+                    k.as_str(),
+                    "iss" | "aud" | "exp" | "iat" | "nbf" | "nonce" | "azp"
+                ) {
+                    claims.insert(k, v);
+                }
+            }
+        }
+        Ok(self.identity_from_claims(&endpoints.issuer, &claims))
+    }
+
+    fn identity_from_claims(&self, issuer: &str, claims: &Claims) -> Identity {
+        let text = |k: &str| claims.get(k).and_then(claim_text);
+        let groups_claim = self.config.groups_claim.as_deref().unwrap_or("groups");
+        let groups = match claims.get(groups_claim) {
+            Some(Value::Array(items)) => items.iter().filter_map(claim_text).collect(),
+            Some(Value::String(s)) => s
+                .split([',', ' '])
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Identity {
+            issuer: issuer.to_string(),
+            subject: text(&self.config.subject_claim)
+                .or_else(|| text("sub"))
+                .unwrap_or_default(),
+            email: text(&self.config.email_claim),
+            email_verified: claims
+                .get("email_verified")
+                .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")),
+            name: text("name"),
+            preferred_username: text("preferred_username"),
+            groups,
+        }
+    }
+
+    /// The RP-initiated logout URL, when the provider has an end-session endpoint.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        post_logout_redirect: &str,
+    ) -> Option<Url> {
+        let endpoints = self.ready().await.ok()?.endpoints.clone();
+        let mut url = endpoints.end_session?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint {
+                q.append_pair("id_token_hint", hint);
+            }
+            q.append_pair("client_id", &self.config.client_id);
+            q.append_pair("post_logout_redirect_uri", post_logout_redirect);
+        }
+        Some(url)
+    }
+}
+
+fn claim_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn tokens_of(response: &TokenResponse, previous: Option<&Tokens>) -> Tokens {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Tokens {
+        access_token: response.access_token().secret().clone(),
+        refresh_token: response
+            .refresh_token()
+            .map(|t| t.secret().clone())
+            .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+        id_token: response
+            .extra_fields()
+            .id_token
+            .clone()
+            .or_else(|| previous.and_then(|p| p.id_token.clone())),
+        expires_at: response
+            .expires_in()
+            .map(|d| now + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+    }
+}
+
+fn token_error<RE: std::error::Error + 'static>(
+    e: oauth2::RequestTokenError<RE, BasicErrorResponse>,
+) -> OidcError {
+    match e {
+        oauth2::RequestTokenError::ServerResponse(r) => OidcError::Refused(r.to_string()),
+        oauth2::RequestTokenError::Request(e) => {
+            OidcError::Unavailable(format!("token endpoint: {e}"))
+        }
+        oauth2::RequestTokenError::Parse(e, _) => {
+            OidcError::Unavailable(format!("token endpoint answered nonsense: {e}"))
+        }
+        oauth2::RequestTokenError::Other(e) => OidcError::Unavailable(e),
+    }
+}

@@ -1,0 +1,309 @@
+//! Sessions and login flows: what a browser's cookie stands for.
+//!
+//! A session record lives in the store under `session:{id}`, sealed (see [`seal`]) and
+//! expiring after `session.ttl`; the cookie carries only the tagged id (see [`cookie`]). A
+//! login flow's state (PKCE verifier, nonce, `rd`) lives under `flow:{state}` for at most ten
+//! minutes and is taken once; a browser-binding cookie ties it to the browser that started
+//! it. This module never decides who may pass: it only loads, saves and forgets.
+
+pub mod cookie;
+pub mod keys;
+pub mod seal;
+
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SameSite, Session as SessionConfig};
+use crate::oidc::{Identity, Tokens};
+use crate::store::{keys as store_keys, Store, StoreError};
+use cookie::{OpaqueId, Purpose};
+use keys::Keys;
+
+/// How long a login may take from `start` to `callback`.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+
+/// What a session knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The SSO identity.
+    pub sso: Identity,
+    /// Its tokens.
+    pub tokens: Tokens,
+    /// Unix seconds of the sign-in.
+    pub created_at: i64,
+    /// Unix seconds when the session ends.
+    pub expires_at: i64,
+}
+
+/// A login in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    /// Which provider (`sso`).
+    pub provider: String,
+    /// PKCE verifier.
+    pub verifier: String,
+    /// The nonce the id_token must carry.
+    pub nonce: String,
+    /// Where to go afterwards (already validated).
+    pub rd: String,
+    /// The redirect URI sent to the provider (the exchange must repeat it).
+    pub redirect_uri: String,
+    /// The browser binding (hex id of the binding cookie).
+    pub binding: String,
+}
+
+/// Sessions over a store.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    keys: Keys,
+    store: Store,
+    config: SessionConfig,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+// === impl Sessions ===
+
+impl Sessions {
+    /// Sessions under the configured cookie secret.
+    pub fn new(secret: &[u8; 32], store: Store, config: SessionConfig) -> Self {
+        Self {
+            keys: Keys::derive(secret),
+            store,
+            config,
+        }
+    }
+
+    /// The store (readiness probe).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.config.cookie_name
+    }
+
+    fn binding_cookie_name(&self) -> String {
+        format!("{}_bind", self.config.cookie_name)
+    }
+
+    /// The session id of a request, if its cookie carries a valid tag. Several cookies of
+    /// the same name (a subdomain may set one too) are each tried.
+    pub fn id_of(&self, req: &RequestHeader) -> Option<OpaqueId> {
+        cookies(req, &self.config.cookie_name)
+            .find_map(|v| cookie::decode(&self.keys, Purpose::Session, v))
+    }
+
+    /// Whether the request carries a session cookie at all (valid or not).
+    pub fn has_cookie(&self, req: &RequestHeader) -> bool {
+        cookies(req, &self.config.cookie_name).next().is_some()
+    }
+
+    /// The browser binding of a request, if its binding cookie is valid.
+    pub fn binding_of(&self, req: &RequestHeader) -> Option<OpaqueId> {
+        cookies(req, &self.binding_cookie_name())
+            .find_map(|v| cookie::decode(&self.keys, Purpose::Binding, v))
+    }
+
+    /// Loads a session; `None` when it does not exist, cannot be opened, or has expired.
+    pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+        let key = store_keys::session(&id.to_hex());
+        let Some(sealed) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let record = seal::open(&self.keys, key.as_bytes(), &sealed)
+            .and_then(|plain| serde_json::from_slice::<SessionRecord>(&plain).ok());
+        Ok(record.filter(|r| r.expires_at > now()))
+    }
+
+    /// Stores a new session and returns its id. The record expires with the session.
+    pub async fn create(
+        &self,
+        sso: Identity,
+        tokens: Tokens,
+    ) -> Result<(OpaqueId, SessionRecord), StoreError> {
+        let id = OpaqueId::random();
+        let created_at = now();
+        let record = SessionRecord {
+            sso,
+            tokens,
+            created_at,
+            expires_at: created_at + self.ttl_secs(),
+        };
+        self.save(&id, &record).await?;
+        self.store
+            .set_add(
+                &store_keys::sso_sessions(&record.sso.key()),
+                &id.to_hex(),
+                self.config.ttl,
+            )
+            .await?;
+        Ok((id, record))
+    }
+
+    /// Writes a session record back (after a refresh), keeping its expiry.
+    pub async fn save(&self, id: &OpaqueId, record: &SessionRecord) -> Result<(), StoreError> {
+        let key = store_keys::session(&id.to_hex());
+        let plain = serde_json::to_vec(record).unwrap_or_default();
+        let sealed = seal::seal(&self.keys, key.as_bytes(), &plain);
+        let remaining = (record.expires_at - now()).max(1) as u64;
+        self.store
+            .put(&key, &sealed, Duration::from_secs(remaining))
+            .await
+    }
+
+    /// Deletes a session.
+    pub async fn destroy(
+        &self,
+        id: &OpaqueId,
+        record: Option<&SessionRecord>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .delete(&[
+                &store_keys::session(&id.to_hex()),
+                &store_keys::refresh_lock(&id.to_hex()),
+            ])
+            .await?;
+        if let Some(record) = record {
+            self.store
+                .set_remove(&store_keys::sso_sessions(&record.sso.key()), &id.to_hex())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of an SSO identity; returns how many there were.
+    pub async fn destroy_all_for(&self, sso_key: &str) -> Result<usize, StoreError> {
+        let index = store_keys::sso_sessions(sso_key);
+        let ids = self.store.set_members(&index).await?;
+        for id in &ids {
+            self.store
+                .delete(&[&store_keys::session(id), &store_keys::refresh_lock(id)])
+                .await?;
+        }
+        self.store.delete(&[&index]).await?;
+        Ok(ids.len())
+    }
+
+    /// Whether the session's access token should be refreshed now.
+    pub fn needs_refresh(&self, record: &SessionRecord) -> bool {
+        record.tokens.refresh_token.is_some()
+            && record
+                .tokens
+                .expires_at
+                .is_some_and(|exp| exp - now() <= self.config.refresh_before.as_secs() as i64)
+    }
+
+    /// Takes the refresh lock of a session (one refresher at a time, across instances).
+    pub async fn lock_refresh(&self, id: &OpaqueId, token: &str) -> Result<bool, StoreError> {
+        self.store
+            .try_lock(
+                &store_keys::refresh_lock(&id.to_hex()),
+                token,
+                Duration::from_secs(30),
+            )
+            .await
+    }
+
+    /// Releases the refresh lock (only if still ours).
+    pub async fn unlock_refresh(&self, id: &OpaqueId, token: &str) -> Result<(), StoreError> {
+        self.store
+            .unlock(&store_keys::refresh_lock(&id.to_hex()), token)
+            .await
+    }
+
+    /// Stores a login flow under its `state`.
+    pub async fn put_flow(&self, state: &str, flow: &Flow) -> Result<(), StoreError> {
+        let key = store_keys::flow(state);
+        let plain = serde_json::to_vec(flow).unwrap_or_default();
+        let sealed = seal::seal(&self.keys, key.as_bytes(), &plain);
+        self.store.put(&key, &sealed, FLOW_TTL).await
+    }
+
+    /// Takes a login flow: the second take of the same `state` finds nothing.
+    pub async fn take_flow(&self, state: &str) -> Result<Option<Flow>, StoreError> {
+        if state.is_empty() || state.len() > 128 {
+            return Ok(None);
+        }
+        let key = store_keys::flow(state);
+        let Some(sealed) = self.store.take(&key).await? else {
+            return Ok(None);
+        };
+        Ok(seal::open(&self.keys, key.as_bytes(), &sealed)
+            .and_then(|plain| serde_json::from_slice(&plain).ok()))
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        i64::try_from(self.config.ttl.as_secs()).unwrap_or(i64::MAX / 4)
+    }
+
+    fn attributes(&self, max_age: Option<i64>) -> String {
+        let mut attrs = String::from("; Path=/; HttpOnly");
+        if self.config.cookie_secure {
+            attrs.push_str("; Secure");
+        }
+        attrs.push_str(match self.config.cookie_samesite {
+            SameSite::Lax => "; SameSite=Lax",
+            SameSite::Strict => "; SameSite=Strict",
+            SameSite::None => "; SameSite=None",
+        });
+        if let Some(domain) = &self.config.cookie_domain {
+            attrs.push_str("; Domain=");
+            attrs.push_str(domain);
+        }
+        if let Some(age) = max_age {
+            attrs.push_str(&format!("; Max-Age={age}"));
+        }
+        attrs
+    }
+
+    /// `Set-Cookie` for a session.
+    pub fn session_cookie(&self, id: &OpaqueId) -> String {
+        format!(
+            "{}={}{}",
+            self.config.cookie_name,
+            cookie::encode(&self.keys, Purpose::Session, id),
+            self.attributes(Some(self.ttl_secs()))
+        )
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_session_cookie(&self) -> String {
+        format!("{}={}", self.config.cookie_name, self.attributes(Some(0)))
+    }
+
+    /// `Set-Cookie` for a browser binding. It outlives one flow so that several tabs can
+    /// log in at once under the same binding.
+    pub fn binding_cookie(&self, id: &OpaqueId) -> String {
+        // SameSite=Lax: the provider's redirect back is a top-level GET navigation.
+        let mut attrs = String::from("; Path=/; HttpOnly; SameSite=Lax");
+        if self.config.cookie_secure {
+            attrs.push_str("; Secure");
+        }
+        attrs.push_str(&format!("; Max-Age={}", FLOW_TTL.as_secs()));
+        format!(
+            "{}={}{}",
+            self.binding_cookie_name(),
+            cookie::encode(&self.keys, Purpose::Binding, id),
+            attrs
+        )
+    }
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers.
+pub fn cookies<'a>(req: &'a RequestHeader, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}

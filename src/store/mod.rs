@@ -1,0 +1,260 @@
+//! The session store seam: short-lived records (sessions, login flows, locks, indexes) in
+//! Redis in production or in memory on a single node.
+//!
+//! Backends implement the small [`Backend`] trait over raw keys and bytes. [`Store`] wraps
+//! one with the key prefix, a command timeout and metrics, and is what the rest of linkgate
+//! uses. A backend never interprets values: sealing and serialisation happen above it. A
+//! failing backend returns [`StoreError::Unavailable`]; callers answer 503 and write nothing
+//! half-way.
+
+pub mod memory;
+pub mod redis;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::metrics::Metrics;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A store backend over raw keys (already prefixed) and opaque values.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug {
+    /// The value at `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets `key` to `value`, expiring after `ttl`.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// Gets and deletes `key` atomically: of two concurrent takes, at most one sees the value.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes keys; missing keys are fine.
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Sets `key` to `token` only if absent, expiring after `ttl`. True when acquired.
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Deletes `key` only if it still holds `token` (never someone else's lock).
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
+    /// Adds `member` to the set at `key` and extends the set's expiry to at least `ttl`.
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Removes `member` from the set at `key`.
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError>;
+    /// Every member of the set at `key`.
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The store as linkgate uses it: a backend with the key prefix, a deadline on every
+/// operation, and `linkgate_store_*` metrics.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    prefix: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Logical keys, formatted once here so the layout of DESIGN.md lives in one place. The part
+/// in braces is a Redis Cluster hash tag: keys that one operation touches together share it.
+pub mod keys {
+    /// `session:{id}`.
+    pub fn session(id_hex: &str) -> String {
+        format!("session:{{{id_hex}}}")
+    }
+    /// `lock:refresh:{id}` (same slot as its session).
+    pub fn refresh_lock(id_hex: &str) -> String {
+        format!("lock:refresh:{{{id_hex}}}")
+    }
+    /// `flow:{state}`.
+    pub fn flow(state: &str) -> String {
+        format!("flow:{{{state}}}")
+    }
+    /// `sessions:sso:{S}`: the ids of every session of one SSO identity.
+    pub fn sso_sessions(sso_key: &str) -> String {
+        format!("sessions:sso:{{{sso_key}}}")
+    }
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        prefix: &str,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            backend,
+            prefix: prefix.to_string(),
+            timeout,
+            metrics,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    async fn run<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{op} took longer than {:?}",
+                self.timeout
+            ))),
+        };
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.store_ops.with_label_values(&[op, label]).inc();
+        self.metrics
+            .store_duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::warn!(op, error = %e, "store operation failed");
+        }
+        result
+    }
+
+    /// See [`Backend::get`].
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(key);
+        self.run("get", self.backend.get(&key)).await
+    }
+
+    /// See [`Backend::put`].
+    pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run("put", self.backend.put(&key, value, ttl)).await
+    }
+
+    /// See [`Backend::take`].
+    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(key);
+        self.run("take", self.backend.take(&key)).await
+    }
+
+    /// See [`Backend::delete`].
+    pub async fn delete(&self, keys: &[&str]) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        self.run("delete", self.backend.delete(&keys)).await
+    }
+
+    /// See [`Backend::try_lock`].
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        self.run("lock", self.backend.try_lock(&key, token, ttl))
+            .await
+    }
+
+    /// See [`Backend::unlock`].
+    pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run("unlock", self.backend.unlock(&key, token)).await
+    }
+
+    /// See [`Backend::set_add`].
+    pub async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run("set_add", self.backend.set_add(&key, member, ttl))
+            .await
+    }
+
+    /// See [`Backend::set_remove`].
+    pub async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run("set_remove", self.backend.set_remove(&key, member))
+            .await
+    }
+
+    /// See [`Backend::set_members`].
+    pub async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let key = self.key(key);
+        self.run("set_members", self.backend.set_members(&key))
+            .await
+    }
+
+    /// See [`Backend::ping`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", self.backend.ping()).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The behaviour every backend must show; run against memory here and against a real
+    //! redis-server in `tests/store.rs`.
+    use super::*;
+
+    /// Exercises every operation of a backend.
+    pub async fn exercise(backend: Arc<dyn Backend>) {
+        let ttl = Duration::from_secs(60);
+        assert_eq!(backend.get("k").await.unwrap(), None);
+        backend.put("k", b"v1", ttl).await.unwrap();
+        assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(
+            backend.take("k").await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(backend.take("k").await.unwrap(), None, "take is once");
+
+        backend
+            .put("short", b"x", Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(backend.get("short").await.unwrap(), None, "expired");
+
+        assert!(backend.try_lock("l", "a", ttl).await.unwrap());
+        assert!(!backend.try_lock("l", "b", ttl).await.unwrap());
+        backend.unlock("l", "b").await.unwrap();
+        assert!(
+            !backend.try_lock("l", "c", ttl).await.unwrap(),
+            "b cannot unlock a's lock"
+        );
+        backend.unlock("l", "a").await.unwrap();
+        assert!(backend.try_lock("l", "c", ttl).await.unwrap());
+
+        backend.set_add("s", "m1", ttl).await.unwrap();
+        backend.set_add("s", "m2", ttl).await.unwrap();
+        let mut members = backend.set_members("s").await.unwrap();
+        members.sort();
+        assert_eq!(members, ["m1", "m2"]);
+        backend.set_remove("s", "m1").await.unwrap();
+        assert_eq!(backend.set_members("s").await.unwrap(), ["m2"]);
+
+        backend.put("d1", b"1", ttl).await.unwrap();
+        backend.put("d2", b"2", ttl).await.unwrap();
+        backend
+            .delete(&["d1".into(), "d2".into(), "nope".into()])
+            .await
+            .unwrap();
+        assert_eq!(backend.get("d1").await.unwrap(), None);
+        assert_eq!(backend.get("d2").await.unwrap(), None);
+        backend.ping().await.unwrap();
+    }
+}

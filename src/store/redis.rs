@@ -1,0 +1,261 @@
+//! The Redis backend: standalone (one URL) or Cluster (seed nodes). The connection is opened
+//! lazily inside the serving runtime on first use and re-established by the client library
+//! after failures, so linkgate starts while Redis is down and recovers by itself when it
+//! comes back. Commands that must be atomic are single commands (`GETDEL`, `SET NX PX`) or
+//! Lua scripts over keys that share a hash tag.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Script};
+use tokio::sync::OnceCell;
+
+use super::{Backend, StoreError};
+use crate::config::{Redis as RedisConfig, RedisMode};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+enum Target {
+    Standalone(Box<redis::ConnectionInfo>),
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A Redis backend.
+pub struct RedisBackend {
+    target: Target,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    conn: OnceCell<Conn>,
+    unlock: Script,
+    set_add: Script,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.target {
+            Target::Standalone(_) => "standalone",
+            Target::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisBackend").field("mode", &mode).finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn connection_info(
+    text: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<redis::ConnectionInfo, String> {
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("redis://{text}")
+    };
+    let mut info: redis::ConnectionInfo =
+        redis::IntoConnectionInfo::into_connection_info(with_scheme.as_str())
+            .map_err(|e| format!("{text}: {e}"))?;
+    let mut redis_info = info.redis_settings().clone();
+    if let Some(user) = username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(pass) = password {
+        redis_info = redis_info.set_password(pass);
+    }
+    info = info.set_redis_settings(redis_info);
+    Ok(info)
+}
+
+impl RedisBackend {
+    /// Prepares a backend from `[redis]`; connects on first use.
+    pub fn new(config: &RedisConfig) -> Result<Self, String> {
+        let password = config.password.as_ref().map(|p| p.expose().as_str());
+        let username = config.username.as_deref();
+        let target = match config.mode {
+            RedisMode::Standalone => {
+                let url = config
+                    .url
+                    .as_ref()
+                    .ok_or("redis.url is required for mode = \"standalone\"")?;
+                Target::Standalone(Box::new(connection_info(url.as_str(), username, password)?))
+            }
+            RedisMode::Cluster => Target::Cluster(
+                config
+                    .nodes
+                    .iter()
+                    .map(|n| connection_info(n, username, password))
+                    .collect::<Result<_, _>>()?,
+            ),
+            RedisMode::Sentinel => {
+                return Err("redis.mode = \"sentinel\" is not supported by this build yet; use \"standalone\" (pointing at the master) or \"cluster\"".into());
+            }
+        };
+        Ok(Self {
+            target,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            conn: OnceCell::new(),
+            unlock: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+            set_add: Script::new(
+                "redis.call('SADD', KEYS[1], ARGV[1]); \
+                 local ttl = redis.call('PTTL', KEYS[1]); \
+                 if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end; \
+                 return 1",
+            ),
+        })
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.conn
+            .get_or_try_init(|| async {
+                match &self.target {
+                    Target::Standalone(info) => {
+                        let client = redis::Client::open((**info).clone()).map_err(unavailable)?;
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.connect_timeout))
+                            .set_response_timeout(Some(self.command_timeout))
+                            .set_number_of_retries(1)
+                            .set_max_delay(Duration::from_millis(500));
+                        ConnectionManager::new_lazy_with_config(client, config)
+                            .map(Conn::Single)
+                            .map_err(unavailable)
+                    }
+                    Target::Cluster(nodes) => {
+                        let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                            .connection_timeout(self.connect_timeout)
+                            .response_timeout(self.command_timeout)
+                            .build()
+                            .map_err(unavailable)?;
+                        client
+                            .get_async_connection()
+                            .await
+                            .map(Conn::Cluster)
+                            .map_err(unavailable)
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        match self.conn().await? {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
+        }
+    }
+
+    async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(*a);
+        }
+        async fn run<C: ConnectionLike, T: FromRedisValue>(
+            inv: &redis::ScriptInvocation<'_>,
+            c: &mut C,
+        ) -> Result<T, StoreError> {
+            inv.invoke_async(c).await.map_err(unavailable)
+        }
+        match self.conn().await? {
+            Conn::Single(mut c) => run(&invocation, &mut c).await,
+            Conn::Cluster(mut c) => run(&invocation, &mut c).await,
+        }
+    }
+}
+
+fn millis(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.query(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl)),
+        )
+        .await
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GETDEL").arg(key)).await
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        // One DEL per key: in a cluster the keys may live on different slots.
+        for key in keys {
+            let _: i64 = self.query(redis::cmd("DEL").arg(key)).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let _: i64 = self.script(&self.unlock, &[key], &[token]).await?;
+        Ok(())
+    }
+
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ms = millis(ttl).to_string();
+        let _: i64 = self.script(&self.set_add, &[key], &[member, &ms]).await?;
+        Ok(())
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        let _: i64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
+        Ok(())
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        self.query(redis::cmd("SMEMBERS").arg(key)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!("PING answered {pong}")))
+        }
+    }
+}
