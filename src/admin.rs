@@ -26,7 +26,15 @@ impl Admin {
 
     /// Readiness checks by name; all must pass for `/readyz` to answer 200.
     async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
-        vec![("config", Ok(()))]
+        let mut checks = vec![("config", Ok(()))];
+        checks.push((
+            "store",
+            self.app.store.ping().await.map_err(|e| e.to_string()),
+        ));
+        if let Some(sso) = &self.app.sso {
+            checks.push(("sso", sso.prepare().await.map_err(|e| e.to_string())));
+        }
+        checks
     }
 }
 

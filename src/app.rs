@@ -1,15 +1,21 @@
 //! Everything linkgate builds once from the configuration and shares between requests: the
-//! routing table, the header hygiene lists, compiled skip routes, metrics, page context.
-//! Nothing here is rebuilt per request.
+//! routing table, the header hygiene lists, compiled skip routes, the store, the session
+//! codec, the identity providers, metrics, page context. Nothing here is rebuilt per request.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
+use crate::oidc::{Issuer, Provider};
 use crate::pages::PageContext;
 use crate::proxy::headers::Hygiene;
 use crate::proxy::route::{RouteError, Router};
+use crate::redirect::RedirectPolicy;
+use crate::session::Sessions;
+use crate::store::memory::Memory;
+use crate::store::redis::RedisBackend;
+use crate::store::{Backend, Store};
 
 /// Why linkgate could not start from a configuration that passed validation.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +26,12 @@ pub enum StartError {
     /// Metrics could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The store could not be set up.
+    #[error("redis: {0}")]
+    Store(String),
+    /// A provider could not be set up.
+    #[error("{0}")]
+    Provider(String),
 }
 
 /// The shared, immutable state of a running linkgate.
@@ -32,11 +44,21 @@ pub struct App {
     /// What to strip from requests before the upstream sees them.
     pub hygiene: Hygiene,
     /// Every metric.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// What pages need to know.
     pub pages: PageContext,
     /// Requests in flight (a graceful shutdown exits once this reaches zero).
     pub inflight: Arc<AtomicUsize>,
+    /// The session store.
+    pub store: Store,
+    /// Sessions and login flows (present whenever a cookie secret is configured).
+    pub sessions: Option<Sessions>,
+    /// The SSO provider (`[sso]`).
+    pub sso: Option<Arc<Provider>>,
+    /// Further issuers accepted for bearer tokens.
+    pub issuers: Vec<Issuer>,
+    /// Where `rd` may point.
+    pub redirects: RedirectPolicy,
 }
 
 // === impl App ===
@@ -47,20 +69,11 @@ impl App {
         let router = Router::new(&config.upstreams)?;
         let names = &config.headers.names;
         let hygiene = Hygiene::new(
-            [
-                names.user.as_str(),
-                names.email.as_str(),
-                names.groups.as_str(),
-                names.preferred_username.as_str(),
-                names.sso_subject.as_str(),
-                names.account_id.as_str(),
-                names.link_status.as_str(),
-                names.access_token.as_str(),
-            ],
+            names.all().iter().map(|(_, n)| n.as_str()),
             &config.session.cookie_name,
             config.server.trusted_proxies.clone(),
         );
-        let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let pages = PageContext {
             realm: config
                 .sso
@@ -69,6 +82,49 @@ impl App {
                 .unwrap_or_else(|| "linkgate".to_string()),
             prefix: config.server.proxy_prefix.clone(),
         };
+        let (backend, prefix, timeout): (Arc<dyn Backend>, String, std::time::Duration) =
+            match (&config.session.store, &config.redis) {
+                (StoreKind::Redis, Some(redis)) => (
+                    Arc::new(RedisBackend::new(redis).map_err(StartError::Store)?),
+                    redis.key_prefix.clone(),
+                    redis.command_timeout + redis.connect_timeout,
+                ),
+                _ => (
+                    Arc::new(Memory::new()),
+                    String::new(),
+                    std::time::Duration::from_secs(1),
+                ),
+            };
+        let store = Store::new(backend, &prefix, timeout, metrics.clone());
+        let sessions =
+            config.session.cookie_secret.as_ref().map(|secret| {
+                Sessions::new(secret.expose(), store.clone(), config.session.clone())
+            });
+        let sso = config
+            .sso
+            .clone()
+            .map(|p| Provider::new("sso", p).map(Arc::new))
+            .transpose()
+            .map_err(StartError::Provider)?;
+        let issuers = match &config.sso {
+            Some(p) => {
+                let http =
+                    crate::oidc::http_client(p.http_timeout).map_err(StartError::Provider)?;
+                let algs = crate::oidc::verify::algorithms(&p.id_token_algs);
+                config
+                    .authz
+                    .extra_jwt_issuers
+                    .iter()
+                    .map(|e| Issuer::new(&e.issuer, &e.audience, http.clone(), algs.clone()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut domains = config.authz.redirect_domains.clone();
+        if let Some(host) = config.server.public_url.as_ref().and_then(|u| u.host_str()) {
+            domains.push(host.to_string());
+        }
+        let redirects = RedirectPolicy::new(domains);
         Ok(Self {
             config: Arc::new(config),
             router,
@@ -76,6 +132,11 @@ impl App {
             metrics,
             pages,
             inflight: Arc::new(AtomicUsize::new(0)),
+            store,
+            sessions,
+            sso,
+            issuers,
+            redirects,
         })
     }
 

@@ -9,8 +9,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod config;
 pub mod logging;
+pub mod login;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;

@@ -57,6 +57,7 @@ pub fn message(
     what: &str,
     advice: &str,
     signed_in_as: Option<&str>,
+    action: Option<(&str, &str)>,
 ) -> String {
     let mut main = String::new();
     let _ = write!(main, "<p>{}</p>", escape(what));
@@ -68,6 +69,14 @@ pub fn message(
         );
     }
     let _ = write!(main, "<p>{}</p>", escape(advice));
+    if let Some((label, href)) = action {
+        let _ = write!(
+            main,
+            "<p><a class=\"button\" href=\"{}\">{}</a></p>",
+            escape(href),
+            escape(label)
+        );
+    }
     if signed_in_as.is_some() {
         let _ = write!(
             main,
@@ -98,7 +107,9 @@ mod tests {
             "x\"><script>alert(1)</script>",
             "do & retry",
             Some("<img src=x>"),
+            Some(("Try <again>", "/oauth2/start?rd=%2F&x=\"")),
         );
+        assert!(html.contains("href=\"/oauth2/start?rd=%2F&amp;x=&quot;\""));
         assert!(!html.contains("<script>"));
         assert!(!html.contains("<img src=x>"));
         assert!(html.contains("Access &lt;denied&gt;"));

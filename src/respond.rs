@@ -204,6 +204,18 @@ pub enum Refusal {
     /// The request itself is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A bearer token that did not verify.
+    #[error("the bearer token is not valid: {0}")]
+    InvalidToken(String),
+    /// A sign-in that cannot complete (expired or replayed flow, another browser, the
+    /// provider refused or cancelled). `retry` starts a fresh sign-in.
+    #[error("{why}")]
+    SignInFailed {
+        /// What happened, in words a user understands.
+        why: String,
+        /// Where "Try again" goes.
+        retry: String,
+    },
     /// No upstream route matches the host and path.
     #[error("no application is configured for this address")]
     NoRoute,
@@ -238,7 +250,8 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadRequest(_) | Refusal::SignInFailed { .. } => StatusCode::BAD_REQUEST,
+            Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::NoRoute | Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
@@ -256,6 +269,8 @@ impl Refusal {
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::BadRequest(_) => "bad_request",
+            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::SignInFailed { .. } => "sign_in_failed",
             Refusal::NoRoute => "no_route",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed => "method_not_allowed",
@@ -275,6 +290,8 @@ impl Refusal {
                 "Sign out and sign in with an account that has access, or ask the site operator for access."
             }
             Refusal::BadRequest(_) => "Check the address and try again.",
+            Refusal::InvalidToken(_) => "Get a new token and try again.",
+            Refusal::SignInFailed { .. } => "Start the sign-in again.",
             Refusal::NoRoute | Refusal::NotFound => "Check the address.",
             Refusal::MethodNotAllowed => "Use the link or button on the page instead.",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
@@ -292,6 +309,8 @@ impl Refusal {
             Refusal::Unauthenticated => "Sign-in required",
             Refusal::Forbidden { .. } => "Access denied",
             Refusal::BadRequest(_) => "Bad request",
+            Refusal::InvalidToken(_) => "Invalid token",
+            Refusal::SignInFailed { .. } => "Sign-in did not complete",
             Refusal::NoRoute | Refusal::NotFound => "Not found",
             Refusal::MethodNotAllowed => "Method not allowed",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
@@ -311,9 +330,20 @@ impl Refusal {
                 Refusal::Forbidden { who, .. } => Some(who.as_str()),
                 _ => None,
             };
+            let retry = match self {
+                Refusal::SignInFailed { retry, .. } => Some(("Try again", retry.as_str())),
+                _ => None,
+            };
             Reply::html(
                 status,
-                pages::message(ctx, self.title(), &self.to_string(), self.advice(), who),
+                pages::message(
+                    ctx,
+                    self.title(),
+                    &self.to_string(),
+                    self.advice(),
+                    who,
+                    retry,
+                ),
             )
         } else {
             Reply::json(
@@ -329,6 +359,10 @@ impl Refusal {
             Refusal::Unauthenticated => reply.with_header(
                 header::WWW_AUTHENTICATE,
                 &format!("Bearer realm=\"{}\"", ctx.realm),
+            ),
+            Refusal::InvalidToken(_) => reply.with_header(
+                header::WWW_AUTHENTICATE,
+                &format!("Bearer realm=\"{}\", error=\"invalid_token\"", ctx.realm),
             ),
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 reply.with_header(header::RETRY_AFTER, "5")

@@ -303,7 +303,16 @@ async fn dead_or_slow_upstreams_get_502_and_504_while_other_routes_keep_working(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_get_a_redirect_in_browsers_and_401_json_elsewhere() {
     let upstream = Upstream::start().await;
-    let gate = GateBuilder::new().upstream("app", &upstream).start();
+    // The provider is never contacted before someone follows the redirect.
+    let gate = GateBuilder::new()
+        .upstream("app", &upstream)
+        .toml(&format!(
+            "[sso]\nissuer = \"http://127.0.0.1:{}\"\nclient_id = \"linkgate\"\nclient_secret = \"s\"\n\
+             [session]\ncookie_secret = \"{}\"\ncookie_secure = false\n",
+            support::free_port(),
+            support::COOKIE_SECRET
+        ))
+        .start();
     let http = client();
 
     let resp = http

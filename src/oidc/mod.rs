@@ -621,3 +621,113 @@ fn token_error<RE: std::error::Error + 'static>(
         oauth2::RequestTokenError::Other(e) => OidcError::Unavailable(e),
     }
 }
+
+/// A further issuer whose JWTs are accepted as bearer tokens (`authz.extra_jwt_issuers`):
+/// its keys are found through its discovery document.
+pub struct Issuer {
+    issuer: String,
+    audience: String,
+    http: reqwest::Client,
+    algs: Vec<Algorithm>,
+    jwks: OnceCell<Arc<Jwks>>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl Issuer {
+    /// An issuer expecting `audience`; nothing is fetched yet.
+    pub fn new(issuer: &str, audience: &str, http: reqwest::Client, algs: Vec<Algorithm>) -> Self {
+        Self {
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            http,
+            algs,
+            jwks: OnceCell::new(),
+        }
+    }
+
+    /// The `iss` this issuer's tokens carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    async fn jwks(&self) -> Result<Arc<Jwks>, OidcError> {
+        self.jwks
+            .get_or_try_init(|| async {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.issuer.trim_end_matches('/')
+                );
+                let doc: Discovery = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?
+                    .json()
+                    .await
+                    .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
+                if doc.issuer.trim_end_matches('/') != self.issuer.trim_end_matches('/') {
+                    return Err(OidcError::Unavailable(format!(
+                        "discovery at {url} names issuer {:?}",
+                        doc.issuer
+                    )));
+                }
+                Ok(Jwks::new(doc.jwks_uri, self.http.clone()))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Verifies a bearer JWT of this issuer.
+    pub async fn verify(&self, token: &str) -> Result<Identity, OidcError> {
+        let jwks = self.jwks().await?;
+        let audiences = [self.audience.clone()];
+        let claims = verify::verify(
+            &jwks,
+            token,
+            &Expect {
+                issuer: &self.issuer,
+                audiences: &audiences,
+                algs: &self.algs,
+                nonce: None,
+                authorized_party: None,
+                leeway: 60,
+            },
+        )
+        .await?;
+        let text = |k: &str| claims.get(k).and_then(claim_text);
+        Ok(Identity {
+            issuer: self.issuer.clone(),
+            subject: text("sub").unwrap_or_default(),
+            email: text("email"),
+            email_verified: claims
+                .get("email_verified")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            name: text("name"),
+            preferred_username: text("preferred_username"),
+            groups: match claims.get("groups") {
+                Some(Value::Array(items)) => items.iter().filter_map(claim_text).collect(),
+                _ => Vec::new(),
+            },
+        })
+    }
+}
+
+/// The issuer a JWT claims, read without verifying anything (to pick the verifier).
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
+}

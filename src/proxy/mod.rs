@@ -5,6 +5,7 @@
 //! Pingora's phases: they never decide anything themselves.
 
 pub mod headers;
+pub mod identify;
 pub mod path;
 pub mod route;
 
@@ -21,7 +22,9 @@ use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
+use crate::login::{self, RequestInfo};
 use crate::respond::{self, Refusal, Reply};
+use identify::{Found, Passport, Via};
 
 /// The label of the decision taken for a request (metric `decision`, access log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +36,12 @@ pub enum Decision {
     Endpoint,
     /// Forwarded without authentication through `authz.skip_auth_routes`.
     SkipAuth,
+    /// Forwarded with a session.
+    Session,
+    /// Forwarded with a bearer token.
+    Bearer,
+    /// Signed in but refused by `[authz]`.
+    Forbidden,
     /// Redirected a browser to sign in.
     RedirectLogin,
     /// Refused with 401.
@@ -48,6 +57,9 @@ impl Decision {
             Decision::Undecided => "undecided",
             Decision::Endpoint => "endpoint",
             Decision::SkipAuth => "skip_auth",
+            Decision::Session => "session",
+            Decision::Bearer => "bearer",
+            Decision::Forbidden => "forbidden",
             Decision::RedirectLogin => "redirect_login",
             Decision::Unauthenticated => "unauthenticated",
             Decision::Refused => "refused",
@@ -81,6 +93,7 @@ pub struct RequestCtx {
     route: Option<usize>,
     peer: Option<IpAddr>,
     peer_trusted: bool,
+    passport: Option<Arc<Passport>>,
 }
 
 /// What [`Gate::decide`] concluded.
@@ -120,9 +133,12 @@ impl Gate {
         };
 
         // 1. linkgate's own endpoints.
-        if path::under_prefix(&path, app.prefix()).is_some() {
+        if let Some(endpoint) = path::under_prefix(&path, app.prefix()) {
             ctx.decision = Decision::Endpoint;
-            return Outcome::Reply(Refusal::NotFound.reply(navigation, &app.pages));
+            let info = RequestInfo {
+                peer_trusted: ctx.peer_trusted,
+            };
+            return Outcome::Reply(login::handle(app, endpoint, req, info).await);
         }
 
         let host = request_host(req);
@@ -143,8 +159,38 @@ impl Gate {
             return Outcome::Forward;
         }
 
+        // 3. bearer token, 4. session cookie.
+        let stale_cookie = match identify::identify(app, req).await {
+            Found::Passport(passport) => {
+                // 7. authenticated but refused by [authz].
+                if let Err(reason) = crate::authz::check(&app.config.authz, &passport.identity) {
+                    ctx.decision = Decision::Forbidden;
+                    let refusal = Refusal::Forbidden {
+                        who: passport.identity.display().to_string(),
+                        reason,
+                    };
+                    return Outcome::Reply(refusal.reply(navigation, &app.pages));
+                }
+                ctx.decision = match passport.via {
+                    Via::Session => Decision::Session,
+                    Via::Bearer => Decision::Bearer,
+                };
+                ctx.passport = Some(passport);
+                return Outcome::Forward;
+            }
+            Found::Invalid(refusal) => {
+                ctx.decision = Decision::Unauthenticated;
+                return Outcome::Reply(refusal.reply(false, &app.pages));
+            }
+            Found::Unavailable(refusal) => return self.refuse(ctx, refusal, navigation),
+            Found::Nobody { stale_cookie } => stale_cookie,
+        };
+
         // 6. Nothing: send a browser to sign in, refuse anything else.
-        if navigation {
+        let clear = stale_cookie
+            .then(|| app.sessions.as_ref().map(|s| s.clear_session_cookie()))
+            .flatten();
+        let reply = if navigation && app.sso.is_some() {
             ctx.decision = Decision::RedirectLogin;
             let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let location = format!(
@@ -152,16 +198,49 @@ impl Gate {
                 app.prefix(),
                 utf8_percent_encode(rd, NON_ALPHANUMERIC)
             );
-            return Outcome::Reply(Reply::redirect(&location));
-        }
-        ctx.decision = Decision::Unauthenticated;
-        Outcome::Reply(Refusal::Unauthenticated.reply(false, &app.pages))
+            Reply::redirect(&location)
+        } else {
+            ctx.decision = Decision::Unauthenticated;
+            Refusal::Unauthenticated.reply(false, &app.pages)
+        };
+        Outcome::Reply(match clear {
+            Some(cookie) => reply.with_cookie(&cookie),
+            None => reply,
+        })
     }
 
     fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
         ctx.decision = Decision::Refused;
         Outcome::Reply(refusal.reply(html, &self.app.pages))
     }
+}
+
+/// The identity headers for the upstream (and for forward-auth answers), with the
+/// configured names. Values that are not valid header text are left out.
+pub fn identity_headers(app: &App, passport: &Passport) -> Vec<(http::HeaderName, String)> {
+    let names = &app.config.headers.names;
+    let i = &passport.identity;
+    let mut out = Vec::new();
+    if app.config.headers.pass_user_headers {
+        out.push((names.user.clone(), i.subject.clone()));
+        if let Some(email) = &i.email {
+            out.push((names.email.clone(), email.clone()));
+        }
+        if !i.groups.is_empty() {
+            out.push((names.groups.clone(), i.groups.join(",")));
+        }
+        if let Some(u) = &i.preferred_username {
+            out.push((names.preferred_username.clone(), u.clone()));
+        }
+        out.push((names.sso_subject.clone(), i.subject.clone()));
+    }
+    if app.config.headers.pass_access_token {
+        if let Some(token) = &passport.access_token {
+            out.push((names.access_token.clone(), token.clone()));
+        }
+    }
+    out.retain(|(_, v)| http::HeaderValue::from_str(v).is_ok());
+    out
 }
 
 /// The host the client asked for: `Host`, or the authority of an absolute-form / HTTP/2
@@ -193,6 +272,7 @@ impl ProxyHttp for Gate {
             route: None,
             peer: None,
             peer_trusted: false,
+            passport: None,
         }
     }
 
@@ -277,6 +357,32 @@ impl ProxyHttp for Gate {
             host.as_deref(),
             ctx.peer_trusted,
         )?;
+        if let Some(passport) = &ctx.passport {
+            for (name, value) in identity_headers(&self.app, passport) {
+                upstream.insert_header(name, value)?;
+            }
+            if self.app.config.headers.set_authorization {
+                if let Some(token) = passport
+                    .id_token
+                    .as_ref()
+                    .or(passport.access_token.as_ref())
+                {
+                    upstream
+                        .insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
+                }
+            }
+        }
+        if let Some(route) = ctx.route.and_then(|i| self.app.router.get(i)) {
+            if !route.base_path.is_empty() {
+                let target = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let uri = format!("{}{}", route.base_path, target)
+                    .parse::<http::Uri>()
+                    .map_err(|e| {
+                        Error::because(InternalError, "while prefixing the upstream path", e)
+                    })?;
+                upstream.set_uri(uri);
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod oidc;
+pub mod sso;
 pub mod tls;
 pub mod upstream;
 
@@ -23,6 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use upstream::Upstream;
+
+/// A fixed cookie secret for tests (32 bytes, base64url).
+pub const COOKIE_SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
 
 /// A free TCP port on 127.0.0.1 (bound then released; the OS does not hand it out again at
 /// once).
@@ -93,6 +98,37 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Runs a command with `redis-cli` and returns its raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        require("redis-cli", "apt-get install redis-tools");
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Keys matching a pattern.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let out = self.cli(&["--scan", "--pattern", pattern]);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// How many times the server ran `command` (from `INFO commandstats`).
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Stops the server (the port stays reserved for [`Redis::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -150,19 +186,39 @@ impl Drop for Redis {
 
 // === linkgate ===
 
-/// Builds a linkgate configuration around the parts a test started.
-#[derive(Default)]
+/// Builds a linkgate configuration around the parts a test started. Its ports are chosen
+/// up front, so a provider can register the gate's callback before the gate starts.
 pub struct GateBuilder {
+    listen: u16,
+    admin: u16,
     server_extra: String,
     sections: String,
     upstreams: String,
     env: Vec<(String, String)>,
 }
 
+impl Default for GateBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl GateBuilder {
     /// A gate with no upstreams yet; `[server]` listen/admin/threads are filled in.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            listen: free_port(),
+            admin: free_port(),
+            server_extra: String::new(),
+            sections: String::new(),
+            upstreams: String::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` of the gate-to-be.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.listen, path)
     }
 
     /// Adds an `[[upstreams]]` entry for a test upstream; `extra` is more TOML lines for it.
@@ -216,8 +272,7 @@ impl GateBuilder {
     /// Writes the config and starts the linkgate binary; returns once `/healthz` answers.
     pub fn start(self) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listen = free_port();
-        let admin = free_port();
+        let (listen, admin) = (self.listen, self.admin);
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, self.render(listen, admin, dir.path())).expect("write config");
         let mut gate = Gate {

@@ -287,6 +287,8 @@ pub struct Counts {
     pub revocation: u64,
     /// End-session (RP-initiated logout) requests.
     pub end_session: u64,
+    /// JWKS downloads.
+    pub jwks: u64,
 }
 
 impl Counts {
@@ -298,6 +300,7 @@ impl Counts {
             other_grant: n("other_grant"),
             token_success: n("token_success"),
             token_error: n("token_error"),
+            jwks: n("jwks"),
             authorize: n("authorize"),
             login_forms_posted: n("login_forms_posted"),
             userinfo: n("userinfo"),

@@ -111,6 +111,7 @@ function freshCounts() {
     userinfo: 0, // GET|POST /me
     revocation: 0, // POST /token/revocation
     end_session: 0, // GET|POST /session/end (first leg)
+    jwks: 0, // GET /jwks
   };
 }
 let counts = freshCounts();
@@ -335,6 +336,8 @@ provider.use(async (ctx, next) => {
       counts.revocation += 1;
     } else if (path === '/session/end') {
       counts.end_session += 1;
+    } else if (path === '/jwks') {
+      counts.jwks += 1;
     }
     if (verbose) {
       process.stderr.write(`${ctx.method} ${ctx.url} -> ${ctx.status} ${ctx.response.get('location') ? `(${ctx.response.get('location')}) ` : ''}${Date.now() - started}ms\n`);

@@ -1,0 +1,220 @@
+//! Sign-in scenarios: an OpenID provider (npm `oidc-provider`), linkgate configured against
+//! it, an echo upstream and, when asked, Redis — and a browser-less user who signs in
+//! through linkgate the way a browser would.
+
+use std::time::Duration;
+
+use reqwest::header::LOCATION;
+use url::Url;
+
+use super::oidc::{self, ClientConfig, OidcProvider, ProviderOptions};
+use super::{client, GateBuilder, Redis, Upstream, COOKIE_SECRET};
+
+/// Which session store the gate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The in-memory store.
+    Memory,
+    /// A real redis-server started for the scenario.
+    Redis,
+}
+
+/// The client linkgate is registered as.
+pub const CLIENT_ID: &str = "linkgate";
+/// Its secret.
+pub const CLIENT_SECRET: &str = "linkgate-secret";
+
+/// Everything a sign-in scenario runs.
+pub struct Scenario {
+    /// The provider ("Magento.com").
+    pub provider: OidcProvider,
+    /// linkgate.
+    pub gate: super::Gate,
+    /// The application behind it.
+    pub upstream: Upstream,
+    /// Redis, for [`StoreKind::Redis`].
+    pub redis: Option<Redis>,
+}
+
+/// Builds a [`Scenario`].
+pub struct ScenarioBuilder {
+    store: StoreKind,
+    toml: String,
+    provider: Box<dyn FnOnce(ProviderOptions) -> ProviderOptions>,
+}
+
+impl ScenarioBuilder {
+    /// A scenario on the given store.
+    pub fn new(store: StoreKind) -> Self {
+        Self {
+            store,
+            toml: String::new(),
+            provider: Box::new(|o| o),
+        }
+    }
+
+    /// More configuration: whole sections, or keys appended to `[session]`/`[sso]` through
+    /// `session_extra`/`sso_extra` markers is not needed: sections may be repeated only once,
+    /// so pass complete extra sections here (`[authz]`, `[headers]`...).
+    pub fn toml(mut self, toml: &str) -> Self {
+        self.toml.push_str(toml);
+        self.toml.push('\n');
+        self
+    }
+
+    /// Adjusts the provider's options (accounts, token lifetimes).
+    pub fn provider(
+        mut self,
+        f: impl FnOnce(ProviderOptions) -> ProviderOptions + 'static,
+    ) -> Self {
+        self.provider = Box::new(f);
+        self
+    }
+
+    /// Starts everything.
+    pub async fn start(self) -> Scenario {
+        self.start_with(|_| String::new()).await
+    }
+
+    /// Starts everything; `session_keys` returns extra lines for `[session]` given the
+    /// builder (for `ttl`, `refresh_before`).
+    pub async fn start_with(self, session_keys: impl FnOnce(&GateBuilder) -> String) -> Scenario {
+        let upstream = Upstream::start().await;
+        let builder = GateBuilder::new();
+        let callback = builder.url("/oauth2/callback");
+        let signed_out = builder.url("/oauth2/signed_out");
+        let opts = (self.provider)(
+            ProviderOptions::new("sso").client(
+                ClientConfig::confidential(CLIENT_ID, CLIENT_SECRET, &callback)
+                    .post_logout_redirect_uri(&signed_out),
+            ),
+        );
+        let provider = OidcProvider::start(opts);
+        let redis = (self.store == StoreKind::Redis).then(Redis::start);
+        let store = match &redis {
+            Some(r) => format!("store = \"redis\"\n\n[redis]\nurl = \"{}\"\n", r.url()),
+            None => "store = \"memory\"\n".to_string(),
+        };
+        let extra_session = session_keys(&builder);
+        let gate = builder
+            .upstream("app", &upstream)
+            .toml(&format!(
+                "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+                 [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\n{extra_session}\n{store}\n{extra}",
+                issuer = provider.issuer(),
+                extra = self.toml,
+            ))
+            .start();
+        Scenario {
+            provider,
+            gate,
+            upstream,
+            redis,
+        }
+    }
+}
+
+/// A browser-less user: a cookie jar, no automatic redirects.
+pub fn user() -> reqwest::Client {
+    client()
+}
+
+/// Headers a browser sends on a top-level navigation.
+pub fn navigate(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .header("sec-fetch-mode", "navigate")
+}
+
+/// The `Location` of a redirect, resolved against `base`.
+pub fn location(resp: &reqwest::Response) -> String {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location in a {} answer", resp.status()))
+        .to_str()
+        .expect("Location text");
+    resp.url().join(loc).expect("Location URL").to_string()
+}
+
+impl Scenario {
+    /// Opens `path` in "the browser" and walks through the sign-in as `login`; returns the
+    /// callback URL (not yet requested), so tests can replay or tamper with it.
+    pub async fn begin_sign_in(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        login: &str,
+    ) -> oidc::LoginOutcome {
+        let resp = navigate(http.get(self.gate.url(path)))
+            .send()
+            .await
+            .expect("open page");
+        assert_eq!(
+            resp.status(),
+            302,
+            "an anonymous navigation is sent to sign in"
+        );
+        let start = location(&resp);
+        assert!(start.contains("/oauth2/start?rd="), "{start}");
+        let resp = navigate(http.get(&start)).send().await.expect("start");
+        assert_eq!(
+            resp.status(),
+            302,
+            "start sends the browser to the provider: {:?}",
+            resp.text().await
+        );
+        let authorize = location(&resp);
+        assert!(authorize.starts_with(self.provider.issuer()), "{authorize}");
+        oidc::login(http, &authorize, login).await
+    }
+
+    /// Completes a sign-in begun by [`Scenario::begin_sign_in`]: requests the callback and
+    /// returns its answer (a redirect to `rd` with the session cookie, or an error page).
+    pub async fn finish_sign_in(
+        &self,
+        http: &reqwest::Client,
+        outcome: &oidc::LoginOutcome,
+    ) -> reqwest::Response {
+        navigate(http.get(&outcome.callback_url))
+            .send()
+            .await
+            .expect("callback")
+    }
+
+    /// Signs in as `login` starting from `path`; returns the answer at `path` afterwards.
+    pub async fn sign_in(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        login: &str,
+    ) -> reqwest::Response {
+        let outcome = self.begin_sign_in(http, path, login).await;
+        let resp = self.finish_sign_in(http, &outcome).await;
+        assert_eq!(resp.status(), 302, "callback: {:?}", resp.text().await);
+        let rd = location(&resp);
+        assert_eq!(
+            Url::parse(&rd).unwrap().path(),
+            Url::parse(&self.gate.url(path)).unwrap().path()
+        );
+        navigate(http.get(rd))
+            .send()
+            .await
+            .expect("the page after sign-in")
+    }
+}
+
+/// Waits (bounded) for `probe` to hold, polling every 20 ms.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !probe().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
