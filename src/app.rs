@@ -5,9 +5,10 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::config::{Config, StoreKind};
+use crate::config::{AccountSource, Config, StoreKind};
+use crate::link::Registry;
 use crate::metrics::Metrics;
-use crate::oidc::{Issuer, Provider};
+use crate::oidc::{AccountJwt, Issuer, Provider};
 use crate::pages::PageContext;
 use crate::proxy::headers::Hygiene;
 use crate::proxy::route::{RouteError, Router};
@@ -55,6 +56,12 @@ pub struct App {
     pub sessions: Option<Sessions>,
     /// The SSO provider (`[sso]`).
     pub sso: Option<Arc<Provider>>,
+    /// The accounts provider (`[account] source = "oauth2"`).
+    pub account_provider: Option<Arc<Provider>>,
+    /// The account JWT verifier (`[account] source = "jwt"`).
+    pub account_jwt: Option<AccountJwt>,
+    /// The link registry (whenever sessions exist).
+    pub registry: Option<Registry>,
     /// Further issuers accepted for bearer tokens.
     pub issuers: Vec<Issuer>,
     /// Where `rd` may point.
@@ -120,6 +127,20 @@ impl App {
             }
             None => Vec::new(),
         };
+        let (account_provider, account_jwt) = match config.account.as_ref().map(|a| &a.source) {
+            Some(AccountSource::OAuth2(p)) => (
+                Some(Arc::new(
+                    Provider::new("account", p.clone()).map_err(StartError::Provider)?,
+                )),
+                None,
+            ),
+            Some(AccountSource::Jwt(j)) => (
+                None,
+                Some(AccountJwt::new(j.clone()).map_err(StartError::Provider)?),
+            ),
+            None => (None, None),
+        };
+        let registry = sessions.as_ref().map(|_| Registry::new(store.clone()));
         let mut domains = config.authz.redirect_domains.clone();
         if let Some(host) = config.server.public_url.as_ref().and_then(|u| u.host_str()) {
             domains.push(host.to_string());
@@ -135,6 +156,9 @@ impl App {
             store,
             sessions,
             sso,
+            account_provider,
+            account_jwt,
+            registry,
             issuers,
             redirects,
         })
@@ -143,5 +167,21 @@ impl App {
     /// `server.proxy_prefix`.
     pub fn prefix(&self) -> &str {
         &self.config.server.proxy_prefix
+    }
+
+    /// The SSO provider's name as users know it ("Magento.com").
+    pub fn sso_name(&self) -> &str {
+        self.config
+            .sso
+            .as_ref()
+            .map_or("Magento.com", |s| s.display_name.as_str())
+    }
+
+    /// The cloud account provider's name ("accounts.magento.cloud").
+    pub fn account_name(&self) -> &str {
+        self.config
+            .account
+            .as_ref()
+            .map_or("accounts.magento.cloud", |a| a.display_name.as_str())
     }
 }

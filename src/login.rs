@@ -1,23 +1,30 @@
-//! linkgate's own endpoints under `server.proxy_prefix`: `start`, `callback`, `sign_out`,
-//! `signed_out`, `userinfo` and `auth` (forward-auth).
+//! linkgate's own endpoints under `server.proxy_prefix`: sign-in with Magento.com (`start`,
+//! `callback`) and with the cloud account (`account/start`, `account/callback`), the account
+//! page (`link`, `link/connect`, `link/disconnect`), `sign_out`, `signed_out`, `userinfo`
+//! and `auth` (forward-auth).
 //!
-//! Each handler reads the request, talks to the store and the provider, and returns one
+//! Each handler reads the request, talks to the store and the providers, and returns one
 //! [`Reply`]. A handler never leaves anything half-written: a flow is stored only once the
-//! authorization URL exists, a session only once the tokens verified; a failure on the way
-//! is a page (or JSON) that says what to do next.
+//! authorization URL exists, a session only once the tokens verified, a link in one atomic
+//! operation; a failure on the way is a page (or JSON) that says what to do next.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use serde_json::json;
 
 use crate::app::App;
-use crate::oidc::OidcError;
+use crate::link::{LinkOutcome, Requirement};
+use crate::oidc::{Identity, OidcError, Provider, Tokens};
+use crate::pages::{self, AccountView};
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
+use crate::session::{Flow, Intent, SessionRecord};
 
 /// What the handlers need to know about the request beyond its header.
 #[derive(Debug, Clone, Copy)]
@@ -26,19 +33,35 @@ pub struct RequestInfo {
     pub peer_trusted: bool,
 }
 
+/// The largest form body an endpoint reads.
+const MAX_FORM: usize = 16 * 1024;
+
 /// Dispatches an endpoint by its name (the path below the prefix).
-pub async fn handle(app: &App, name: &str, req: &RequestHeader, info: RequestInfo) -> Reply {
-    let html = respond::is_navigation(req);
+pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestInfo) -> Reply {
+    let req = session.req_header().clone();
+    let html = respond::is_navigation(&req) || respond::prefers_html(&req);
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
     let result = match name {
-        "start" if get => start(app, req, info).await,
-        "callback" if get => callback(app, req, info).await,
-        "sign_out" if get || post => sign_out(app, req, info).await,
-        "signed_out" if get => Ok(signed_out(app, req)),
-        "userinfo" if get => userinfo(app, req).await,
-        "auth" if get || post || req.method == http::Method::HEAD => forward_auth(app, req).await,
-        "start" | "callback" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
+        "start" if get => start(app, &req, info).await,
+        "callback" if get => callback(app, &req).await,
+        "account/start" if get => account_start(app, &req, info).await,
+        "account/callback" if get => account_callback(app, &req).await,
+        "link" if get => link_page(app, &req).await,
+        "link/connect" if post => match form(session, &req, app, info).await {
+            Ok(f) => connect(app, &req, &f, info).await,
+            Err(r) => Err(r),
+        },
+        "link/disconnect" if post => match form(session, &req, app, info).await {
+            Ok(f) => disconnect(app, &req, &f).await,
+            Err(r) => Err(r),
+        },
+        "sign_out" if get || post => sign_out(app, &req, info).await,
+        "signed_out" if get => Ok(signed_out(app, &req)),
+        "userinfo" if get => userinfo(app, &req).await,
+        "auth" if get || post => forward_auth(app, &req).await,
+        "start" | "callback" | "account/start" | "account/callback" | "link" | "link/connect"
+        | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
             Err(Refusal::MethodNotAllowed)
         }
         _ => Err(Refusal::NotFound),
@@ -46,12 +69,56 @@ pub async fn handle(app: &App, name: &str, req: &RequestHeader, info: RequestInf
     result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages))
 }
 
+// === request helpers ===
+
 /// The query parameter `name`, decoded.
 pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     let query = req.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// Reads a url-encoded form body (bounded) after checking that the POST comes from this
+/// site: `Sec-Fetch-Site`, then `Origin`, when the browser sends them.
+async fn form(
+    session: &mut Session,
+    req: &RequestHeader,
+    app: &App,
+    info: RequestInfo,
+) -> Result<HashMap<String, String>, Refusal> {
+    if let Some(site) = req
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+    {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(Refusal::BadRequest("cross-site form submission".into()));
+        }
+    }
+    if let Some(origin) = req
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        if origin != "null" && origin.trim_end_matches('/') != base_url(app, req, info) {
+            return Err(Refusal::BadRequest("cross-site form submission".into()));
+        }
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_FORM {
+                    return Err(Refusal::BadRequest("form too large".into()));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return Err(Refusal::BadRequest("unreadable form".into())),
+        }
+    }
+    Ok(url::form_urlencoded::parse(&body).into_owned().collect())
 }
 
 /// `scheme://host` of this gate as the browser sees it: `server.public_url` when set,
@@ -86,12 +153,22 @@ pub fn base_url(app: &App, req: &RequestHeader, info: RequestInfo) -> String {
     format!("{scheme}://{host}")
 }
 
-fn start_url(app: &App, rd: &str) -> String {
-    format!(
-        "{}/start?rd={}",
-        app.prefix(),
-        utf8_percent_encode(rd, NON_ALPHANUMERIC)
-    )
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// `{prefix}/start?rd=…` (with `intent=connect` to connect the session's cloud account).
+pub fn start_url(app: &App, rd: &str, intent: Intent) -> String {
+    let connect = if intent == Intent::Connect {
+        "&intent=connect"
+    } else {
+        ""
+    };
+    format!("{}/start?rd={}{connect}", app.prefix(), encode(rd))
+}
+
+fn link_page_url(app: &App) -> String {
+    format!("{}/link", app.prefix())
 }
 
 fn provider_refusal(e: OidcError) -> Refusal {
@@ -101,23 +178,66 @@ fn provider_refusal(e: OidcError) -> Refusal {
     }
 }
 
-/// `GET start?rd=`: stores a new flow under a fresh `state` and sends the browser to the
-/// provider. Several tabs may start at once: they share the browser binding.
-async fn start(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Reply, Refusal> {
-    let (Some(sso), Some(sessions)) = (&app.sso, &app.sessions) else {
-        return Err(Refusal::NotFound);
+/// The session of the request, if any (a store failure is a refusal).
+async fn current(
+    app: &App,
+    req: &RequestHeader,
+) -> Result<Option<(OpaqueId, SessionRecord)>, Refusal> {
+    let Some(sessions) = &app.sessions else {
+        return Ok(None);
     };
+    let Some(id) = sessions.id_of(req) else {
+        return Ok(None);
+    };
+    match sessions.load(&id).await {
+        Ok(Some(record)) => Ok(Some((id, record))),
+        Ok(None) => Ok(None),
+        Err(_) => Err(Refusal::StoreUnavailable),
+    }
+}
+
+/// Replaces the browser's session (if any) with a new one: a new id at every sign-in.
+async fn replace_session(
+    app: &App,
+    old: Option<&(OpaqueId, SessionRecord)>,
+    sso: Option<Identity>,
+    account: Option<Identity>,
+    tokens: Option<Tokens>,
+) -> Result<String, Refusal> {
+    let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
+    let (id, _) = sessions
+        .create(sso, account, tokens)
+        .await
+        .map_err(|_| Refusal::StoreUnavailable)?;
+    if let Some((old_id, old_record)) = old {
+        // Best effort: the new session is already in place.
+        let _ = sessions.destroy(old_id, Some(old_record)).await;
+    }
+    Ok(sessions.session_cookie(&id))
+}
+
+// === sign-in ===
+
+/// Stores a new flow for `provider` and returns the redirect to its authorization endpoint.
+async fn begin(
+    app: &App,
+    provider: &Provider,
+    intent: Intent,
+    req: &RequestHeader,
+    info: RequestInfo,
+) -> Result<Reply, Refusal> {
+    let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
     let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
     let binding = sessions.binding_of(req).unwrap_or_else(OpaqueId::random);
-    let state = crate::session::cookie::OpaqueId::random().to_hex()
-        + &crate::session::cookie::OpaqueId::random().to_hex();
-    let redirect_uri = format!("{}{}", base_url(app, req, info), sso.redirect_path());
-    let request = sso
+    let state = OpaqueId::random().to_hex() + &OpaqueId::random().to_hex();
+    let redirect_uri = format!("{}{}", base_url(app, req, info), provider.redirect_path());
+    let request = provider
         .authorize(&state, &redirect_uri)
         .await
         .map_err(provider_refusal)?;
-    let flow = crate::session::Flow {
-        provider: sso.label.to_string(),
+    let flow = Flow {
+        provider: provider.label.to_string(),
+        intent,
         verifier: request.verifier,
         nonce: request.nonce,
         rd,
@@ -131,17 +251,18 @@ async fn start(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Repl
     Ok(Reply::redirect(request.url.as_str()).with_cookie(&sessions.binding_cookie(&binding)))
 }
 
-/// `GET callback?code=&state=`: takes the flow (once), checks the browser binding and the
-/// issuer, exchanges the code, verifies the id_token, creates the session, and sends the
-/// browser where it was going.
-async fn callback(app: &App, req: &RequestHeader, _info: RequestInfo) -> Result<Reply, Refusal> {
-    let (Some(sso), Some(sessions)) = (&app.sso, &app.sessions) else {
-        return Err(Refusal::NotFound);
-    };
+/// Takes the flow of a callback (once), checks it belongs to `provider` and this browser,
+/// checks the issuer, exchanges the code and verifies the id_token.
+async fn finish(
+    app: &App,
+    provider: &Provider,
+    req: &RequestHeader,
+) -> Result<(Flow, Identity, Tokens), Refusal> {
+    let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
     let logins = |result: &str| {
         app.metrics
             .logins
-            .with_label_values(&[sso.label, result])
+            .with_label_values(&[provider.label, result])
             .inc();
     };
     let state = query_param(req, "state").unwrap_or_default();
@@ -149,23 +270,23 @@ async fn callback(app: &App, req: &RequestHeader, _info: RequestInfo) -> Result<
         .take_flow(&state)
         .await
         .map_err(|_| Refusal::StoreUnavailable)?;
-    let Some(flow) = flow else {
+    let Some(flow) = flow.filter(|f| f.provider == provider.label) else {
         logins("unknown_state");
         return Err(Refusal::SignInFailed {
             why: "This sign-in link has expired or was already used.".into(),
-            retry: start_url(app, "/"),
+            retry: start_url(app, "/", Intent::Login),
         });
     };
-    let retry = start_url(app, &flow.rd);
+    let retry = start_url(app, &flow.rd, flow.intent);
     if let Some(error) = query_param(req, "error") {
         logins("provider_error");
+        let name = provider.display_name();
         let why = match error.as_str() {
-            "access_denied" => format!("{} sign-in was cancelled or refused.", sso.display_name()),
-            "login_required" | "consent_required" | "interaction_required" => format!(
-                "{} needs you to sign in again: your session there has ended.",
-                sso.display_name()
-            ),
-            _ => format!("{} reported an error: {error}.", sso.display_name()),
+            "access_denied" => format!("{name} sign-in was cancelled or refused."),
+            "login_required" | "consent_required" | "interaction_required" => {
+                format!("{name} needs you to sign in again: your session there has ended.")
+            }
+            _ => format!("{name} reported an error: {error}."),
         };
         return Err(Refusal::SignInFailed { why, retry });
     }
@@ -176,7 +297,7 @@ async fn callback(app: &App, req: &RequestHeader, _info: RequestInfo) -> Result<
             retry,
         });
     }
-    let endpoints = sso.endpoints().await.map_err(provider_refusal)?;
+    let endpoints = provider.endpoints().await.map_err(provider_refusal)?;
     if let Some(iss) = query_param(req, "iss") {
         // RFC 9207: a mix-up attack shows up as another issuer here.
         if iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
@@ -194,31 +315,370 @@ async fn callback(app: &App, req: &RequestHeader, _info: RequestInfo) -> Result<
             retry,
         });
     };
-    let (identity, tokens) = match sso
+    match provider
         .exchange(&code, &flow.verifier, &flow.redirect_uri, &flow.nonce)
         .await
     {
-        Ok(ok) => ok,
+        Ok((identity, tokens)) => {
+            logins("ok");
+            Ok((flow, identity, tokens))
+        }
         Err(OidcError::Unavailable(e)) => {
             logins("provider_unavailable");
-            return Err(Refusal::ProviderUnavailable(e));
+            Err(Refusal::ProviderUnavailable(e))
         }
         Err(e) => {
             logins("invalid");
-            tracing::warn!(error = %e, "sign-in refused");
-            return Err(Refusal::SignInFailed {
+            tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
+            Err(Refusal::SignInFailed {
                 why: "The sign-in could not be verified.".into(),
                 retry,
-            });
+            })
         }
+    }
+}
+
+/// `GET start?rd=[&intent=connect]`: sign in with Magento.com.
+async fn start(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Reply, Refusal> {
+    let sso = app.sso.as_ref().ok_or(Refusal::NotFound)?;
+    let intent = match query_param(req, "intent").as_deref() {
+        Some("connect") => Intent::Connect,
+        _ => Intent::Login,
     };
-    let (id, _) = sessions
-        .create(identity, tokens)
+    begin(app, sso, intent, req, info).await
+}
+
+/// `GET account/start?rd=`: sign in to the cloud account (`[account] source = "oauth2"`).
+async fn account_start(
+    app: &App,
+    req: &RequestHeader,
+    info: RequestInfo,
+) -> Result<Reply, Refusal> {
+    let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
+    begin(app, provider, Intent::Login, req, info).await
+}
+
+/// `GET callback`: back from Magento.com. A login looks up the link (primary login); a
+/// connect links the session's cloud account to this Magento.com account.
+async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
+    let sso = app.sso.as_ref().ok_or(Refusal::NotFound)?;
+    let (flow, identity, tokens) = finish(app, sso, req).await?;
+    let old = current(app, req).await?;
+    let linking = app.config.account.is_some();
+    let account = match (flow.intent, linking) {
+        (Intent::Connect, true) => {
+            let Some(account) = old.as_ref().and_then(|(_, r)| r.account.clone()) else {
+                return Err(Refusal::SignInFailed {
+                    why: "Sign in to your cloud account first, then connect it.".into(),
+                    retry: link_page_url(app),
+                });
+            };
+            link(app, &account, &identity).await?;
+            Some(account)
+        }
+        (Intent::Login, true) => {
+            let registry = app.registry.as_ref().ok_or(Refusal::NotFound)?;
+            registry
+                .by_sso(&identity.key())
+                .await
+                .map_err(|_| Refusal::StoreUnavailable)?
+                .map(|l| l.account)
+        }
+        (_, false) => None,
+    };
+    let cookie = replace_session(app, old.as_ref(), Some(identity), account, Some(tokens)).await?;
+    Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))
+}
+
+/// `GET account/callback`: back from the cloud account's sign-in. With a Magento.com
+/// session waiting for its account, this links them; otherwise it starts an account
+/// session, which the link rule then sends on to Magento.com.
+async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
+    let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
+    let (flow, account, _tokens) = finish(app, provider, req).await?;
+    let old = current(app, req).await?;
+    let waiting_sso = old
+        .as_ref()
+        .filter(|(_, r)| r.account.is_none())
+        .and_then(|(_, r)| r.sso.clone().map(|s| (s, r.tokens.clone())));
+    let cookie = match waiting_sso {
+        Some((sso, tokens)) => {
+            link(app, &account, &sso).await?;
+            replace_session(app, old.as_ref(), Some(sso), Some(account), tokens).await?
+        }
+        None => replace_session(app, old.as_ref(), None, Some(account), None).await?,
+    };
+    Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))
+}
+
+/// Links `account` and `sso`; a conflict is a page that says who holds the other side.
+async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refusal> {
+    let registry = app.registry.as_ref().ok_or(Refusal::NotFound)?;
+    let outcome = registry
+        .create(account, sso)
         .await
         .map_err(|_| Refusal::StoreUnavailable)?;
-    logins("ok");
-    Ok(Reply::redirect(&flow.rd).with_cookie(&sessions.session_cookie(&id)))
+    let (result, refusal) = match outcome {
+        LinkOutcome::Created(_) => ("created", None),
+        LinkOutcome::AlreadyLinked(_) => ("unchanged", None),
+        LinkOutcome::SsoTaken(existing) => (
+            "conflict_sso",
+            Some(Refusal::LinkConflict {
+                why: format!(
+                    "The {} account {} is already connected to another {} account ({}).",
+                    app.sso_name(),
+                    sso.display(),
+                    app.account_name(),
+                    existing.account.display()
+                ),
+                what_to_do: format!(
+                    "This happens after a project ownership transfer. Sign in to the other {} account, \
+                     open Account Settings and choose \"Disconnect from {}\", then connect this one again.",
+                    app.account_name(),
+                    app.sso_name()
+                ),
+                link_page: link_page_url(app),
+            }),
+        ),
+        LinkOutcome::AccountTaken(existing) => (
+            "conflict_account",
+            Some(Refusal::LinkConflict {
+                why: format!(
+                    "Your {} account {} is already connected to another {} account ({}).",
+                    app.account_name(),
+                    account.display(),
+                    app.sso_name(),
+                    existing.sso.display()
+                ),
+                what_to_do: format!(
+                    "This happens after an email change. Sign in with the {} account that is connected ({}), \
+                     or disconnect it on the Account Settings page while signed in with it, then connect again.",
+                    app.sso_name(),
+                    existing.sso.display()
+                ),
+                link_page: link_page_url(app),
+            }),
+        ),
+    };
+    app.metrics.links.with_label_values(&[result]).inc();
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
 }
+
+// === the account page ===
+
+fn account_view(
+    app: &App,
+    id: &OpaqueId,
+    record: &SessionRecord,
+    req: &RequestHeader,
+) -> AccountView {
+    let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
+    let linked = record.sso.is_some() && record.account.is_some();
+    let grace_notice = (!linked && requirement == Requirement::Grace).then(|| {
+        let from = app
+            .config
+            .link
+            .required_from
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        format!(
+            "Connecting your account with {} is required from {from}. Until then you can continue without it.",
+            app.sso_name()
+        )
+    });
+    let rd = query_param(req, "rd").unwrap_or_else(|| link_page_url(app));
+    AccountView {
+        sso_name: app.sso_name().to_string(),
+        account_name: app.account_name().to_string(),
+        account: record.account.as_ref().map(|a| a.display().to_string()),
+        connected_as: linked
+            .then(|| record.sso.as_ref().map(|s| s.display().to_string()))
+            .flatten(),
+        sso_unlinked: (!linked)
+            .then(|| record.sso.as_ref().map(|s| s.display().to_string()))
+            .flatten(),
+        grace_notice,
+        allow_disconnect: app.config.link.allow_disconnect,
+        csrf: app
+            .sessions
+            .as_ref()
+            .map(|s| s.csrf_token(id))
+            .unwrap_or_default(),
+        account_sign_in: app
+            .account_provider
+            .as_ref()
+            .map(|_| format!("{}/account/start?rd={}", app.prefix(), encode(&rd))),
+        account_hint: app.account_jwt.as_ref().map(|_| {
+            format!(
+                "Sign in to {} in this browser, then come back to this page.",
+                app.account_name()
+            )
+        }),
+    }
+}
+
+/// The page for an SSO session without a linked account, while the rule is enforced.
+pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
+    let record = SessionRecord {
+        sso: passport.sso.clone(),
+        account: passport.account.clone(),
+        tokens: None,
+        created_at: 0,
+        expires_at: 0,
+    };
+    let id = passport.session.unwrap_or_else(OpaqueId::random);
+    let mut view = account_view(app, &id, &record, req);
+    if let Some(url) = &mut view.account_sign_in {
+        let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        *url = format!("{}/account/start?rd={}", app.prefix(), encode(rd));
+    }
+    Reply::html(
+        StatusCode::FORBIDDEN,
+        pages::link_required(&app.pages, &view),
+    )
+}
+
+/// `GET link`: Account Settings with the Single Sign-On section.
+async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
+    if app.config.account.is_none() {
+        return Err(Refusal::NotFound);
+    }
+    let Some((id, record)) = current(app, req).await? else {
+        if respond::is_navigation(req) {
+            return Ok(Reply::redirect(&start_url(
+                app,
+                &link_page_url(app),
+                Intent::Login,
+            )));
+        }
+        return Err(Refusal::Unauthenticated);
+    };
+    let view = account_view(app, &id, &record, req);
+    if !respond::prefers_html(req) && !respond::is_navigation(req) {
+        return Ok(Reply::json(
+            StatusCode::OK,
+            &json!({
+                "provider": view.sso_name,
+                "status": if view.connected_as.is_some() { "connected" } else { "not_connected" },
+                "connected_as": view.connected_as,
+                "account": view.account,
+                "grace": view.grace_notice,
+                "allow_disconnect": view.allow_disconnect,
+                "csrf": view.csrf,
+            }),
+        ));
+    }
+    Ok(Reply::html(
+        StatusCode::OK,
+        pages::account_page(&app.pages, &view),
+    ))
+}
+
+fn checked_session(
+    app: &App,
+    session: Option<(OpaqueId, SessionRecord)>,
+    form: &HashMap<String, String>,
+) -> Result<(OpaqueId, SessionRecord), Refusal> {
+    let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
+    let (id, record) = session.ok_or(Refusal::Unauthenticated)?;
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !sessions.csrf_ok(&id, token) {
+        return Err(Refusal::BadRequest(
+            "the form expired; reload the page".into(),
+        ));
+    }
+    Ok((id, record))
+}
+
+/// `POST link/connect`: starts connecting the two accounts.
+async fn connect(
+    app: &App,
+    req: &RequestHeader,
+    form: &HashMap<String, String>,
+    _info: RequestInfo,
+) -> Result<Reply, Refusal> {
+    let (id, record) = checked_session(app, current(app, req).await?, form)?;
+    let back = link_page_url(app);
+    match (&record.sso, &record.account) {
+        (Some(_), Some(_)) => Ok(Reply::redirect(&back)),
+        (None, Some(_)) => Ok(Reply::redirect(&start_url(app, &back, Intent::Connect))),
+        (Some(sso), None) => {
+            if app.account_provider.is_some() {
+                return Ok(Reply::redirect(&format!(
+                    "{}/account/start?rd={}",
+                    app.prefix(),
+                    encode(&back)
+                )));
+            }
+            let jwt = app.account_jwt.as_ref().ok_or(Refusal::NotFound)?;
+            let token = jwt.token_of(req).ok_or_else(|| Refusal::SignInFailed {
+                why: format!("Sign in to {} in this browser first.", app.account_name()),
+                retry: back.clone(),
+            })?;
+            let account = jwt.verify(&token).await.map_err(|e| match e {
+                OidcError::Unavailable(e) => Refusal::ProviderUnavailable(e),
+                other => Refusal::InvalidToken(other.to_string()),
+            })?;
+            link(app, &account, sso).await?;
+            let old = Some((id, record.clone()));
+            let cookie = replace_session(
+                app,
+                old.as_ref(),
+                record.sso.clone(),
+                Some(account),
+                record.tokens.clone(),
+            )
+            .await?;
+            Ok(Reply::redirect(&back).with_cookie(&cookie))
+        }
+        (None, None) => Err(Refusal::Unauthenticated),
+    }
+}
+
+/// `POST link/disconnect`: removes the link and ends every session that relied on it; this
+/// browser keeps a cloud-account session and lands on the account page.
+async fn disconnect(
+    app: &App,
+    req: &RequestHeader,
+    form: &HashMap<String, String>,
+) -> Result<Reply, Refusal> {
+    if !app.config.link.allow_disconnect {
+        return Err(Refusal::Forbidden {
+            who: String::new(),
+            reason: "Disconnecting is disabled on this site.".into(),
+        });
+    }
+    let (id, record) = checked_session(app, current(app, req).await?, form)?;
+    let (Some(sso), Some(account)) = (&record.sso, &record.account) else {
+        return Ok(Reply::redirect(&link_page_url(app)));
+    };
+    let registry = app.registry.as_ref().ok_or(Refusal::NotFound)?;
+    let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
+    if let Some(existing) = registry
+        .by_sso(&sso.key())
+        .await
+        .map_err(|_| Refusal::StoreUnavailable)?
+    {
+        registry
+            .unlink(&existing)
+            .await
+            .map_err(|_| Refusal::StoreUnavailable)?;
+        app.metrics.links.with_label_values(&["disconnected"]).inc();
+    }
+    let ended = sessions
+        .destroy_all_for(&sso.key())
+        .await
+        .map_err(|_| Refusal::StoreUnavailable)?;
+    let _ = sessions.destroy(&id, Some(&record)).await;
+    tracing::info!(ended, "link disconnected; sessions that relied on it ended");
+    let cookie = replace_session(app, None, None, Some(account.clone()), None).await?;
+    Ok(Reply::redirect(&link_page_url(app)).with_cookie(&cookie))
+}
+
+// === sign-out, userinfo, forward-auth ===
 
 /// `GET|POST sign_out?rd=`: deletes the session, then ends the provider session too
 /// (RP-initiated logout with `id_token_hint`) when the provider has an end-session endpoint.
@@ -237,7 +697,7 @@ async fn sign_out(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<R
             .destroy(&id, record.as_ref())
             .await
             .map_err(|_| Refusal::StoreUnavailable)?;
-        id_token = record.and_then(|r| r.tokens.id_token);
+        id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
     }
     let mut location = rd.clone();
     if let (Some(sso), Some(hint)) = (&app.sso, id_token.as_deref()) {
@@ -258,24 +718,27 @@ fn signed_out(app: &App, req: &RequestHeader) -> Reply {
 }
 
 fn identity_json(p: &Passport) -> serde_json::Value {
-    let i = &p.identity;
+    let i = p.primary();
     json!({
-        "user": i.subject,
-        "email": i.email,
-        "email_verified": i.email_verified,
-        "name": i.name,
-        "preferred_username": i.preferred_username,
-        "groups": i.groups,
-        "sso": { "issuer": i.issuer, "subject": i.subject },
+        "user": i.map(|i| &i.subject),
+        "email": i.and_then(|i| i.email.as_ref()),
+        "email_verified": i.is_some_and(|i| i.email_verified),
+        "name": i.and_then(|i| i.name.as_ref()),
+        "preferred_username": i.and_then(|i| i.preferred_username.as_ref()),
+        "groups": i.map(|i| i.groups.clone()).unwrap_or_default(),
+        "sso": p.sso.as_ref().map(|s| json!({ "issuer": s.issuer, "subject": s.subject, "email": s.email })),
+        "account": p.account.as_ref().map(|a| json!({ "issuer": a.issuer, "subject": a.subject, "email": a.email })),
+        "linked": p.linked(),
     })
 }
 
 async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refusal> {
     match identify(app, req).await {
         Found::Passport(p) => {
-            crate::authz::check(&app.config.authz, &p.identity).map_err(|reason| {
+            let primary = p.primary().ok_or(Refusal::Unauthenticated)?;
+            crate::authz::check(&app.config.authz, primary).map_err(|reason| {
                 Refusal::Forbidden {
-                    who: p.identity.display().to_string(),
+                    who: primary.display().to_string(),
                     reason,
                 }
             })?;
@@ -299,24 +762,42 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         Ok(p) => p,
         Err(r) => return Ok(r.reply(false, &app.pages)),
     };
+    let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
+    let verdict = crate::link::verdict(
+        app.config.account.is_some(),
+        passport.sso.is_some(),
+        passport.account.is_some(),
+        requirement,
+    );
+    let status = match verdict {
+        crate::link::Verdict::Pass(status) => status,
+        _ => {
+            let refusal = Refusal::LinkRequired {
+                sso: app.sso_name().to_string(),
+                link_page: link_page_url(app),
+            };
+            return Ok(refusal.reply(false, &app.pages));
+        }
+    };
     let mut reply = Reply::text(StatusCode::ACCEPTED, Vec::<u8>::new());
-    for (name, value) in crate::proxy::identity_headers(app, &passport) {
+    for (name, value) in crate::proxy::identity_headers(app, &passport, status) {
         reply = reply.with_header(name, &value);
     }
     // The names nginx users know from oauth2-proxy, for `auth_request_set`.
-    let i = &passport.identity;
-    reply = reply.with_header(
-        http::HeaderName::from_static("x-auth-request-user"),
-        &i.subject,
-    );
-    if let Some(email) = &i.email {
-        reply = reply.with_header(http::HeaderName::from_static("x-auth-request-email"), email);
-    }
-    if !i.groups.is_empty() {
+    if let Some(i) = passport.primary() {
         reply = reply.with_header(
-            http::HeaderName::from_static("x-auth-request-groups"),
-            &i.groups.join(","),
+            http::HeaderName::from_static("x-auth-request-user"),
+            &i.subject,
         );
+        if let Some(email) = &i.email {
+            reply = reply.with_header(http::HeaderName::from_static("x-auth-request-email"), email);
+        }
+        if !i.groups.is_empty() {
+            reply = reply.with_header(
+                http::HeaderName::from_static("x-auth-request-groups"),
+                &i.groups.join(","),
+            );
+        }
     }
     Ok(reply)
 }

@@ -216,6 +216,25 @@ pub enum Refusal {
         /// Where "Try again" goes.
         retry: String,
     },
+    /// Signed in, but the Magento.com link the site requires is missing (API clients; a
+    /// browser sees the link page instead).
+    #[error("this account is not linked to a {sso} account")]
+    LinkRequired {
+        /// The SSO provider's name.
+        sso: String,
+        /// Where a person can connect.
+        link_page: String,
+    },
+    /// Linking refused because one side is already linked elsewhere. Nothing changed.
+    #[error("{why}")]
+    LinkConflict {
+        /// What happened.
+        why: String,
+        /// What to do about it.
+        what_to_do: String,
+        /// The account page.
+        link_page: String,
+    },
     /// No upstream route matches the host and path.
     #[error("no application is configured for this address")]
     NoRoute,
@@ -251,7 +270,8 @@ impl Refusal {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::BadRequest(_) | Refusal::SignInFailed { .. } => StatusCode::BAD_REQUEST,
-            Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Refusal::InvalidToken(_) | Refusal::LinkRequired { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::LinkConflict { .. } => StatusCode::CONFLICT,
             Refusal::NoRoute | Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
@@ -270,6 +290,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::LinkRequired { .. } => "link_required",
+            Refusal::LinkConflict { .. } => "link_conflict",
             Refusal::SignInFailed { .. } => "sign_in_failed",
             Refusal::NoRoute => "no_route",
             Refusal::NotFound => "not_found",
@@ -291,6 +313,10 @@ impl Refusal {
             }
             Refusal::BadRequest(_) => "Check the address and try again.",
             Refusal::InvalidToken(_) => "Get a new token and try again.",
+            Refusal::LinkRequired { .. } => {
+                "Sign in to the account page in a browser and connect your cloud account with Magento.com, then try again."
+            }
+            Refusal::LinkConflict { .. } => "Nothing was changed. See the account page for details.",
             Refusal::SignInFailed { .. } => "Start the sign-in again.",
             Refusal::NoRoute | Refusal::NotFound => "Check the address.",
             Refusal::MethodNotAllowed => "Use the link or button on the page instead.",
@@ -310,6 +336,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "Access denied",
             Refusal::BadRequest(_) => "Bad request",
             Refusal::InvalidToken(_) => "Invalid token",
+            Refusal::LinkRequired { .. } => "Account link required",
+            Refusal::LinkConflict { .. } => "Accounts not connected",
             Refusal::SignInFailed { .. } => "Sign-in did not complete",
             Refusal::NoRoute | Refusal::NotFound => "Not found",
             Refusal::MethodNotAllowed => "Method not allowed",
@@ -330,35 +358,54 @@ impl Refusal {
                 Refusal::Forbidden { who, .. } => Some(who.as_str()),
                 _ => None,
             };
-            let retry = match self {
+            let action = match self {
                 Refusal::SignInFailed { retry, .. } => Some(("Try again", retry.as_str())),
+                Refusal::LinkConflict { link_page, .. }
+                | Refusal::LinkRequired { link_page, .. } => {
+                    Some(("Go to Account Settings", link_page.as_str()))
+                }
                 _ => None,
+            };
+            let advice = match self {
+                Refusal::LinkConflict { what_to_do, .. } => what_to_do.as_str(),
+                _ => self.advice(),
             };
             Reply::html(
                 status,
-                pages::message(
-                    ctx,
-                    self.title(),
-                    &self.to_string(),
-                    self.advice(),
-                    who,
-                    retry,
-                ),
+                pages::message(ctx, self.title(), &self.to_string(), advice, who, action),
             )
         } else {
-            Reply::json(
-                status,
-                &json!({
-                    "error": self.code(),
-                    "message": self.to_string(),
-                    "advice": self.advice(),
-                }),
-            )
+            let mut body = json!({
+                "error": self.code(),
+                "message": self.to_string(),
+                "advice": self.advice(),
+            });
+            match self {
+                Refusal::LinkRequired { link_page, .. } => body["link_page"] = json!(link_page),
+                Refusal::LinkConflict {
+                    what_to_do,
+                    link_page,
+                    ..
+                } => {
+                    body["advice"] = json!(what_to_do);
+                    body["link_page"] = json!(link_page);
+                }
+                Refusal::SignInFailed { retry, .. } => body["retry"] = json!(retry),
+                _ => {}
+            }
+            Reply::json(status, &body)
         };
         match self {
             Refusal::Unauthenticated => reply.with_header(
                 header::WWW_AUTHENTICATE,
                 &format!("Bearer realm=\"{}\"", ctx.realm),
+            ),
+            Refusal::LinkRequired { .. } => reply.with_header(
+                header::WWW_AUTHENTICATE,
+                &format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_user_authentication\", error_description=\"link your account to {}\"",
+                    ctx.realm, ctx.realm
+                ),
             ),
             Refusal::InvalidToken(_) => reply.with_header(
                 header::WWW_AUTHENTICATE,

@@ -315,3 +315,51 @@ async fn id_token_nonce_and_azp_rules() {
         Err(VerifyError::AuthorizedParty)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_extra_issuers_are_accepted_for_their_audience() {
+    let partner_key = oidc::generate_key("partner-key");
+    let partner = oidc::OidcProvider::start(
+        oidc::ProviderOptions::new("partner").jwks(json!({ "keys": [partner_key.jwk.clone()] })),
+    );
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .toml(&format!(
+            "[authz]\nbearer_tokens = true\nextra_jwt_issuers = [\"{}=partner-api\"]",
+            partner.issuer()
+        ))
+        .start()
+        .await;
+    let claims = |aud: &str| {
+        json!({
+            "iss": partner.issuer(),
+            "aud": aud,
+            "sub": "partner-service",
+            "iat": now(),
+            "exp": now() + 300,
+        })
+    };
+    let call = |token: String| {
+        support::client()
+            .get(s.gate.url("/api"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let ok = sign(
+        &partner_key,
+        "partner-key",
+        Algorithm::RS256,
+        &claims("partner-api"),
+    );
+    assert_eq!(call(ok).await.unwrap().status(), 200);
+    assert_eq!(
+        s.upstream.last().header("x-forwarded-user"),
+        Some("partner-service")
+    );
+    let wrong_aud = sign(
+        &partner_key,
+        "partner-key",
+        Algorithm::RS256,
+        &claims(CLIENT_ID),
+    );
+    assert_eq!(call(wrong_aud).await.unwrap().status(), 401);
+}

@@ -731,3 +731,91 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
     claims.get("iss")?.as_str().map(str::to_string)
 }
+
+/// The platform's account JWT (`[account] source = "jwt"`): found in a cookie or header,
+/// verified like an id_token against the accounts provider's JWKS.
+pub struct AccountJwt {
+    source: crate::config::JwtSource,
+    jwks: Arc<Jwks>,
+    algs: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for AccountJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountJwt")
+            .field("issuer", &self.source.issuer)
+            .finish()
+    }
+}
+
+impl AccountJwt {
+    /// The verifier for `[account]` with `source = "jwt"`.
+    pub fn new(source: crate::config::JwtSource) -> Result<Self, String> {
+        let http = http_client(source.http_timeout)?;
+        let jwks = Jwks::new(source.jwks_url.clone(), http);
+        let algs = verify::algorithms(&source.algs);
+        Ok(Self { source, jwks, algs })
+    }
+
+    /// The JWT a request carries where the platform puts it.
+    pub fn token_of(&self, req: &pingora::http::RequestHeader) -> Option<String> {
+        match &self.source.location {
+            crate::config::JwtLocation::Cookie(name) => crate::session::cookies(req, name)
+                .next()
+                .map(str::to_string),
+            crate::config::JwtLocation::Header(name) => {
+                let v = req.headers.get(name)?.to_str().ok()?.trim();
+                let v = match v.split_once(' ') {
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                    _ => v,
+                };
+                (!v.is_empty()).then(|| v.to_string())
+            }
+        }
+    }
+
+    /// Whether the signing keys were loaded (readiness).
+    pub fn is_loaded(&self) -> bool {
+        self.jwks.is_loaded()
+    }
+
+    /// Loads the signing keys (readiness, start-up).
+    pub async fn prepare(&self) -> Result<(), OidcError> {
+        if self.jwks.is_loaded() {
+            return Ok(());
+        }
+        self.jwks.load().await.map_err(unavailable)
+    }
+
+    /// Verifies an account JWT and returns the cloud account it names.
+    pub async fn verify(&self, token: &str) -> Result<Identity, OidcError> {
+        let claims = verify::verify(
+            &self.jwks,
+            token,
+            &Expect {
+                issuer: &self.source.issuer,
+                audiences: &self.source.audience,
+                algs: &self.algs,
+                nonce: None,
+                authorized_party: None,
+                leeway: self.source.leeway.as_secs(),
+            },
+        )
+        .await?;
+        let text = |k: &str| claims.get(k).and_then(claim_text);
+        let subject = text(&self.source.subject_claim)
+            .ok_or_else(|| OidcError::Refused(format!("no {} claim", self.source.subject_claim)))?;
+        Ok(Identity {
+            issuer: self.source.issuer.clone(),
+            subject,
+            email: text(&self.source.email_claim),
+            email_verified: claims
+                .get("email_verified")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            name: text("name"),
+            preferred_username: text("preferred_username"),
+            groups: Vec::new(),
+        })
+    }
+}

@@ -1,9 +1,10 @@
-//! Who sent a request: a bearer token (step 3 of the decision) or a session cookie (step 4).
+//! Who sent a request: a bearer token (step 3 of the decision), a session cookie (step 4) or
+//! a platform account JWT (step 5).
 //!
 //! A forged or altered cookie is refused by its tag before any store lookup. A valid cookie
 //! costs one store read; a session near the end of its access token is refreshed here, by
 //! one request at a time across instances (a lock in the store), while concurrent requests
-//! carry on with the tokens they have.
+//! carry on with the tokens they have. Whether the identity may pass is not decided here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,10 @@ pub enum Via {
 /// A proven identity and what the upstream may be given of it.
 #[derive(Debug, Clone)]
 pub struct Passport {
-    /// The identity.
-    pub identity: Identity,
+    /// The Magento.com identity, when signed in there.
+    pub sso: Option<Identity>,
+    /// The cloud account, when known.
+    pub account: Option<Identity>,
     /// The access token (for `X-Forwarded-Access-Token`).
     pub access_token: Option<String>,
     /// The id_token (for `Authorization` when `set_authorization`).
@@ -38,6 +41,21 @@ pub struct Passport {
     pub via: Via,
     /// The session id, for a session.
     pub session: Option<OpaqueId>,
+    /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
+    pub set_cookie: Option<String>,
+}
+
+impl Passport {
+    /// The identity that speaks for the user: Magento.com when signed in there (it is the
+    /// primary login), else the cloud account.
+    pub fn primary(&self) -> Option<&Identity> {
+        self.sso.as_ref().or(self.account.as_ref())
+    }
+
+    /// Whether both identities are present, i.e. linked.
+    pub fn linked(&self) -> bool {
+        self.sso.is_some() && self.account.is_some()
+    }
 }
 
 /// What [`identify`] found.
@@ -51,7 +69,7 @@ pub enum Found {
     },
     /// A proven identity.
     Passport(Arc<Passport>),
-    /// A bearer token that did not verify.
+    /// A bearer token (or account JWT) that did not verify.
     Invalid(Refusal),
     /// The store or provider is unreachable: nothing can be decided.
     Unavailable(Refusal),
@@ -71,26 +89,12 @@ fn bearer(req: &RequestHeader) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Identifies the sender of `req`: bearer token first (when enabled), then the session.
+/// Identifies the sender of `req`: bearer token first (when enabled), then the session, then
+/// the platform's account JWT.
 pub async fn identify(app: &App, req: &RequestHeader) -> Found {
     if app.config.authz.bearer_tokens {
         if let Some(token) = bearer(req) {
-            return match verify_bearer(app, token).await {
-                Ok(identity) => Found::Passport(Arc::new(Passport {
-                    identity,
-                    access_token: Some(token.to_string()),
-                    id_token: None,
-                    via: Via::Bearer,
-                    session: None,
-                })),
-                Err(OidcError::Unavailable(e)) => {
-                    Found::Unavailable(Refusal::ProviderUnavailable(e))
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "bearer token refused");
-                    Found::Invalid(Refusal::InvalidToken(e.to_string()))
-                }
-            };
+            return from_bearer(app, token).await;
         }
     }
     let Some(sessions) = &app.sessions else {
@@ -98,28 +102,95 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
             stale_cookie: false,
         };
     };
-    let Some(id) = sessions.id_of(req) else {
-        return Found::Nobody {
-            stale_cookie: sessions.has_cookie(req),
-        };
+    let stale_cookie = match sessions.id_of(req) {
+        Some(id) => match sessions.load(&id).await {
+            Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
+                Ok(Some(record)) => return Found::Passport(Arc::new(from_session(id, record))),
+                Ok(None) => true,
+                Err(refusal) => return Found::Unavailable(refusal),
+            },
+            Ok(None) => true,
+            Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
+        },
+        None => sessions.has_cookie(req),
     };
-    let record = match sessions.load(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Found::Nobody { stale_cookie: true },
-        Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
-    };
-    let record = match refresh_if_due(app, &id, record).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Found::Nobody { stale_cookie: true },
-        Err(refusal) => return Found::Unavailable(refusal),
-    };
-    Found::Passport(Arc::new(Passport {
-        identity: record.sso.clone(),
-        access_token: Some(record.tokens.access_token.clone()),
-        id_token: record.tokens.id_token.clone(),
+    if let Some(found) = from_account_jwt(app, req).await {
+        return found;
+    }
+    Found::Nobody { stale_cookie }
+}
+
+fn from_session(id: OpaqueId, record: SessionRecord) -> Passport {
+    Passport {
+        access_token: record.tokens.as_ref().map(|t| t.access_token.clone()),
+        id_token: record.tokens.as_ref().and_then(|t| t.id_token.clone()),
+        sso: record.sso,
+        account: record.account,
         via: Via::Session,
         session: Some(id),
+        set_cookie: None,
+    }
+}
+
+async fn from_bearer(app: &App, token: &str) -> Found {
+    let sso = match verify_bearer(app, token).await {
+        Ok(identity) => identity,
+        Err(OidcError::Unavailable(e)) => {
+            return Found::Unavailable(Refusal::ProviderUnavailable(e))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "bearer token refused");
+            return Found::Invalid(Refusal::InvalidToken(e.to_string()));
+        }
+    };
+    // A bearer token has no session: its link is looked up in the registry.
+    let account = match (&app.registry, app.config.account.is_some()) {
+        (Some(registry), true) => match registry.by_sso(&sso.key()).await {
+            Ok(link) => link.map(|l| l.account),
+            Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
+        },
+        _ => None,
+    };
+    Found::Passport(Arc::new(Passport {
+        sso: Some(sso),
+        account,
+        access_token: Some(token.to_string()),
+        id_token: None,
+        via: Via::Bearer,
+        session: None,
+        set_cookie: None,
     }))
+}
+
+/// Step 5: no session, but the platform put a signed account JWT in a cookie or header. A
+/// linked account gets a full session from its link record; an unlinked one an account-only
+/// session (which the link policy then sends to connect, or lets pass in grace).
+async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
+    let source = app.account_jwt.as_ref()?;
+    let token = source.token_of(req)?;
+    let account = match source.verify(&token).await {
+        Ok(account) => account,
+        Err(OidcError::Unavailable(e)) => {
+            return Some(Found::Unavailable(Refusal::ProviderUnavailable(e)))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "account JWT refused");
+            return Some(Found::Invalid(Refusal::InvalidToken(e.to_string())));
+        }
+    };
+    let (sessions, registry) = (app.sessions.as_ref()?, app.registry.as_ref()?);
+    let link = match registry.by_account(&account.key()).await {
+        Ok(link) => link,
+        Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
+    };
+    let sso = link.map(|l| l.sso);
+    let (id, record) = match sessions.create(sso, Some(account), None).await {
+        Ok(created) => created,
+        Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
+    };
+    let mut passport = from_session(id, record);
+    passport.set_cookie = Some(sessions.session_cookie(&id));
+    Some(Found::Passport(Arc::new(passport)))
 }
 
 async fn verify_bearer(app: &App, token: &str) -> Result<Identity, OidcError> {
@@ -149,6 +220,9 @@ async fn refresh_if_due(
     let (Some(sessions), Some(sso)) = (&app.sessions, &app.sso) else {
         return Ok(Some(record));
     };
+    let Some(tokens) = record.tokens.clone() else {
+        return Ok(Some(record));
+    };
     if !sessions.needs_refresh(&record) {
         return Ok(Some(record));
     }
@@ -161,8 +235,7 @@ async fn refresh_if_due(
         // Another request (here or on another instance) is refreshing. Until the access
         // token has actually expired the current one serves; past that, wait (bounded) for
         // the refresher's result.
-        let expired = record
-            .tokens
+        let expired = tokens
             .expires_at
             .is_some_and(|exp| exp <= time::OffsetDateTime::now_utc().unix_timestamp());
         if !expired {
@@ -179,10 +252,12 @@ async fn refresh_if_due(
         }
         return Ok(Some(record));
     }
-    let outcome = sso.refresh(&record.tokens).await;
-    let result = match outcome {
+    let result = match sso.refresh(&tokens).await {
         Ok(tokens) => {
-            let updated = SessionRecord { tokens, ..record };
+            let updated = SessionRecord {
+                tokens: Some(tokens),
+                ..record
+            };
             match sessions.save(id, &updated).await {
                 Ok(()) => {
                     tracing::debug!(session = ?id, "tokens refreshed");

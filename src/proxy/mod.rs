@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -42,6 +41,8 @@ pub enum Decision {
     Bearer,
     /// Signed in but refused by `[authz]`.
     Forbidden,
+    /// Signed in, but the account link is missing while the rule is enforced.
+    LinkRequired,
     /// Redirected a browser to sign in.
     RedirectLogin,
     /// Refused with 401.
@@ -60,6 +61,7 @@ impl Decision {
             Decision::Session => "session",
             Decision::Bearer => "bearer",
             Decision::Forbidden => "forbidden",
+            Decision::LinkRequired => "link_required",
             Decision::RedirectLogin => "redirect_login",
             Decision::Unauthenticated => "unauthenticated",
             Decision::Refused => "refused",
@@ -94,6 +96,7 @@ pub struct RequestCtx {
     peer: Option<IpAddr>,
     peer_trusted: bool,
     passport: Option<Arc<Passport>>,
+    link_status: Option<&'static str>,
 }
 
 /// What [`Gate::decide`] concluded.
@@ -138,7 +141,8 @@ impl Gate {
             let info = RequestInfo {
                 peer_trusted: ctx.peer_trusted,
             };
-            return Outcome::Reply(login::handle(app, endpoint, req, info).await);
+            let endpoint = endpoint.to_string();
+            return Outcome::Reply(login::handle(app, &endpoint, session, info).await);
         }
 
         let host = request_host(req);
@@ -159,24 +163,11 @@ impl Gate {
             return Outcome::Forward;
         }
 
-        // 3. bearer token, 4. session cookie.
+        // 3. bearer token, 4. session cookie, 5. account JWT.
         let stale_cookie = match identify::identify(app, req).await {
             Found::Passport(passport) => {
-                // 7. authenticated but refused by [authz].
-                if let Err(reason) = crate::authz::check(&app.config.authz, &passport.identity) {
-                    ctx.decision = Decision::Forbidden;
-                    let refusal = Refusal::Forbidden {
-                        who: passport.identity.display().to_string(),
-                        reason,
-                    };
-                    return Outcome::Reply(refusal.reply(navigation, &app.pages));
-                }
-                ctx.decision = match passport.via {
-                    Via::Session => Decision::Session,
-                    Via::Bearer => Decision::Bearer,
-                };
-                ctx.passport = Some(passport);
-                return Outcome::Forward;
+                let reply = self.admit(ctx, passport, req, navigation);
+                return reply;
             }
             Found::Invalid(refusal) => {
                 ctx.decision = Decision::Unauthenticated;
@@ -193,12 +184,7 @@ impl Gate {
         let reply = if navigation && app.sso.is_some() {
             ctx.decision = Decision::RedirectLogin;
             let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let location = format!(
-                "{}/start?rd={}",
-                app.prefix(),
-                utf8_percent_encode(rd, NON_ALPHANUMERIC)
-            );
-            Reply::redirect(&location)
+            Reply::redirect(&login::start_url(app, rd, crate::session::Intent::Login))
         } else {
             ctx.decision = Decision::Unauthenticated;
             Refusal::Unauthenticated.reply(false, &app.pages)
@@ -209,6 +195,71 @@ impl Gate {
         })
     }
 
+    /// Steps 4 and 7 for a proven identity: `[authz]`, then the link rule.
+    fn admit(
+        &self,
+        ctx: &mut RequestCtx,
+        passport: Arc<Passport>,
+        req: &RequestHeader,
+        navigation: bool,
+    ) -> Outcome {
+        let app = &self.app;
+        let with_cookie = |reply: Reply| match &passport.set_cookie {
+            Some(cookie) => reply.with_cookie(cookie),
+            None => reply,
+        };
+        let Some(primary) = passport.primary() else {
+            ctx.decision = Decision::Unauthenticated;
+            return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
+        };
+        // 7. authenticated but refused by [authz].
+        if let Err(reason) = crate::authz::check(&app.config.authz, primary) {
+            ctx.decision = Decision::Forbidden;
+            let refusal = Refusal::Forbidden {
+                who: primary.display().to_string(),
+                reason,
+            };
+            return Outcome::Reply(with_cookie(refusal.reply(navigation, &app.pages)));
+        }
+        let requirement =
+            crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
+        let verdict = crate::link::verdict(
+            app.config.account.is_some(),
+            passport.sso.is_some(),
+            passport.account.is_some(),
+            requirement,
+        );
+        match verdict {
+            crate::link::Verdict::Pass(status) => {
+                ctx.decision = match passport.via {
+                    Via::Session => Decision::Session,
+                    Via::Bearer => Decision::Bearer,
+                };
+                ctx.link_status = status;
+                ctx.passport = Some(passport);
+                Outcome::Forward
+            }
+            crate::link::Verdict::LinkRequired if navigation => {
+                ctx.decision = Decision::LinkRequired;
+                Outcome::Reply(with_cookie(login::link_required_page(app, &passport, req)))
+            }
+            crate::link::Verdict::Connect if navigation => {
+                ctx.decision = Decision::RedirectLogin;
+                let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let location = login::start_url(app, rd, crate::session::Intent::Connect);
+                Outcome::Reply(with_cookie(Reply::redirect(&location)))
+            }
+            crate::link::Verdict::LinkRequired | crate::link::Verdict::Connect => {
+                ctx.decision = Decision::LinkRequired;
+                let refusal = Refusal::LinkRequired {
+                    sso: app.sso_name().to_string(),
+                    link_page: format!("{}/link", app.prefix()),
+                };
+                Outcome::Reply(with_cookie(refusal.reply(false, &app.pages)))
+            }
+        }
+    }
+
     fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
         ctx.decision = Decision::Refused;
         Outcome::Reply(refusal.reply(html, &self.app.pages))
@@ -217,22 +268,35 @@ impl Gate {
 
 /// The identity headers for the upstream (and for forward-auth answers), with the
 /// configured names. Values that are not valid header text are left out.
-pub fn identity_headers(app: &App, passport: &Passport) -> Vec<(http::HeaderName, String)> {
+pub fn identity_headers(
+    app: &App,
+    passport: &Passport,
+    link_status: Option<&'static str>,
+) -> Vec<(http::HeaderName, String)> {
     let names = &app.config.headers.names;
-    let i = &passport.identity;
     let mut out = Vec::new();
     if app.config.headers.pass_user_headers {
-        out.push((names.user.clone(), i.subject.clone()));
-        if let Some(email) = &i.email {
-            out.push((names.email.clone(), email.clone()));
+        if let Some(i) = passport.primary() {
+            out.push((names.user.clone(), i.subject.clone()));
+            if let Some(email) = &i.email {
+                out.push((names.email.clone(), email.clone()));
+            }
+            if !i.groups.is_empty() {
+                out.push((names.groups.clone(), i.groups.join(",")));
+            }
+            if let Some(u) = &i.preferred_username {
+                out.push((names.preferred_username.clone(), u.clone()));
+            }
         }
-        if !i.groups.is_empty() {
-            out.push((names.groups.clone(), i.groups.join(",")));
+        if let Some(sso) = &passport.sso {
+            out.push((names.sso_subject.clone(), sso.subject.clone()));
         }
-        if let Some(u) = &i.preferred_username {
-            out.push((names.preferred_username.clone(), u.clone()));
+        if let Some(account) = &passport.account {
+            out.push((names.account_id.clone(), account.subject.clone()));
         }
-        out.push((names.sso_subject.clone(), i.subject.clone()));
+        if let Some(status) = link_status {
+            out.push((names.link_status.clone(), status.to_string()));
+        }
     }
     if app.config.headers.pass_access_token {
         if let Some(token) = &passport.access_token {
@@ -273,6 +337,7 @@ impl ProxyHttp for Gate {
             peer: None,
             peer_trusted: false,
             passport: None,
+            link_status: None,
         }
     }
 
@@ -358,7 +423,7 @@ impl ProxyHttp for Gate {
             ctx.peer_trusted,
         )?;
         if let Some(passport) = &ctx.passport {
-            for (name, value) in identity_headers(&self.app, passport) {
+            for (name, value) in identity_headers(&self.app, passport, ctx.link_status) {
                 upstream.insert_header(name, value)?;
             }
             if self.app.config.headers.set_authorization {
@@ -382,6 +447,22 @@ impl ProxyHttp for Gate {
                     })?;
                 upstream.set_uri(uri);
             }
+        }
+        Ok(())
+    }
+
+    /// Adds the session cookie of a session made during this request (from an account JWT).
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()>
+    where
+        Self::CTX: Send + Sync,
+    {
+        if let Some(cookie) = ctx.passport.as_ref().and_then(|p| p.set_cookie.as_ref()) {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie.as_str())?;
         }
         Ok(())
     }

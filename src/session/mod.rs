@@ -24,24 +24,42 @@ use keys::Keys;
 /// How long a login may take from `start` to `callback`.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
 
-/// What a session knows.
+/// What a session knows: the SSO identity, the cloud account, or both (linked).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
-    /// The SSO identity.
-    pub sso: Identity,
-    /// Its tokens.
-    pub tokens: Tokens,
+    /// The SSO (Magento.com) identity, once signed in there.
+    #[serde(default)]
+    pub sso: Option<Identity>,
+    /// The cloud account, once known (its own sign-in, an account JWT, or the link).
+    #[serde(default)]
+    pub account: Option<Identity>,
+    /// The SSO tokens (absent for a session built from a link record or an account JWT).
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
     /// Unix seconds of the sign-in.
     pub created_at: i64,
     /// Unix seconds when the session ends.
     pub expires_at: i64,
 }
 
+/// Why a sign-in was started.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum Intent {
+    /// Sign in.
+    #[default]
+    Login,
+    /// Sign in to connect the session's other identity (Method 1 and 2).
+    Connect,
+}
+
 /// A login in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
-    /// Which provider (`sso`).
+    /// Which provider (`sso` or `account`).
     pub provider: String,
+    /// Why.
+    #[serde(default)]
+    pub intent: Intent,
     /// PKCE verifier.
     pub verifier: String,
     /// The nonce the id_token must carry.
@@ -121,29 +139,46 @@ impl Sessions {
         Ok(record.filter(|r| r.expires_at > now()))
     }
 
-    /// Stores a new session and returns its id. The record expires with the session.
+    /// Stores a new session and returns its id. The record expires with the session; a
+    /// session with an SSO identity is indexed under it (to end them all at once).
     pub async fn create(
         &self,
-        sso: Identity,
-        tokens: Tokens,
+        sso: Option<Identity>,
+        account: Option<Identity>,
+        tokens: Option<Tokens>,
     ) -> Result<(OpaqueId, SessionRecord), StoreError> {
         let id = OpaqueId::random();
         let created_at = now();
         let record = SessionRecord {
             sso,
+            account,
             tokens,
             created_at,
             expires_at: created_at + self.ttl_secs(),
         };
+        if let Some(sso) = &record.sso {
+            // Index first: a failure between the two leaves an index entry without a
+            // session (harmless), never a session that sign-out-everywhere would miss.
+            self.store
+                .set_add(
+                    &store_keys::sso_sessions(&sso.key()),
+                    &id.to_hex(),
+                    self.config.ttl,
+                )
+                .await?;
+        }
         self.save(&id, &record).await?;
-        self.store
-            .set_add(
-                &store_keys::sso_sessions(&record.sso.key()),
-                &id.to_hex(),
-                self.config.ttl,
-            )
-            .await?;
         Ok((id, record))
+    }
+
+    /// The CSRF token of forms shown to the session `id`.
+    pub fn csrf_token(&self, id: &OpaqueId) -> String {
+        cookie::encode(&self.keys, Purpose::Csrf, id)
+    }
+
+    /// Whether `token` is the CSRF token of session `id`.
+    pub fn csrf_ok(&self, id: &OpaqueId, token: &str) -> bool {
+        cookie::decode(&self.keys, Purpose::Csrf, token).is_some_and(|t| t == *id)
     }
 
     /// Writes a session record back (after a refresh), keeping its expiry.
@@ -169,9 +204,9 @@ impl Sessions {
                 &store_keys::refresh_lock(&id.to_hex()),
             ])
             .await?;
-        if let Some(record) = record {
+        if let Some(sso) = record.and_then(|r| r.sso.as_ref()) {
             self.store
-                .set_remove(&store_keys::sso_sessions(&record.sso.key()), &id.to_hex())
+                .set_remove(&store_keys::sso_sessions(&sso.key()), &id.to_hex())
                 .await?;
         }
         Ok(())
@@ -192,11 +227,11 @@ impl Sessions {
 
     /// Whether the session's access token should be refreshed now.
     pub fn needs_refresh(&self, record: &SessionRecord) -> bool {
-        record.tokens.refresh_token.is_some()
-            && record
-                .tokens
-                .expires_at
-                .is_some_and(|exp| exp - now() <= self.config.refresh_before.as_secs() as i64)
+        record.tokens.as_ref().is_some_and(|t| {
+            t.refresh_token.is_some()
+                && t.expires_at
+                    .is_some_and(|exp| exp - now() <= self.config.refresh_before.as_secs() as i64)
+        })
     }
 
     /// Takes the refresh lock of a session (one refresher at a time, across instances).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Backend, StoreError};
+use super::{Backend, Pair, PairOutcome, StoreError};
 
 #[derive(Debug)]
 enum Value {
@@ -170,6 +170,58 @@ impl Backend for Memory {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|_| ())
+    }
+
+    async fn create_pair(&self, pair: &Pair<'_>) -> Result<PairOutcome, StoreError> {
+        self.with(|m| {
+            let bytes = |m: &mut HashMap<String, Entry>, k: &str| match live(m, k).map(|e| &e.value)
+            {
+                Some(Value::Bytes(b)) => Some(b.clone()),
+                _ => None,
+            };
+            let (a, b) = (bytes(m, pair.a), bytes(m, pair.b));
+            if a.is_some() || b.is_some() {
+                return PairOutcome::Exists { a, b };
+            }
+            let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+            for (k, v) in [(pair.a, pair.va), (pair.b, pair.vb)] {
+                m.insert(
+                    k.to_string(),
+                    Entry {
+                        value: Value::Bytes(v.to_vec()),
+                        expires: forever,
+                    },
+                );
+            }
+            let index = m.entry(pair.index.to_string()).or_insert(Entry {
+                value: Value::Set(HashSet::new()),
+                expires: forever,
+            });
+            if let Value::Set(set) = &mut index.value {
+                set.insert(pair.member.to_string());
+            }
+            PairOutcome::Created
+        })
+    }
+
+    async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError> {
+        self.with(|m| {
+            let holds =
+                matches!(live(m, pair.a).map(|e| &e.value), Some(Value::Bytes(v)) if v == pair.va);
+            if !holds {
+                return false;
+            }
+            m.remove(pair.a);
+            m.remove(pair.b);
+            if let Some(Entry {
+                value: Value::Set(set),
+                ..
+            }) = live(m, pair.index)
+            {
+                set.remove(pair.member);
+            }
+            true
+        })
     }
 }
 

@@ -49,6 +49,44 @@ pub trait Backend: Send + Sync + Debug {
     async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Atomically: when neither `a` nor `b` exists, sets `a` to `va` and `b` to `vb` (no
+    /// expiry) and adds `member` to the set `index`. Otherwise changes nothing and returns
+    /// what `a` and `b` hold. Of two concurrent calls that touch a common key, one wins.
+    async fn create_pair(&self, pair: &Pair<'_>) -> Result<PairOutcome, StoreError>;
+    /// Atomically: when `a` still holds `va`, deletes `a` and `b` and removes `member` from
+    /// `index`. Returns whether it did.
+    async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError>;
+}
+
+/// Two keys written (or deleted) together, with an index set entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair<'a> {
+    /// First key.
+    pub a: &'a str,
+    /// Its value.
+    pub va: &'a [u8],
+    /// Second key.
+    pub b: &'a str,
+    /// Its value.
+    pub vb: &'a [u8],
+    /// The index set.
+    pub index: &'a str,
+    /// The index member.
+    pub member: &'a str,
+}
+
+/// The result of [`Backend::create_pair`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairOutcome {
+    /// Both keys were written.
+    Created,
+    /// At least one key existed; nothing was written.
+    Exists {
+        /// What `a` holds.
+        a: Option<Vec<u8>>,
+        /// What `b` holds.
+        b: Option<Vec<u8>>,
+    },
 }
 
 /// The store as linkgate uses it: a backend with the key prefix, a deadline on every
@@ -88,6 +126,21 @@ pub mod keys {
     /// `sessions:sso:{S}`: the ids of every session of one SSO identity.
     pub fn sso_sessions(sso_key: &str) -> String {
         format!("sessions:sso:{{{sso_key}}}")
+    }
+    /// The hash tag every link key shares: creating a link writes both directions in one
+    /// script, which Redis Cluster allows only within one slot.
+    pub const LINKS_TAG: &str = "{links}";
+    /// `link:account:{links}:A`.
+    pub fn link_account(account_key: &str) -> String {
+        format!("link:account:{LINKS_TAG}:{account_key}")
+    }
+    /// `link:sso:{links}:S`.
+    pub fn link_sso(sso_key: &str) -> String {
+        format!("link:sso:{LINKS_TAG}:{sso_key}")
+    }
+    /// `links:index:{links}`: every linked account key (for listing and export).
+    pub fn links_index() -> String {
+        format!("links:index:{LINKS_TAG}")
     }
 }
 
@@ -202,12 +255,40 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", self.backend.ping()).await
     }
+
+    /// See [`Backend::create_pair`] (keys are logical, prefixed here).
+    pub async fn create_pair(&self, pair: &Pair<'_>) -> Result<PairOutcome, StoreError> {
+        let (a, b, index) = (self.key(pair.a), self.key(pair.b), self.key(pair.index));
+        let prefixed = Pair {
+            a: &a,
+            b: &b,
+            index: &index,
+            ..*pair
+        };
+        self.run("create_pair", self.backend.create_pair(&prefixed))
+            .await
+    }
+
+    /// See [`Backend::delete_pair`] (keys are logical, prefixed here).
+    pub async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError> {
+        let (a, b, index) = (self.key(pair.a), self.key(pair.b), self.key(pair.index));
+        let prefixed = Pair {
+            a: &a,
+            b: &b,
+            index: &index,
+            ..*pair
+        };
+        self.run("delete_pair", self.backend.delete_pair(&prefixed))
+            .await
+    }
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! The behaviour every backend must show; run against memory here and against a real
-    //! redis-server in `tests/store.rs`.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used)]
+pub mod contract {
+    //! The behaviour every backend must show; run against memory in the unit tests and
+    //! against a real redis-server in `tests/store.rs`. Test code, public only so the
+    //! integration tests can run it.
     use super::*;
 
     /// Exercises every operation of a backend.
@@ -256,5 +337,50 @@ pub(crate) mod contract {
         assert_eq!(backend.get("d1").await.unwrap(), None);
         assert_eq!(backend.get("d2").await.unwrap(), None);
         backend.ping().await.unwrap();
+
+        let pair = Pair {
+            a: "pa",
+            va: b"1",
+            b: "pb",
+            vb: b"2",
+            index: "pi",
+            member: "m",
+        };
+        assert_eq!(
+            backend.create_pair(&pair).await.unwrap(),
+            PairOutcome::Created
+        );
+        let clash = Pair {
+            a: "pa",
+            va: b"3",
+            b: "pc",
+            vb: b"4",
+            index: "pi",
+            member: "n",
+        };
+        assert_eq!(
+            backend.create_pair(&clash).await.unwrap(),
+            PairOutcome::Exists {
+                a: Some(b"1".to_vec()),
+                b: None
+            }
+        );
+        assert_eq!(
+            backend.get("pc").await.unwrap(),
+            None,
+            "nothing half-written"
+        );
+        assert_eq!(backend.set_members("pi").await.unwrap(), ["m"]);
+        assert!(!backend
+            .delete_pair(&Pair {
+                va: b"other",
+                ..pair
+            })
+            .await
+            .unwrap());
+        assert!(backend.delete_pair(&pair).await.unwrap());
+        assert_eq!(backend.get("pa").await.unwrap(), None);
+        assert_eq!(backend.get("pb").await.unwrap(), None);
+        assert!(backend.set_members("pi").await.unwrap().is_empty());
     }
 }

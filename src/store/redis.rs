@@ -12,7 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Script};
 use tokio::sync::OnceCell;
 
-use super::{Backend, StoreError};
+use super::{Backend, Pair, PairOutcome, StoreError};
 use crate::config::{Redis as RedisConfig, RedisMode};
 
 /// Where and how to connect.
@@ -36,6 +36,8 @@ pub struct RedisBackend {
     conn: OnceCell<Conn>,
     unlock: Script,
     set_add: Script,
+    create_pair: Script,
+    delete_pair: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -108,6 +110,16 @@ impl RedisBackend {
             unlock: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
+            create_pair: Script::new(
+                "local a = redis.call('GET', KEYS[1]); local b = redis.call('GET', KEYS[2]); \
+                 if a or b then return {'exists', a or '', b or '', a and 1 or 0, b and 1 or 0} end; \
+                 redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[2]); \
+                 redis.call('SADD', KEYS[3], ARGV[3]); return {'created'}",
+            ),
+            delete_pair: Script::new(
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end; \
+                 redis.call('DEL', KEYS[1], KEYS[2]); redis.call('SREM', KEYS[3], ARGV[2]); return 1",
+            ),
             set_add: Script::new(
                 "redis.call('SADD', KEYS[1], ARGV[1]); \
                  local ttl = redis.call('PTTL', KEYS[1]); \
@@ -162,6 +174,16 @@ impl RedisBackend {
         script: &Script,
         keys: &[&str],
         args: &[&str],
+    ) -> Result<T, StoreError> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.script_bytes(script, keys, &args).await
+    }
+
+    async fn script_bytes<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
     ) -> Result<T, StoreError> {
         let mut invocation = script.prepare_invoke();
         for k in keys {
@@ -248,6 +270,49 @@ impl Backend for RedisBackend {
 
     async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
         self.query(redis::cmd("SMEMBERS").arg(key)).await
+    }
+
+    async fn create_pair(&self, pair: &Pair<'_>) -> Result<PairOutcome, StoreError> {
+        let reply: Vec<redis::Value> = self
+            .script_bytes(
+                &self.create_pair,
+                &[pair.a, pair.b, pair.index],
+                &[pair.va, pair.vb, pair.member.as_bytes()],
+            )
+            .await?;
+        let text = |v: &redis::Value| -> Option<Vec<u8>> {
+            match v {
+                redis::Value::BulkString(b) => Some(b.clone()),
+                redis::Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+                _ => None,
+            }
+        };
+        let flag = |v: Option<&redis::Value>| matches!(v, Some(redis::Value::Int(1)));
+        match reply.first().and_then(text).as_deref() {
+            Some(b"created") => Ok(PairOutcome::Created),
+            Some(b"exists") => Ok(PairOutcome::Exists {
+                a: flag(reply.get(3))
+                    .then(|| reply.get(1).and_then(text))
+                    .flatten(),
+                b: flag(reply.get(4))
+                    .then(|| reply.get(2).and_then(text))
+                    .flatten(),
+            }),
+            _ => Err(StoreError::Unavailable(
+                "unexpected reply to create_pair".into(),
+            )),
+        }
+    }
+
+    async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .script_bytes(
+                &self.delete_pair,
+                &[pair.a, pair.b, pair.index],
+                &[pair.va, pair.member.as_bytes()],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
