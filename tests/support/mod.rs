@@ -360,6 +360,17 @@ impl Gate {
         }
     }
 
+    /// Stops the process and starts it again with the same configuration (a restart, as
+    /// an operator or an orchestrator would do it).
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn(false);
+        self.wait_healthy();
+    }
+
     /// `http://127.0.0.1:PORT{path}` on the proxy listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.listen, path)

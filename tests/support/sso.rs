@@ -21,13 +21,36 @@ pub enum StoreKind {
 
 /// The client linkgate is registered as.
 pub const CLIENT_ID: &str = "linkgate";
-/// Its secret.
+/// Its secret (at both providers).
 pub const CLIENT_SECRET: &str = "linkgate-secret";
+/// The client linkgate is registered as at the accounts provider.
+pub const ACCOUNTS_CLIENT_ID: &str = "linkgate-accounts";
+
+/// How the cloud account (accounts.magento.cloud) is known, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounts {
+    /// No `[account]`: a plain OIDC gate.
+    None,
+    /// A second OpenID provider and `source = "oauth2"`.
+    OAuth2,
+    /// A platform JWT in the cookie [`PLATFORM_COOKIE`], `source = "jwt"`.
+    Jwt,
+}
+
+/// The cookie the "platform" puts its account JWT in.
+pub const PLATFORM_COOKIE: &str = "platform_jwt";
+/// The audience of account JWTs.
+pub const PLATFORM_AUDIENCE: &str = "linkgate-platform";
 
 /// Everything a sign-in scenario runs.
 pub struct Scenario {
     /// The provider ("Magento.com").
     pub provider: OidcProvider,
+    /// The accounts provider ("accounts.magento.cloud"), with [`Accounts::OAuth2`] or
+    /// [`Accounts::Jwt`] (then only its JWKS is used).
+    pub accounts: Option<OidcProvider>,
+    /// The key account JWTs are signed with ([`Accounts::Jwt`]).
+    pub account_key: Option<oidc::GeneratedKey>,
     /// linkgate.
     pub gate: super::Gate,
     /// The application behind it.
@@ -39,6 +62,7 @@ pub struct Scenario {
 /// Builds a [`Scenario`].
 pub struct ScenarioBuilder {
     store: StoreKind,
+    accounts: Accounts,
     toml: String,
     provider: Box<dyn FnOnce(ProviderOptions) -> ProviderOptions>,
 }
@@ -48,6 +72,7 @@ impl ScenarioBuilder {
     pub fn new(store: StoreKind) -> Self {
         Self {
             store,
+            accounts: Accounts::None,
             toml: String::new(),
             provider: Box::new(|o| o),
         }
@@ -59,6 +84,12 @@ impl ScenarioBuilder {
     pub fn toml(mut self, toml: &str) -> Self {
         self.toml.push_str(toml);
         self.toml.push('\n');
+        self
+    }
+
+    /// Adds `[account]` of the given kind.
+    pub fn accounts(mut self, accounts: Accounts) -> Self {
+        self.accounts = accounts;
         self
     }
 
@@ -90,6 +121,34 @@ impl ScenarioBuilder {
             ),
         );
         let provider = OidcProvider::start(opts);
+        let account_key = (self.accounts == Accounts::Jwt).then(|| oidc::generate_key("platform"));
+        let accounts = match self.accounts {
+            Accounts::None => None,
+            Accounts::OAuth2 => Some(OidcProvider::start(
+                ProviderOptions::new("accounts").client(ClientConfig::confidential(
+                    ACCOUNTS_CLIENT_ID,
+                    CLIENT_SECRET,
+                    &builder.url("/oauth2/account/callback"),
+                )),
+            )),
+            Accounts::Jwt => Some(OidcProvider::start(ProviderOptions::new("platform").jwks(
+                serde_json::json!({
+                    "keys": [account_key.as_ref().map(|k| k.jwk.clone())]
+                }),
+            ))),
+        };
+        let account_section = match (&accounts, self.accounts) {
+            (Some(a), Accounts::OAuth2) => format!(
+                "[account]\nsource = \"oauth2\"\nissuer = \"{}\"\nclient_id = \"{ACCOUNTS_CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n",
+                a.issuer()
+            ),
+            (Some(a), Accounts::Jwt) => format!(
+                "[account]\nsource = \"jwt\"\ncookie = \"{PLATFORM_COOKIE}\"\nissuer = \"{}\"\naudience = \"{PLATFORM_AUDIENCE}\"\njwks_url = \"{}\"\n",
+                a.issuer(),
+                a.jwks_uri()
+            ),
+            _ => String::new(),
+        };
         let redis = (self.store == StoreKind::Redis).then(Redis::start);
         let store = match &redis {
             Some(r) => format!("store = \"redis\"\n\n[redis]\nurl = \"{}\"\n", r.url()),
@@ -100,6 +159,7 @@ impl ScenarioBuilder {
             .upstream("app", &upstream)
             .toml(&format!(
                 "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+                 {account_section}\n\
                  [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\n{extra_session}\n{store}\n{extra}",
                 issuer = provider.issuer(),
                 extra = self.toml,
@@ -107,6 +167,8 @@ impl ScenarioBuilder {
             .start();
         Scenario {
             provider,
+            accounts,
+            account_key,
             gate,
             upstream,
             redis,
@@ -200,6 +262,99 @@ impl Scenario {
             .send()
             .await
             .expect("the page after sign-in")
+    }
+}
+
+impl Scenario {
+    /// Signs in to the cloud account (`account/start`) as `login`, landing on `rd`; returns
+    /// the callback's answer.
+    pub async fn account_sign_in(
+        &self,
+        http: &reqwest::Client,
+        rd: &str,
+        login: &str,
+    ) -> reqwest::Response {
+        let accounts = self.accounts.as_ref().expect("an accounts provider");
+        let start = format!(
+            "{}?rd={}",
+            self.gate.url("/oauth2/account/start"),
+            percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let resp = navigate(http.get(start))
+            .send()
+            .await
+            .expect("account start");
+        assert_eq!(resp.status(), 302, "{:?}", resp.text().await);
+        let authorize = location(&resp);
+        assert!(authorize.starts_with(accounts.issuer()), "{authorize}");
+        let outcome = oidc::login(http, &authorize, login).await;
+        navigate(http.get(&outcome.callback_url))
+            .send()
+            .await
+            .expect("account callback")
+    }
+
+    /// Follows a redirect chain inside linkgate and through the SSO provider (signing in as
+    /// `login` when a form is shown) until an answer that is not a redirect, or a redirect
+    /// that leaves both. Returns the final answer and whether a password was asked.
+    pub async fn follow(
+        &self,
+        http: &reqwest::Client,
+        mut resp: reqwest::Response,
+        login: &str,
+    ) -> (reqwest::Response, bool) {
+        let mut prompted = false;
+        for _ in 0..10 {
+            if !resp.status().is_redirection() {
+                return (resp, prompted);
+            }
+            let next = location(&resp);
+            if next.starts_with(self.provider.issuer()) {
+                let outcome = oidc::login(http, &next, login).await;
+                prompted |= outcome.prompted;
+                resp = navigate(http.get(&outcome.callback_url))
+                    .send()
+                    .await
+                    .expect("callback");
+            } else if next.starts_with(&self.gate.url("/")) {
+                resp = navigate(http.get(&next)).send().await.expect("follow");
+            } else {
+                return (resp, prompted);
+            }
+        }
+        panic!("too many redirects");
+    }
+
+    /// The CSRF token of the account page (its JSON twin carries it).
+    pub async fn csrf(&self, http: &reqwest::Client) -> String {
+        let v: serde_json::Value = http
+            .get(self.gate.url("/oauth2/link"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("link page")
+            .json()
+            .await
+            .expect("link JSON");
+        v["csrf"].as_str().expect("csrf").to_string()
+    }
+
+    /// Posts a form on the account page (`link/connect` or `link/disconnect`).
+    pub async fn post_link(
+        &self,
+        http: &reqwest::Client,
+        action: &str,
+        csrf: &str,
+    ) -> reqwest::Response {
+        http.post(self.gate.url(&format!("/oauth2/link/{action}")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", self.gate.url(""))
+            .header("sec-fetch-site", "same-origin")
+            .header("accept", "text/html")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .expect("post")
     }
 }
 
