@@ -15,6 +15,7 @@ use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ExecutionPhase;
 use pingora::services::listening::Service;
+use pingora::services::ServiceWithDependents;
 
 use crate::admin::Admin;
 use crate::app::App;
@@ -32,6 +33,16 @@ pub struct RunOptions {
 /// Builds the server and runs it until SIGTERM (graceful drain), SIGINT (fast) or SIGQUIT
 /// (hand the sockets to an upgrading process). Never returns on success.
 pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    run_with(config, options, Vec::new())
+}
+
+/// [`run`], with further services in the same process (the demo's providers and sample
+/// application). They start after linkgate's own and stop with it.
+pub fn run_with(
+    config: Config,
+    options: RunOptions,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+) -> anyhow::Result<()> {
     // Pingora drains during its grace period, then cancels whatever is left when it stops
     // the runtimes. The grace period is ours to set; `drain_then_exit` ends it early once
     // nothing is in flight, so an idle linkgate stops at once.
@@ -85,6 +96,10 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         );
         admin.add_tcp(&admin_listen);
         server.add_service(admin);
+    }
+
+    for service in extra {
+        server.add_boxed_service(service);
     }
 
     let phases = server.watch_execution_phase();
