@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use linkgate::config::Config;
+use linkgate::link::admin::{self, AdminError, Tools};
 use linkgate::server::{self, RunOptions};
 
 /// A reverse-proxy authentication gate that enforces the Magento.com account link.
@@ -40,8 +41,48 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Operator tools over the link registry (needs `session.store = "redis"`).
+    ///
+    /// Exit 0 on success, 1 when a link is not found or an import had conflicts or invalid
+    /// lines, 2 when the tool could not run (configuration, store, files).
+    Links {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: LinksAction,
+    },
     /// Print a fresh random cookie secret (32 bytes, base64).
     Secret,
+}
+
+/// `linkgate links ...`. Keys are `issuer|subject`, as `list` prints them.
+#[derive(Debug, Subcommand)]
+enum LinksAction {
+    /// One line per link, sorted: account key, SSO key, account email, SSO email, created
+    /// (RFC 3339), tab-separated.
+    List,
+    /// Print one link as JSON.
+    Show {
+        /// An account key or an SSO key.
+        id: String,
+    },
+    /// Remove a link (both directions) and end the sessions of its SSO identity.
+    Unlink {
+        /// An account key or an SSO key.
+        id: String,
+    },
+    /// Write every link as JSON Lines, sorted by account key.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Insert links from JSON Lines (as `export` writes them); existing links are never
+    /// changed.
+    Import {
+        /// The file to read; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -57,6 +98,85 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
             Err(ExitCode::FAILURE)
         }
     }
+}
+
+/// Runs a `links` action on a current-thread runtime of its own (it never runs inside
+/// Pingora) and turns the outcome into the exit status.
+fn links(config: &Config, action: LinksAction) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("linkgate links: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(links_action(config, action)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("linkgate links: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// One `links` action; `Ok(false)` when it ran but found problems (exit 1).
+async fn links_action(config: &Config, action: LinksAction) -> Result<bool, AdminError> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // Open the input first: a mistyped file name fails before the store is touched.
+    let input = match &action {
+        LinksAction::Import { file: Some(path) } if path.as_os_str() != "-" => {
+            let file = std::fs::File::open(path)
+                .map_err(AdminError::io(format!("cannot read {}", path.display())))?;
+            Some((
+                Box::new(std::io::BufReader::new(file)) as Box<dyn std::io::BufRead>,
+                path.display().to_string(),
+            ))
+        }
+        LinksAction::Import { .. } => Some((
+            Box::new(std::io::stdin().lock()) as Box<dyn std::io::BufRead>,
+            "stdin".to_string(),
+        )),
+        _ => None,
+    };
+    let tools = Tools::connect(config).await?;
+    match action {
+        LinksAction::List => {
+            admin::list(&tools, &mut out).await?;
+        }
+        LinksAction::Show { id } => {
+            admin::show(&tools, &id, &mut out).await?;
+        }
+        LinksAction::Unlink { id } => {
+            admin::unlink(&tools, &id, &mut out).await?;
+        }
+        LinksAction::Export { output: None } => {
+            admin::export(&tools, &mut out).await?;
+        }
+        LinksAction::Export { output: Some(path) } => {
+            // Written only once every link was read: a failed export leaves no partial file.
+            let mut buf = Vec::new();
+            let n = admin::export(&tools, &mut buf).await?;
+            std::fs::write(&path, buf)
+                .map_err(AdminError::io(format!("cannot write {}", path.display())))?;
+            eprintln!(
+                "exported {n} link{} to {}",
+                if n == 1 { "" } else { "s" },
+                path.display()
+            );
+        }
+        LinksAction::Import { .. } => {
+            if let Some((mut input, name)) = input {
+                let report = admin::import(&tools, &mut input, &name, &mut out).await?;
+                return Ok(report.is_clean());
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn main() -> ExitCode {
@@ -89,6 +209,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Links { config, action } => match load(&config.config) {
+            Ok(c) => links(&c, action),
+            Err(_) => ExitCode::from(2),
+        },
         Command::Secret => {
             let bytes: [u8; 32] = rand::random();
             println!(

@@ -7,6 +7,7 @@
 //! a session can be rebuilt from either side (primary login with Magento.com; an account JWT
 //! from the platform).
 
+pub mod admin;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
