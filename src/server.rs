@@ -98,6 +98,13 @@ pub fn run_with(
         server.add_service(admin);
     }
 
+    if app.sessions.is_some() && !app.config.session.cache_ttl.is_zero() {
+        server.add_service(pingora::services::background::background_service(
+            "session cache invalidation",
+            Invalidation { app: app.clone() },
+        ));
+    }
+
     for service in extra {
         server.add_boxed_service(service);
     }
@@ -111,6 +118,25 @@ pub fn run_with(
 
     tracing::info!(%listen, tls = tls.is_some(), "linkgate serving");
     server.run_forever()
+}
+
+/// Keeps the session cache coherent across instances (runs inside Pingora's runtime, where
+/// its Redis connection must live).
+struct Invalidation {
+    app: Arc<App>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Invalidation {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(sessions) = &self.app.sessions else {
+            return;
+        };
+        tokio::select! {
+            _ = sessions.invalidation_listener() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Once Pingora enters its shutdown grace period (after SIGTERM, or after handing the

@@ -10,6 +10,7 @@ pub mod cookie;
 pub mod keys;
 pub mod seal;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
@@ -72,12 +73,29 @@ pub struct Flow {
     pub binding: String,
 }
 
-/// Sessions over a store.
-#[derive(Debug, Clone)]
+/// The channel on which instances tell each other which cached sessions to drop.
+pub const INVALIDATION_CHANNEL: &str = "invalidate";
+
+/// Sessions over a store, with an in-process cache in front of it.
+#[derive(Clone)]
 pub struct Sessions {
     keys: Keys,
     store: Store,
     config: SessionConfig,
+    /// Recently used sessions: a hit costs no store round trip. Entries live at most
+    /// `session.cache_ttl` and are dropped at once when any instance changes the session.
+    cache: Option<moka::future::Cache<OpaqueId, Arc<SessionRecord>>>,
+    /// This process, so that it ignores its own invalidation messages.
+    instance: String,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("store", &self.store)
+            .field("cache", &self.cache.as_ref().map(|c| c.entry_count()))
+            .finish()
+    }
 }
 
 fn now() -> i64 {
@@ -89,10 +107,62 @@ fn now() -> i64 {
 impl Sessions {
     /// Sessions under the configured cookie secret.
     pub fn new(secret: &[u8; 32], store: Store, config: SessionConfig) -> Self {
+        let cache = (!config.cache_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build()
+        });
         Self {
             keys: Keys::derive(secret),
             store,
             config,
+            cache,
+            instance: OpaqueId::random().to_hex(),
+        }
+    }
+
+    /// Listens for other instances' invalidations and drops those sessions from the cache.
+    /// Runs until the process ends; reconnects by itself. While disconnected the whole
+    /// cache is dropped, since messages may have been missed.
+    pub async fn invalidation_listener(&self) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let store = self.store.clone();
+            let listener = tokio::spawn(async move {
+                let result = store.listen(INVALIDATION_CHANNEL, &tx).await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "session invalidation listener disconnected");
+                }
+            });
+            while let Some(message) = rx.recv().await {
+                match message.split_once(':') {
+                    None => cache.invalidate_all(),
+                    Some((from, _)) if from == self.instance => {}
+                    Some((_, id)) => {
+                        if let Some(id) = OpaqueId::from_hex(id) {
+                            cache.invalidate(&id).await;
+                        }
+                    }
+                }
+            }
+            listener.abort();
+            cache.invalidate_all();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Drops a session from this cache and tells the other instances to do the same.
+    async fn invalidate(&self, id: &OpaqueId) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id).await;
+        }
+        let message = format!("{}:{}", self.instance, id.to_hex());
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a session invalidation");
         }
     }
 
@@ -128,15 +198,31 @@ impl Sessions {
             .find_map(|v| cookie::decode(&self.keys, Purpose::Binding, v))
     }
 
-    /// Loads a session; `None` when it does not exist, cannot be opened, or has expired.
+    /// Loads a session; `None` when it does not exist, cannot be opened, or has expired. A
+    /// cached session costs no store round trip; a miss costs one.
     pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(cache) = &self.cache {
+            let metrics = self.store.metrics();
+            if let Some(record) = cache.get(id).await {
+                if record.expires_at > now() {
+                    metrics.session_cache.with_label_values(&["hit"]).inc();
+                    return Ok(Some((*record).clone()));
+                }
+                cache.invalidate(id).await;
+            }
+            metrics.session_cache.with_label_values(&["miss"]).inc();
+        }
         let key = store_keys::session(&id.to_hex());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(None);
         };
         let record = seal::open(&self.keys, key.as_bytes(), &sealed)
-            .and_then(|plain| serde_json::from_slice::<SessionRecord>(&plain).ok());
-        Ok(record.filter(|r| r.expires_at > now()))
+            .and_then(|plain| serde_json::from_slice::<SessionRecord>(&plain).ok())
+            .filter(|r| r.expires_at > now());
+        if let (Some(cache), Some(record)) = (&self.cache, &record) {
+            cache.insert(*id, Arc::new(record.clone())).await;
+        }
+        Ok(record)
     }
 
     /// Stores a new session and returns its id. The record expires with the session; a
@@ -189,10 +275,12 @@ impl Sessions {
         let remaining = (record.expires_at - now()).max(1) as u64;
         self.store
             .put(&key, &sealed, Duration::from_secs(remaining))
-            .await
+            .await?;
+        self.invalidate(id).await;
+        Ok(())
     }
 
-    /// Deletes a session.
+    /// Deletes a session (and drops it from every instance's cache).
     pub async fn destroy(
         &self,
         id: &OpaqueId,
@@ -204,6 +292,7 @@ impl Sessions {
                 &store_keys::refresh_lock(&id.to_hex()),
             ])
             .await?;
+        self.invalidate(id).await;
         if let Some(sso) = record.and_then(|r| r.sso.as_ref()) {
             self.store
                 .set_remove(&store_keys::sso_sessions(&sso.key()), &id.to_hex())
@@ -220,6 +309,9 @@ impl Sessions {
             self.store
                 .delete(&[&store_keys::session(id), &store_keys::refresh_lock(id)])
                 .await?;
+            if let Some(id) = OpaqueId::from_hex(id) {
+                self.invalidate(&id).await;
+            }
         }
         self.store.delete(&[&index]).await?;
         Ok(ids.len())

@@ -56,6 +56,21 @@ pub trait Backend: Send + Sync + Debug {
     /// Atomically: when `a` still holds `va`, deletes `a` and `b` and removes `member` from
     /// `index`. Returns whether it did.
     async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError>;
+    /// Publishes `message` to every instance listening on `channel`. A single-node backend
+    /// has nobody else to tell.
+    async fn publish(&self, _channel: &str, _message: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Subscribes to `channel` and sends every message to `tx`, first an empty message once
+    /// subscribed (so the listener knows it may have missed some). Returns when the
+    /// connection drops (the caller reconnects). A single-node backend never returns.
+    async fn listen(
+        &self,
+        _channel: &str,
+        _tx: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
 }
 
 /// Two keys written (or deleted) together, with an index set entry.
@@ -254,6 +269,28 @@ impl Store {
     /// See [`Backend::ping`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", self.backend.ping()).await
+    }
+
+    /// The metrics this store reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// See [`Backend::publish`] (the channel is prefixed here).
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let channel = self.key(channel);
+        self.run("publish", self.backend.publish(&channel, message))
+            .await
+    }
+
+    /// See [`Backend::listen`] (the channel is prefixed here; no deadline).
+    pub async fn listen(
+        &self,
+        channel: &str,
+        tx: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<(), StoreError> {
+        let channel = self.key(channel);
+        self.backend.listen(&channel, tx).await
     }
 
     /// See [`Backend::create_pair`] (keys are logical, prefixed here).

@@ -315,6 +315,49 @@ impl Backend for RedisBackend {
         Ok(n == 1)
     }
 
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        tx: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<(), StoreError> {
+        use futures_util::StreamExt;
+        // Pub/sub needs a connection of its own. In a cluster, PUBLISH reaches every node,
+        // so listening on the first one is enough.
+        let info = match &self.target {
+            Target::Standalone(info) => (**info).clone(),
+            Target::Cluster(nodes) => nodes
+                .first()
+                .cloned()
+                .ok_or_else(|| StoreError::Unavailable("no cluster nodes".into()))?,
+        };
+        let client = redis::Client::open(info).map_err(unavailable)?;
+        let mut pubsub = tokio::time::timeout(self.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| StoreError::Unavailable("pub/sub connect timed out".into()))?
+            .map_err(unavailable)?;
+        pubsub.subscribe(channel).await.map_err(unavailable)?;
+        if tx.send(String::new()).is_err() {
+            return Ok(());
+        }
+        let mut messages = pubsub.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if tx.send(text).is_err() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable("pub/sub connection closed".into()))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {

@@ -73,6 +73,17 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Like [`client`], but with no cookie jar: every cookie is sent by hand.
+pub fn client_without_cookies() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
 // === Redis ===
 
 /// A `redis-server` on a free loopback port, keeping nothing on disk.

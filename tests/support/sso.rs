@@ -57,6 +57,19 @@ pub struct Scenario {
     pub upstream: Upstream,
     /// Redis, for [`StoreKind::Redis`].
     pub redis: Option<Redis>,
+    /// The configuration sections the gate runs with (for a second instance).
+    pub sections: String,
+}
+
+impl Scenario {
+    /// A second linkgate instance with the same configuration (same store, same cookie
+    /// secret), on its own ports.
+    pub fn another_gate(&self) -> super::Gate {
+        GateBuilder::new()
+            .upstream("app", &self.upstream)
+            .toml(&self.sections)
+            .start()
+    }
 }
 
 /// Builds a [`Scenario`].
@@ -155,16 +168,14 @@ impl ScenarioBuilder {
             None => "store = \"memory\"\n".to_string(),
         };
         let extra_session = session_keys(&builder);
-        let gate = builder
-            .upstream("app", &upstream)
-            .toml(&format!(
-                "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
-                 {account_section}\n\
-                 [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\n{extra_session}\n{store}\n{extra}",
-                issuer = provider.issuer(),
-                extra = self.toml,
-            ))
-            .start();
+        let sections = format!(
+            "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+             {account_section}\n\
+             [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\n{extra_session}\n{store}\n{extra}",
+            issuer = provider.issuer(),
+            extra = self.toml,
+        );
+        let gate = builder.upstream("app", &upstream).toml(&sections).start();
         Scenario {
             provider,
             accounts,
@@ -172,6 +183,7 @@ impl ScenarioBuilder {
             gate,
             upstream,
             redis,
+            sections,
         }
     }
 }

@@ -1,0 +1,131 @@
+//! The hot path: a cached session costs no store round trip, a miss exactly one, and a
+//! change on one instance (sign-out, refresh, disconnect) reaches every other instance's
+//! cache at once through Redis pub/sub — not when the cache entry would have expired.
+
+mod support;
+
+use std::time::Duration;
+
+use support::sso::{eventually, user, ScenarioBuilder, StoreKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_session_costs_no_redis_command_and_a_miss_costs_one_get() {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .start_with(|_| "cache_ttl = \"10m\"\n".to_string())
+        .await;
+    let redis = s.redis.as_ref().unwrap();
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "lee").await.status(), 200);
+    let before = redis.cli(&["INFO", "commandstats"]);
+    let gets = redis.calls("get");
+    for i in 0..25 {
+        let resp = http
+            .get(s.gate.url(&format!("/cached/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let after = redis.cli(&["INFO", "commandstats"]);
+    assert_eq!(redis.calls("get"), gets, "no GET for a cached session");
+    let total = |info: &str| -> u64 {
+        info.lines()
+            .filter(|l| {
+                l.starts_with("cmdstat_")
+                    && !l.starts_with("cmdstat_info")
+                    && !l.starts_with("cmdstat_publish")
+            })
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert_eq!(
+        total(&after),
+        total(&before),
+        "no Redis command at all:\n{before}\n{after}"
+    );
+    s.gate
+        .metrics_containing("linkgate_session_cache_total{result=\"hit\"}")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cache_every_request_costs_exactly_one_get() {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .start_with(|_| "cache_ttl = \"0s\"\n".to_string())
+        .await;
+    let redis = s.redis.as_ref().unwrap();
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "mia").await.status(), 200);
+    let gets = redis.calls("get");
+    for i in 0..10 {
+        assert_eq!(
+            http.get(s.gate.url(&format!("/uncached/{i}")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(redis.calls("get"), gets + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once() {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .start_with(|_| "cache_ttl = \"10m\"\n".to_string())
+        .await;
+    let b = s.another_gate();
+    let http = user();
+    let outcome = s.begin_sign_in(&http, "/x", "noor").await;
+    let resp = s.finish_sign_in(&http, &outcome).await;
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("_linkgate="))
+        .expect("a session cookie");
+    // A client that keeps sending this cookie, whatever it is told: a copied cookie must
+    // stop working everywhere once the session ends.
+    let plain = support::client_without_cookies();
+    let on_b = || {
+        plain
+            .get(b.url("/on-b"))
+            .header("cookie", cookie.as_str())
+            .header("accept", "application/json")
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            on_b().await.unwrap().status(),
+            200,
+            "instance B serves (and caches) the session"
+        );
+    }
+    let resp = plain
+        .get(s.gate.url("/oauth2/sign_out"))
+        .header("cookie", cookie.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let started = std::time::Instant::now();
+    eventually(
+        "instance B to drop the signed-out session",
+        Duration::from_secs(5),
+        || async { on_b().await.unwrap().status() == 401 },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "far sooner than the 10 min cache TTL"
+    );
+}
