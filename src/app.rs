@@ -33,6 +33,10 @@ pub enum StartError {
     /// A provider could not be set up.
     #[error("{0}")]
     Provider(String),
+    /// A page template (built-in or the operator's) does not compile, or the logo is
+    /// unreadable.
+    #[error("pages: {0}")]
+    Pages(String),
 }
 
 /// The shared, immutable state of a running linkgate.
@@ -81,14 +85,13 @@ impl App {
             config.server.trusted_proxies.clone(),
         );
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-        let pages = PageContext {
-            realm: config
-                .sso
-                .as_ref()
-                .map(|s| s.display_name.clone())
-                .unwrap_or_else(|| "linkgate".to_string()),
-            prefix: config.server.proxy_prefix.clone(),
-        };
+        let realm = config
+            .sso
+            .as_ref()
+            .map(|s| s.display_name.clone())
+            .unwrap_or_else(|| "linkgate".to_string());
+        let pages = PageContext::load(&realm, &config.server.proxy_prefix, &config.pages)
+            .map_err(StartError::Pages)?;
         let (backend, prefix, timeout): (Arc<dyn Backend>, String, std::time::Duration) =
             match (&config.session.store, &config.redis) {
                 (StoreKind::Redis, Some(redis)) => (

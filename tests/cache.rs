@@ -129,3 +129,26 @@ async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once() {
         "far sooner than the 10 min cache TTL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
+    let mut s = ScenarioBuilder::new(StoreKind::Redis)
+        .start_with(|_| "cache_ttl = \"10m\"\n".to_string())
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "oli").await.status(), 200);
+    s.redis.as_mut().unwrap().stop();
+    let resp = http.get(s.gate.url("/during-outage")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the cached session needs no store");
+    let newcomer = user();
+    let resp = support::sso::navigate(newcomer.get(s.gate.url("/oauth2/start?rd=%2F")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "a new sign-in cannot be stored: a clear 503"
+    );
+    s.redis.as_mut().unwrap().restart();
+}

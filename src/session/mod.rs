@@ -123,8 +123,10 @@ impl Sessions {
     }
 
     /// Listens for other instances' invalidations and drops those sessions from the cache.
-    /// Runs until the process ends; reconnects by itself. While disconnected the whole
-    /// cache is dropped, since messages may have been missed.
+    /// Runs until the process ends; reconnects by itself. Each (re)subscription drops the
+    /// whole cache, since messages may have been missed meanwhile. While the store is down
+    /// nobody can sign out (that needs the store too), so cached sessions keep being served
+    /// through an outage.
     pub async fn invalidation_listener(&self) {
         let Some(cache) = &self.cache else {
             return;
@@ -150,7 +152,6 @@ impl Sessions {
                 }
             }
             listener.abort();
-            cache.invalidate_all();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
