@@ -177,6 +177,67 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Fetches a discovery document; when `issuer` is given, the document must name it.
+async fn discover(
+    http: &reqwest::Client,
+    url: Url,
+    issuer: Option<&str>,
+) -> Result<Discovery, OidcError> {
+    let fail = |what: String| OidcError::Unavailable(format!("discovery at {url}: {what}"));
+    let resp = http
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("status {}", resp.status())));
+    }
+    let doc: Discovery = resp.json().await.map_err(|e| fail(e.to_string()))?;
+    if let Some(issuer) = issuer {
+        if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return Err(fail(format!(
+                "names issuer {:?}, not the configured {issuer:?}",
+                doc.issuer
+            )));
+        }
+    }
+    Ok(doc)
+}
+
+/// Which claims hold what.
+struct ClaimNames<'a> {
+    subject: &'a str,
+    email: &'a str,
+    groups: &'a str,
+}
+
+/// The identity a set of verified claims describes.
+fn identity_of(issuer: &str, claims: &Claims, names: &ClaimNames<'_>) -> Identity {
+    let text = |k: &str| claims.get(k).and_then(claim_text);
+    let groups = match claims.get(names.groups) {
+        Some(Value::Array(items)) => items.iter().filter_map(claim_text).collect(),
+        Some(Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Identity {
+        issuer: issuer.to_string(),
+        subject: text(names.subject)
+            .or_else(|| text("sub"))
+            .unwrap_or_default(),
+        email: text(names.email),
+        email_verified: claims
+            .get("email_verified")
+            .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")),
+        name: text("name"),
+        preferred_username: text("preferred_username"),
+        groups,
+    }
+}
+
 /// The HTTP client for provider calls: no redirects, bounded time.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
@@ -335,31 +396,7 @@ impl Provider {
     }
 
     async fn discover(&self, url: Url) -> Result<Discovery, OidcError> {
-        let resp = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(OidcError::Unavailable(format!(
-                "discovery at {url}: status {}",
-                resp.status()
-            )));
-        }
-        let doc: Discovery = resp
-            .json()
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
-        if let Some(issuer) = &self.config.issuer {
-            if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-                return Err(OidcError::Unavailable(format!(
-                    "discovery at {url} names issuer {:?}, not the configured {issuer:?}",
-                    doc.issuer
-                )));
-            }
-        }
-        Ok(doc)
+        discover(&self.http, url, self.config.issuer.as_deref()).await
     }
 
     /// Builds an authorization request for `state`, returning to `redirect_uri`.
@@ -534,30 +571,12 @@ impl Provider {
     }
 
     fn identity_from_claims(&self, issuer: &str, claims: &Claims) -> Identity {
-        let text = |k: &str| claims.get(k).and_then(claim_text);
-        let groups_claim = self.config.groups_claim.as_deref().unwrap_or("groups");
-        let groups = match claims.get(groups_claim) {
-            Some(Value::Array(items)) => items.iter().filter_map(claim_text).collect(),
-            Some(Value::String(s)) => s
-                .split([',', ' '])
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
+        let names = ClaimNames {
+            subject: &self.config.subject_claim,
+            email: &self.config.email_claim,
+            groups: self.config.groups_claim.as_deref().unwrap_or("groups"),
         };
-        Identity {
-            issuer: issuer.to_string(),
-            subject: text(&self.config.subject_claim)
-                .or_else(|| text("sub"))
-                .unwrap_or_default(),
-            email: text(&self.config.email_claim),
-            email_verified: claims
-                .get("email_verified")
-                .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")),
-            name: text("name"),
-            preferred_username: text("preferred_username"),
-            groups,
-        }
+        identity_of(issuer, claims, &names)
     }
 
     /// The RP-initiated logout URL, when the provider has an end-session endpoint.
@@ -660,25 +679,12 @@ impl Issuer {
     async fn jwks(&self) -> Result<Arc<Jwks>, OidcError> {
         self.jwks
             .get_or_try_init(|| async {
-                let url = format!(
+                let url = Url::parse(&format!(
                     "{}/.well-known/openid-configuration",
                     self.issuer.trim_end_matches('/')
-                );
-                let doc: Discovery = self
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?
-                    .json()
-                    .await
-                    .map_err(|e| OidcError::Unavailable(format!("discovery at {url}: {e}")))?;
-                if doc.issuer.trim_end_matches('/') != self.issuer.trim_end_matches('/') {
-                    return Err(OidcError::Unavailable(format!(
-                        "discovery at {url} names issuer {:?}",
-                        doc.issuer
-                    )));
-                }
+                ))
+                .map_err(unavailable)?;
+                let doc = discover(&self.http, url, Some(&self.issuer)).await?;
                 Ok(Jwks::new(doc.jwks_uri, self.http.clone()))
             })
             .await
@@ -702,22 +708,12 @@ impl Issuer {
             },
         )
         .await?;
-        let text = |k: &str| claims.get(k).and_then(claim_text);
-        Ok(Identity {
-            issuer: self.issuer.clone(),
-            subject: text("sub").unwrap_or_default(),
-            email: text("email"),
-            email_verified: claims
-                .get("email_verified")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            name: text("name"),
-            preferred_username: text("preferred_username"),
-            groups: match claims.get("groups") {
-                Some(Value::Array(items)) => items.iter().filter_map(claim_text).collect(),
-                _ => Vec::new(),
-            },
-        })
+        let names = ClaimNames {
+            subject: "sub",
+            email: "email",
+            groups: "groups",
+        };
+        Ok(identity_of(&self.issuer, &claims, &names))
     }
 }
 
@@ -802,20 +798,18 @@ impl AccountJwt {
             },
         )
         .await?;
-        let text = |k: &str| claims.get(k).and_then(claim_text);
-        let subject = text(&self.source.subject_claim)
-            .ok_or_else(|| OidcError::Refused(format!("no {} claim", self.source.subject_claim)))?;
-        Ok(Identity {
-            issuer: self.source.issuer.clone(),
-            subject,
-            email: text(&self.source.email_claim),
-            email_verified: claims
-                .get("email_verified")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            name: text("name"),
-            preferred_username: text("preferred_username"),
-            groups: Vec::new(),
-        })
+        let names = ClaimNames {
+            subject: &self.source.subject_claim,
+            email: &self.source.email_claim,
+            groups: "groups",
+        };
+        let account = identity_of(&self.source.issuer, &claims, &names);
+        if account.subject.is_empty() {
+            return Err(OidcError::Refused(format!(
+                "no {} claim",
+                self.source.subject_claim
+            )));
+        }
+        Ok(account)
     }
 }
