@@ -376,11 +376,11 @@ pub mod contract {
         backend.ping().await.unwrap();
 
         let pair = Pair {
-            a: "pa",
+            a: "{t}pa",
             va: b"1",
-            b: "pb",
+            b: "{t}pb",
             vb: b"2",
-            index: "pi",
+            index: "{t}pi",
             member: "m",
         };
         assert_eq!(
@@ -388,11 +388,11 @@ pub mod contract {
             PairOutcome::Created
         );
         let clash = Pair {
-            a: "pa",
+            a: "{t}pa",
             va: b"3",
-            b: "pc",
+            b: "{t}pc",
             vb: b"4",
-            index: "pi",
+            index: "{t}pi",
             member: "n",
         };
         assert_eq!(
@@ -403,11 +403,11 @@ pub mod contract {
             }
         );
         assert_eq!(
-            backend.get("pc").await.unwrap(),
+            backend.get("{t}pc").await.unwrap(),
             None,
             "nothing half-written"
         );
-        assert_eq!(backend.set_members("pi").await.unwrap(), ["m"]);
+        assert_eq!(backend.set_members("{t}pi").await.unwrap(), ["m"]);
         assert!(!backend
             .delete_pair(&Pair {
                 va: b"other",
@@ -416,8 +416,8 @@ pub mod contract {
             .await
             .unwrap());
         assert!(backend.delete_pair(&pair).await.unwrap());
-        assert_eq!(backend.get("pa").await.unwrap(), None);
-        assert_eq!(backend.get("pb").await.unwrap(), None);
-        assert!(backend.set_members("pi").await.unwrap().is_empty());
+        assert_eq!(backend.get("{t}pa").await.unwrap(), None);
+        assert_eq!(backend.get("{t}pb").await.unwrap(), None);
+        assert!(backend.set_members("{t}pi").await.unwrap().is_empty());
     }
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Script};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use super::{Backend, Pair, PairOutcome, StoreError};
 use crate::config::{Redis as RedisConfig, RedisMode};
@@ -20,12 +20,21 @@ use crate::config::{Redis as RedisConfig, RedisMode};
 enum Target {
     Standalone(Box<redis::ConnectionInfo>),
     Cluster(Vec<redis::ConnectionInfo>),
+    /// Sentinels to ask for the current master of `master`; `auth` is for the master.
+    Sentinel {
+        sentinels: Vec<redis::ConnectionInfo>,
+        master: String,
+        auth: Box<redis::RedisConnectionInfo>,
+    },
 }
 
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A connection to the master the sentinels named; dropped on error so the next
+    /// command asks them again (after a failover, the new master).
+    Sentinel(redis::aio::MultiplexedConnection),
 }
 
 /// A Redis backend.
@@ -33,7 +42,7 @@ pub struct RedisBackend {
     target: Target,
     connect_timeout: Duration,
     command_timeout: Duration,
-    conn: OnceCell<Conn>,
+    conn: Mutex<Option<Conn>>,
     unlock: Script,
     set_add: Script,
     create_pair: Script,
@@ -45,6 +54,7 @@ impl std::fmt::Debug for RedisBackend {
         let mode = match &self.target {
             Target::Standalone(_) => "standalone",
             Target::Cluster(_) => "cluster",
+            Target::Sentinel { .. } => "sentinel",
         };
         f.debug_struct("RedisBackend").field("mode", &mode).finish()
     }
@@ -99,14 +109,33 @@ impl RedisBackend {
                     .collect::<Result<_, _>>()?,
             ),
             RedisMode::Sentinel => {
-                return Err("redis.mode = \"sentinel\" is not supported by this build yet; use \"standalone\" (pointing at the master) or \"cluster\"".into());
+                let master = config
+                    .sentinel_master
+                    .clone()
+                    .ok_or("redis.sentinel_master is required for mode = \"sentinel\"")?;
+                let mut auth = redis::RedisConnectionInfo::default();
+                if let Some(user) = username {
+                    auth = auth.set_username(user);
+                }
+                if let Some(pass) = password {
+                    auth = auth.set_password(pass);
+                }
+                Target::Sentinel {
+                    sentinels: config
+                        .nodes
+                        .iter()
+                        .map(|n| connection_info(n, None, None))
+                        .collect::<Result<_, _>>()?,
+                    master,
+                    auth: Box::new(auth),
+                }
             }
         };
         Ok(Self {
             target,
             connect_timeout: config.connect_timeout,
             command_timeout: config.command_timeout,
-            conn: OnceCell::new(),
+            conn: Mutex::new(None),
             unlock: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
@@ -130,43 +159,88 @@ impl RedisBackend {
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        self.conn
-            .get_or_try_init(|| async {
-                match &self.target {
-                    Target::Standalone(info) => {
-                        let client = redis::Client::open((**info).clone()).map_err(unavailable)?;
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(self.connect_timeout))
-                            .set_response_timeout(Some(self.command_timeout))
-                            .set_number_of_retries(1)
-                            .set_max_delay(Duration::from_millis(500));
-                        ConnectionManager::new_lazy_with_config(client, config)
-                            .map(Conn::Single)
-                            .map_err(unavailable)
-                    }
-                    Target::Cluster(nodes) => {
-                        let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                            .connection_timeout(self.connect_timeout)
-                            .response_timeout(self.command_timeout)
-                            .build()
-                            .map_err(unavailable)?;
-                        client
-                            .get_async_connection()
-                            .await
-                            .map(Conn::Cluster)
-                            .map_err(unavailable)
-                    }
-                }
-            })
-            .await
-            .cloned()
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.connect().await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a sentinel-resolved connection after an error, so the next command asks the
+    /// sentinels for the master again. The other kinds reconnect by themselves.
+    async fn failed(&self) {
+        let mut slot = self.conn.lock().await;
+        if matches!(slot.as_ref(), Some(Conn::Sentinel(_))) {
+            *slot = None;
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        match &self.target {
+            Target::Standalone(info) => {
+                let client = redis::Client::open((**info).clone()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(client, config)
+                    .map(Conn::Single)
+                    .map_err(unavailable)
+            }
+            Target::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.command_timeout)
+                    .build()
+                    .map_err(unavailable)?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(unavailable)
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                auth,
+            } => {
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info((**auth).clone());
+                let mut client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(unavailable)?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                tokio::time::timeout(
+                    self.connect_timeout * 2,
+                    client.get_async_connection_with_config(&config),
+                )
+                .await
+                .map_err(|_| StoreError::Unavailable("sentinel did not answer in time".into()))?
+                .map(Conn::Sentinel)
+                .map_err(unavailable)
+            }
+        }
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        match self.conn().await? {
-            Conn::Single(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
-            Conn::Cluster(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
+        let result = match self.conn().await? {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            Conn::Sentinel(mut c) => cmd.query_async(&mut c).await,
+        };
+        if result.is_err() {
+            self.failed().await;
         }
+        result.map_err(unavailable)
     }
 
     async fn script<T: FromRedisValue>(
@@ -198,10 +272,15 @@ impl RedisBackend {
         ) -> Result<T, StoreError> {
             inv.invoke_async(c).await.map_err(unavailable)
         }
-        match self.conn().await? {
+        let result = match self.conn().await? {
             Conn::Single(mut c) => run(&invocation, &mut c).await,
             Conn::Cluster(mut c) => run(&invocation, &mut c).await,
+            Conn::Sentinel(mut c) => run(&invocation, &mut c).await,
+        };
+        if result.is_err() {
+            self.failed().await;
         }
+        result
     }
 }
 
@@ -336,6 +415,22 @@ impl Backend for RedisBackend {
                 .first()
                 .cloned()
                 .ok_or_else(|| StoreError::Unavailable("no cluster nodes".into()))?,
+            Target::Sentinel {
+                sentinels,
+                master,
+                auth,
+            } => {
+                let mut sentinel =
+                    redis::sentinel::Sentinel::build(sentinels.clone()).map_err(unavailable)?;
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info((**auth).clone());
+                sentinel
+                    .async_master_for(master, Some(&node))
+                    .await
+                    .map_err(unavailable)?
+                    .get_connection_info()
+                    .clone()
+            }
         };
         let client = redis::Client::open(info).map_err(unavailable)?;
         let mut pubsub = tokio::time::timeout(self.connect_timeout, client.get_async_pubsub())
