@@ -688,6 +688,7 @@ async fn sign_out(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<R
         return Ok(Reply::redirect(&rd));
     };
     let mut id_token = None;
+    let had_session = sessions.id_of(req).is_some();
     if let Some(id) = sessions.id_of(req) {
         let record = sessions
             .load(&id)
@@ -700,9 +701,11 @@ async fn sign_out(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<R
         id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
     }
     let mut location = rd.clone();
-    if let (Some(sso), Some(hint)) = (&app.sso, id_token.as_deref()) {
+    // The Magento.com session ends too, with the id_token as hint when the session still
+    // has one (after a disconnect it does not, and the browser is still signed in there).
+    if let (Some(sso), true) = (&app.sso, had_session) {
         let back = format!("{}{}/signed_out", base_url(app, req, info), app.prefix());
-        if let Some(mut url) = sso.end_session_url(Some(hint), &back).await {
+        if let Some(mut url) = sso.end_session_url(id_token.as_deref(), &back).await {
             url.query_pairs_mut().append_pair("state", &rd);
             location = url.to_string();
         }

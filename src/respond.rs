@@ -104,7 +104,7 @@ impl Reply {
             resp.insert_header(header::X_FRAME_OPTIONS, "DENY")?;
             resp.insert_header(
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; frame-ancestors 'none'; base-uri 'none'",
             )?;
         }
         for (name, value) in &self.headers {
