@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;
+pub mod demo;
 pub mod link;
 pub mod logging;
 pub mod login;

@@ -41,6 +41,26 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// One-command local demo on 127.0.0.1: development Magento.com and
+    /// accounts.magento.cloud providers, a sample application, and linkgate in front of it
+    /// (in-memory store, linking enforced). Prints the URL to open; stop with Ctrl-C.
+    Demo {
+        /// linkgate's port: the URL to open.
+        #[arg(long, default_value_t = 4180)]
+        port: u16,
+        /// The development Magento.com (SSO) provider's port.
+        #[arg(long, default_value_t = 4181)]
+        sso_port: u16,
+        /// The development accounts.magento.cloud provider's port.
+        #[arg(long, default_value_t = 4182)]
+        accounts_port: u16,
+        /// The sample application's port.
+        #[arg(long, default_value_t = 4183)]
+        app_port: u16,
+        /// linkgate's admin listener port (health, metrics).
+        #[arg(long, default_value_t = 4190)]
+        admin_port: u16,
+    },
     /// Operator tools over the link registry (needs `session.store = "redis"`).
     ///
     /// Exit 0 on success, 1 when a link is not found or an import had conflicts or invalid
@@ -205,6 +225,28 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("linkgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo {
+            port,
+            sso_port,
+            accounts_port,
+            app_port,
+            admin_port,
+        } => {
+            let opts = linkgate::demo::DemoOptions {
+                port,
+                sso_port,
+                accounts_port,
+                app_port,
+                admin_port,
+            };
+            match linkgate::demo::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("linkgate demo: {e:#}");
                     ExitCode::FAILURE
                 }
             }
