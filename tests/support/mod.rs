@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod oidc;
 pub mod sso;
 pub mod tls;

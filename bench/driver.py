@@ -1,0 +1,1248 @@
+#!/usr/bin/env python3
+"""linkgate's load benchmark: started by `bench/run`, which installs the tools and builds
+linkgate first. Python 3 standard library only.
+
+What it does, all on 127.0.0.1:
+  1. starts a fast origin (nginx answering `return 200`), Redis, the test OpenID provider
+     (tests/support/oidc/provider.mjs), two linkgate gates (session cache on and off) and a
+     second nginx as the baseline proxy (plain proxy_pass, and auth_request to linkgate);
+  2. signs in once through linkgate the way a browser would (no redirects followed, a cookie
+     jar), and has the provider sign a bearer JWT;
+  3. checks that every target answers 200 with the origin's body, then drives wrk over each
+     with the same connections and duration, round after round (A B C.. A B C..), and reports
+     the medians: requests/s, p50/p99 latency, ratios, Redis commands per request, proxy CPU
+     per request and linkgate's RSS. Table on stdout, everything in bench/results.json.
+
+`--soak` instead signs in as many distinct users as it can in a bounded time, loads each
+session once through linkgate (so they are all cached), reports RSS per cached session
+(extrapolated to 100k, and said so), then runs a 10-minute load over all those sessions and
+samples linkgate's RSS every 10 s.
+
+Every process it starts runs in its own session and is stopped at the end, on success, error,
+Ctrl-C or SIGTERM (and gets SIGTERM should this script die without cleaning up).
+"""
+
+import argparse
+import base64
+import concurrent.futures
+import ctypes
+import datetime
+import http.client
+import json
+import os
+import platform
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OIDC_DIR = os.path.join(ROOT, "tests", "support", "oidc")
+CLIENT_ID = "linkgate"
+CLIENT_SECRET = "linkgate-bench-secret"
+COOKIE_NAME = "_linkgate"
+ORIGIN_BODY = b"origin ok\n"
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A failure with a message meant for the operator."""
+
+
+# === processes ===
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _die_with_parent():
+    """Runs in each child before exec: SIGTERM when this driver dies (Linux prctl). libc is
+    loaded beforehand, so nothing here imports or allocates much between fork and exec."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+class Procs:
+    """The processes this run started, stopped in reverse order by stop_all()."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.items = []  # (name, Popen, logpath)
+
+    def spawn(self, name, argv, cwd=None, env=None, stdin=subprocess.DEVNULL, stdout=None):
+        logpath = os.path.join(self.logdir, f"{name}.log")
+        logf = open(logpath, "ab")
+        try:
+            p = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout if stdout is not None else logf,
+                stderr=logf,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except FileNotFoundError as e:
+            raise BenchError(f"cannot start {name}: {e}") from e
+        finally:
+            logf.close()
+        self.items.append((name, p, logpath))
+        return p
+
+    def log_tail(self, name, lines=30):
+        for n, _, path in self.items:
+            if n == name:
+                try:
+                    with open(path, "rb") as f:
+                        text = f.read().decode("utf-8", "replace").splitlines()
+                    return "\n".join(text[-lines:])
+                except OSError:
+                    return ""
+        return ""
+
+    def check_alive(self, name, p):
+        if p.poll() is not None:
+            raise BenchError(
+                f"{name} exited with status {p.returncode}; its log:\n{self.log_tail(name)}"
+            )
+
+    def stop(self, p, timeout=5.0):
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+            p.wait(timeout=5)
+
+    def stop_all(self):
+        for name, p, _ in reversed(self.items):
+            try:
+                self.stop(p)
+            except Exception as e:  # keep stopping the others
+                log(f"stopping {name}: {e}")
+        self.items.clear()
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, limit, probe, alive=None):
+    """Polls `probe` every 20 ms for at most `limit` seconds; `alive` raises if a process died."""
+    deadline = time.monotonic() + limit
+    while True:
+        if probe():
+            return
+        if alive:
+            alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {limit} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def redis_ping(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(7) == b"+PONG\r\n"
+    except OSError:
+        return False
+
+
+# === a browser-less HTTP client ===
+
+
+class Browser:
+    """Cookies kept (per host, ports ignored, as browsers do), redirects never followed,
+    one keep-alive connection per origin. Not thread-safe: one per thread."""
+
+    def __init__(self, timeout=15):
+        self.cookies = {}  # name -> (value, path)
+        self.conns = {}
+        self.timeout = timeout
+
+    def _conn(self, host, port, fresh=False):
+        key = (host, port)
+        if fresh and key in self.conns:
+            self.conns.pop(key).close()
+        if key not in self.conns:
+            self.conns[key] = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return self.conns[key]
+
+    def cookie_header(self, path):
+        pairs = [f"{n}={v}" for n, (v, p) in self.cookies.items() if path.startswith(p)]
+        return "; ".join(pairs)
+
+    def _store_cookies(self, resp):
+        for header in resp.msg.get_all("Set-Cookie") or []:
+            parts = [p.strip() for p in header.split(";")]
+            if "=" not in parts[0]:
+                continue
+            name, value = parts[0].split("=", 1)
+            attrs = {}
+            for a in parts[1:]:
+                k, _, v = a.partition("=")
+                attrs[k.strip().lower()] = v.strip()
+            expired = attrs.get("max-age") == "0" or (
+                "expires" in attrs and "1970" in attrs["expires"]
+            )
+            if expired or value == "":
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = (value, attrs.get("path") or "/")
+
+    def request(self, method, url, headers=None, body=None):
+        """Returns (status, headers as http.client.HTTPMessage, body bytes)."""
+        u = urllib.parse.urlsplit(url)
+        if u.hostname != "127.0.0.1":
+            raise BenchError(f"refusing traffic off loopback: {url}")
+        path = u.path or "/"
+        target = path + (f"?{u.query}" if u.query else "")
+        h = dict(headers or {})
+        cookie = self.cookie_header(path)
+        if cookie:
+            h["Cookie"] = cookie
+        if body is not None and isinstance(body, str):
+            body = body.encode()
+        for attempt in (0, 1):
+            conn = self._conn(u.hostname, u.port, fresh=attempt == 1)
+            try:
+                conn.request(method, target, body=body, headers=h)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection: retry once on a new one.
+                if attempt == 1:
+                    raise
+        self._store_cookies(resp)
+        if resp.getheader("Connection", "").lower() == "close":
+            self.conns.pop((u.hostname, u.port)).close()
+        return resp.status, resp.msg, data
+
+    def close(self):
+        for c in self.conns.values():
+            c.close()
+        self.conns.clear()
+
+
+NAVIGATE = {
+    "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+    "Sec-Fetch-Mode": "navigate",
+}
+
+
+def _origin(url):
+    u = urllib.parse.urlsplit(url)
+    return (u.scheme, u.hostname, u.port)
+
+
+def _forms(html):
+    """(action, {name: value}) of each <form>, in order; enough for the test provider's pages."""
+    out = []
+    for m in re.finditer(r"<form\b([^>]*)>(.*?)</form>", html, re.S | re.I):
+        action = re.search(r'action="([^"]*)"', m.group(1))
+        inputs = {}
+        for i in re.finditer(r"<input\b([^>]*)>", m.group(2), re.I):
+            name = re.search(r'name="([^"]*)"', i.group(1))
+            value = re.search(r'value="([^"]*)"', i.group(1))
+            if name:
+                inputs[name.group(1)] = _unescape(value.group(1)) if value else ""
+        out.append((_unescape(action.group(1)) if action else "", inputs))
+    return out
+
+
+def _unescape(s):
+    return (
+        s.replace("&quot;", '"')
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+    )
+
+
+def sign_in(gate_url, login):
+    """Signs in through linkgate as `login`, as a browser would; returns the session cookie
+    value. GET {prefix}/start -> the provider's authorize URL -> its interaction pages (the
+    login form is posted) -> the first redirect leaving the provider is linkgate's callback."""
+    b = Browser()
+    try:
+        status, h, body = b.request("GET", f"{gate_url}/oauth2/start?rd=/", NAVIGATE)
+        if status != 302:
+            raise BenchError(f"sign-in: start answered {status}: {body[:300]!r}")
+        url = urllib.parse.urljoin(gate_url, h["Location"])
+        provider = _origin(url)
+        method, form = "GET", None
+        for _ in range(20):
+            hdrs = dict(NAVIGATE)
+            if form is not None:
+                hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+            status, h, body = b.request(method, url, hdrs, form)
+            if 300 <= status < 400:
+                nxt = urllib.parse.urljoin(url, h["Location"])
+                method, form = "GET", None
+                if _origin(nxt) != provider:
+                    url = nxt
+                    break
+                url = nxt
+                continue
+            text = body.decode("utf-8", "replace")
+            if status == 200:
+                forms = _forms(text)
+                login_form = next((f for f in forms if "login" in f[1]), None)
+                if login_form:
+                    fields = dict(login_form[1], login=login, password="any-password")
+                    method, form = "POST", urllib.parse.urlencode(fields)
+                    url = urllib.parse.urljoin(url, login_form[0])
+                    continue
+                if ".submit()" in text and forms:
+                    method, form = "POST", urllib.parse.urlencode(forms[0][1])
+                    url = urllib.parse.urljoin(url, forms[0][0])
+                    continue
+            raise BenchError(f"sign-in: unexpected {status} at {url}: {text[:500]}")
+        else:
+            raise BenchError("sign-in: more than 20 hops at the provider")
+        # `url` is linkgate's callback.
+        status, h, body = b.request("GET", url, NAVIGATE)
+        if status != 302 or COOKIE_NAME not in b.cookies:
+            raise BenchError(f"sign-in: the callback answered {status}: {body[:500]!r}")
+        return b.cookies[COOKIE_NAME][0]
+    finally:
+        b.close()
+
+
+def http_get(url, headers=None, timeout=10):
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        conn.request("GET", target, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def http_status(url):
+    try:
+        return http_get(url, timeout=1)[0]
+    except OSError:
+        return None
+
+
+# === measurements ===
+
+
+def redis_commandstats(port):
+    """{command: calls} from INFO commandstats (via redis-cli)."""
+    out = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", "commandstats"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    stats = {}
+    for line in out.splitlines():
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+        if m:
+            stats[m.group(1)] = int(m.group(2))
+    return stats
+
+
+def redis_delta(before, after):
+    """Commands run between two snapshots, without our own INFO calls."""
+    delta = {}
+    for cmd, n in after.items():
+        d = n - before.get(cmd, 0)
+        if d > 0 and cmd != "info":
+            delta[cmd] = d
+    return delta
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """user+system CPU seconds of these processes so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def children_of(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def metric(admin_port, name, labels):
+    """One counter from linkgate's /metrics, or None."""
+    try:
+        status, body = http_get(f"http://127.0.0.1:{admin_port}/metrics")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            try:
+                return float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def run_wrk(args, url, headers, duration, script="bench/report.lua", script_args=()):
+    argv = [
+        "wrk",
+        "-t",
+        str(args.threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        script,
+    ]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    argv.append(url)
+    if script_args:
+        argv += ["--", *script_args]
+    return argv
+
+
+def parse_wrk(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            r = json.loads(line[len("WRK_JSON ") :])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+            return r
+    raise BenchError(f"wrk printed no result:\n{stdout[-2000:]}")
+
+
+def wrk_once(args, url, headers, duration):
+    argv = run_wrk(args, url, headers, duration)
+    p = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=duration + 60, check=False
+    )
+    if p.returncode != 0:
+        raise BenchError(f"wrk failed ({p.returncode}): {p.stderr.strip()}")
+    return parse_wrk(p.stdout)
+
+
+# === the parts ===
+
+
+def nginx_conf(tmp, name, workers, servers, upstreams=""):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    temps = "\n".join(
+        f"    {kind}_temp_path {d}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # As root, nginx workers would switch to `nobody`, which cannot enter the temp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = f"""# Generated by bench/driver.py: {name}.
+{user}daemon off;
+master_process on;
+worker_processes {workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+{temps}
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+{upstreams}
+{servers}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return d, path
+
+
+def start_nginx(procs, tmp, name, workers, servers, ports, upstreams=""):
+    d, conf = nginx_conf(tmp, name, workers, servers, upstreams)
+    argv = ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")]
+    test = subprocess.run(argv + ["-t", "-q"], capture_output=True, text=True, check=False)
+    if test.returncode != 0:
+        raise BenchError(f"nginx ({name}) refused its config:\n{test.stderr}")
+    p = procs.spawn(name, argv)
+    for port in ports:
+        wait_until(f"{name} on port {port}", 10, lambda: port_open(port),
+                   lambda: procs.check_alive(name, p))
+    return p
+
+
+def start_provider(procs, tmp, port, redirect_uris):
+    node_modules = os.path.join(OIDC_DIR, "node_modules", "oidc-provider", "package.json")
+    if not os.path.isfile(node_modules):
+        raise BenchError(
+            "the test OpenID provider is not installed: npm ci --prefix tests/support/oidc"
+        )
+    issuer = f"http://127.0.0.1:{port}"
+    config = {
+        "port": port,
+        "issuer": issuer,
+        "name": "sso",
+        "clients": [
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": redirect_uris,
+                "post_logout_redirect_uris": [],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "grant_types": ["authorization_code", "refresh_token"],
+            }
+        ],
+        "accounts": {},
+        "ttl": {},
+        "verbose": False,
+    }
+    path = os.path.join(tmp, "provider.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    # stdin stays open: the provider exits when it closes (when this driver dies).
+    p = procs.spawn(
+        "provider",
+        ["node", "provider.mjs", path],
+        cwd=OIDC_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    lines = queue.Queue()
+
+    def read():
+        for raw in p.stdout:
+            lines.put(raw.decode("utf-8", "replace").strip())
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        first = lines.get(timeout=30)
+    except queue.Empty:
+        raise BenchError("the OpenID provider printed no READY line within 30 s") from None
+    if first != f"READY {issuer}":
+        raise BenchError(
+            f"the OpenID provider did not start ({first!r}):\n{procs.log_tail('provider')}"
+        )
+    return p, issuer
+
+
+def gate_config(tmp, name, port, admin, origin_port, provider_issuer, redis_port, cache_ttl):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    conf = f"""# Generated by bench/driver.py: {name}.
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+threads = THREADS
+pid_file = "{d}/linkgate.pid"
+upgrade_sock = "{d}/upgrade.sock"
+graceful_shutdown_timeout = "1s"
+
+[[upstreams]]
+name = "origin"
+url = "http://127.0.0.1:{origin_port}"
+
+[sso]
+issuer = "{provider_issuer}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "../client_secret"
+
+[session]
+cookie_secret_file = "../cookie_secret"
+cookie_secure = false
+store = "redis"
+cache_ttl = "{cache_ttl}"
+
+[redis]
+url = "redis://127.0.0.1:{redis_port}/0"
+
+[authz]
+skip_auth_routes = ["^/public/"]
+bearer_tokens = true
+
+[log]
+level = "warn"
+"""
+    path = os.path.join(d, "config.toml")
+    return path, conf
+
+
+def start_gate(procs, args, tmp, name, port, cache_ttl, origin_port, issuer, redis_port):
+    admin = free_port()
+    path, conf = gate_config(tmp, name, port, admin, origin_port, issuer, redis_port, cache_ttl)
+    with open(path, "w") as f:
+        f.write(conf.replace("THREADS", str(args.gate_threads)))
+    check = subprocess.run(
+        [args.linkgate, "check", "-c", path], capture_output=True, text=True, check=False
+    )
+    if check.returncode != 0:
+        raise BenchError(f"linkgate check refused {path}:\n{check.stdout}{check.stderr}")
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    p = procs.spawn(name, [args.linkgate, "run", "-c", path], env=env)
+    wait_until(
+        f"{name} /readyz",
+        30,
+        lambda: http_status(f"http://127.0.0.1:{admin}/readyz") == 200 and port_open(port),
+        lambda: procs.check_alive(name, p),
+    )
+    return {"name": name, "proc": p, "port": port, "admin": admin,
+            "url": f"http://127.0.0.1:{port}", "cache_ttl": cache_ttl}
+
+
+class Rig:
+    """Everything started for a run."""
+
+    def __init__(self, args, procs, tmp):
+        self.args, self.procs, self.tmp = args, procs, tmp
+
+    def start(self):
+        args, procs, tmp = self.args, self.procs, self.tmp
+        with open(os.path.join(tmp, "cookie_secret"), "w") as f:
+            f.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+        with open(os.path.join(tmp, "client_secret"), "w") as f:
+            f.write(CLIENT_SECRET)
+
+        self.origin_port = free_port()
+        log(f"origin (nginx, {args.workers} workers) on 127.0.0.1:{self.origin_port}")
+        self.origin = start_nginx(
+            procs, tmp, "origin", args.workers,
+            f"""    server {{
+        listen 127.0.0.1:{self.origin_port} backlog=4096;
+        location / {{ default_type text/plain; return 200 "{ORIGIN_BODY.decode().strip()}\\n"; }}
+    }}""",
+            [self.origin_port],
+        )
+
+        self.redis_port = free_port()
+        log(f"redis-server on 127.0.0.1:{self.redis_port}")
+        self.redis = procs.spawn("redis", [
+            "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", tmp,
+        ])
+        wait_until("redis PING", 10, lambda: redis_ping(self.redis_port),
+                   lambda: procs.check_alive("redis", self.redis))
+
+        provider_port = free_port()
+        # The gates' ports are chosen now, so the provider can register their callbacks.
+        self.gate_ports = (free_port(), free_port())
+        log(f"OpenID provider (node) on 127.0.0.1:{provider_port}")
+        self.provider, self.issuer = start_provider(
+            procs, tmp, provider_port,
+            [f"http://127.0.0.1:{p}/oauth2/callback" for p in self.gate_ports],
+        )
+
+        self.gates = {}
+        for (name, ttl), port in zip((("gate-cached", "30s"), ("gate-nocache", "0s")),
+                                     self.gate_ports):
+            self.gates[name] = start_gate(procs, args, tmp, name, port, ttl, self.origin_port,
+                                          self.issuer, self.redis_port)
+            log(f"linkgate {name} (cache_ttl {ttl}) on {self.gates[name]['url']}")
+
+        a = self.gates["gate-cached"]
+        self.nginx_ports = (free_port(), free_port())
+        log(f"nginx baseline ({args.workers} workers) on 127.0.0.1:{self.nginx_ports[0]} "
+            f"(proxy_pass) and :{self.nginx_ports[1]} (auth_request)")
+        keep = "proxy_http_version 1.1; proxy_set_header Connection \"\";"
+        self.nginx = start_nginx(
+            procs, tmp, "nginx", args.workers,
+            f"""    server {{
+        listen 127.0.0.1:{self.nginx_ports[0]} backlog=4096;
+        location / {{ proxy_pass http://origin; {keep} }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.nginx_ports[1]} backlog=4096;
+        # How oauth2-proxy is usually deployed: a subrequest per request to the gate.
+        location = /oauth2/auth {{
+            internal;
+            proxy_pass http://linkgate;
+            {keep}
+            proxy_set_header Host $http_host;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+        location / {{
+            auth_request /oauth2/auth;
+            auth_request_set $user $upstream_http_x_auth_request_user;
+            auth_request_set $email $upstream_http_x_auth_request_email;
+            proxy_pass http://origin;
+            {keep}
+            proxy_set_header X-Forwarded-User $user;
+            proxy_set_header X-Forwarded-Email $email;
+        }}
+    }}""",
+            list(self.nginx_ports),
+            upstreams=f"""    upstream origin {{ server 127.0.0.1:{self.origin_port}; keepalive 64; }}
+    upstream linkgate {{ server 127.0.0.1:{a['port']}; keepalive 64; }}""",
+        )
+        return self
+
+    def alive(self):
+        for name, p, _ in self.procs.items:
+            self.procs.check_alive(name, p)
+
+    def sign_jwt(self, sub):
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": CLIENT_ID, "sub": sub,
+                  "email": f"{sub}@example.test", "email_verified": True,
+                  "iat": now, "exp": now + 24 * 3600}
+        u = urllib.parse.urlsplit(self.issuer)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        try:
+            conn.request("POST", "/__test/sign", body=json.dumps(claims),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read().decode()
+        finally:
+            conn.close()
+        if r.status != 200:
+            raise BenchError(f"the provider did not sign a JWT: {r.status} {body}")
+        return body.strip()
+
+    def nginx_workers(self):
+        return children_of(self.nginx.pid)
+
+
+# === the benchmark ===
+
+
+def scenarios(rig, cookie, jwt):
+    """(key, label, url, headers, proxy pids (for CPU), gate (for RSS) or None)."""
+    a, b = rig.gates["gate-cached"], rig.gates["gate-nocache"]
+    cookie_h = {"Cookie": f"{COOKIE_NAME}={cookie}"}
+    workers = rig.nginx_workers()
+    return [
+        ("origin", "origin direct (the limit)", f"http://127.0.0.1:{rig.origin_port}/app",
+         {}, [], None),
+        ("skip_auth", "linkgate skip-auth route (bare Pingora)", f"{a['url']}/public/app",
+         {}, [a["proc"].pid], a),
+        ("session_cached", "linkgate session, cache on (30s)", f"{a['url']}/app",
+         cookie_h, [a["proc"].pid], a),
+        ("session_nocache", "linkgate session, cache off (0s)", f"{b['url']}/app",
+         cookie_h, [b["proc"].pid], b),
+        ("bearer_jwt", "linkgate bearer JWT (RS256)", f"{a['url']}/api",
+         {"Authorization": f"Bearer {jwt}"}, [a["proc"].pid], a),
+        ("nginx_proxy", "nginx proxy_pass", f"http://127.0.0.1:{rig.nginx_ports[0]}/app",
+         {}, workers, None),
+        ("nginx_auth_request", "nginx auth_request -> linkgate /oauth2/auth",
+         f"http://127.0.0.1:{rig.nginx_ports[1]}/app", cookie_h, workers + [a["proc"].pid], a),
+    ]
+
+
+def check_targets(table):
+    for key, label, url, headers, _, _ in table:
+        status, body = http_get(url, headers)
+        if status != 200 or body != ORIGIN_BODY:
+            raise BenchError(
+                f"{label}: {url} answered {status} {body[:300]!r}, not the origin's 200"
+            )
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def bench(args, rig):
+    log("signing in once through linkgate (browser-less, cookie jar, no redirects followed)")
+    cookie = sign_in(rig.gates["gate-cached"]["url"], "bench-user")
+    jwt = rig.sign_jwt("bench-api")
+    table = scenarios(rig, cookie, jwt)
+    check_targets(table)
+
+    log(f"warm-up: {args.warmup}s per target")
+    for key, label, url, headers, _, _ in table:
+        wrk_once(args, url, headers, args.warmup)
+
+    runs = {key: [] for key, *_ in table}
+    n = len(table)
+    for rnd in range(args.rounds):
+        order = table[rnd % n:] + table[:rnd % n]
+        log(f"round {rnd + 1}/{args.rounds}: " + ", ".join(k for k, *_ in order))
+        for key, label, url, headers, pids, gate in order:
+            rig.alive()
+            before = redis_commandstats(rig.redis_port)
+            cpu0 = cpu_seconds(pids)
+            r = wrk_once(args, url, headers, args.duration)
+            cpu1 = cpu_seconds(pids)
+            after = redis_commandstats(rig.redis_port)
+            delta = redis_delta(before, after)
+            reqs = max(r["requests"], 1)
+            r["redis_commands"] = delta
+            r["redis_per_request"] = sum(delta.values()) / reqs
+            r["proxy_cpu_us_per_request"] = (cpu1 - cpu0) * 1e6 / reqs if pids else None
+            r["linkgate_rss_kib"] = rss_kib(gate["proc"].pid) if gate else None
+            r["round"] = rnd + 1
+            bad = sum(r["errors"].values())
+            if bad:
+                log(f"  {key}: {bad} errors {r['errors']}")
+            runs[key].append(r)
+    check_targets(table)  # still answering 200 after the load
+
+    results = []
+    base = {}
+    for key, label, url, headers, pids, gate in table:
+        rs = runs[key]
+        m = {
+            "key": key,
+            "label": label,
+            "url_path": urllib.parse.urlsplit(url).path,
+            "gate": gate["name"] if gate else None,
+            "rps": median([r["rps"] for r in rs]),
+            "rps_min": min(r["rps"] for r in rs),
+            "rps_max": max(r["rps"] for r in rs),
+            "p50_ms": median([r["p50_us"] / 1000 for r in rs]),
+            "p99_ms": median([r["p99_us"] / 1000 for r in rs]),
+            "redis_per_request": median([r["redis_per_request"] for r in rs]),
+            "redis_commands_per_request": {
+                c: round(sum(r["redis_commands"].get(c, 0) for r in rs)
+                         / max(sum(r["requests"] for r in rs), 1), 4)
+                for c in sorted({c for r in rs for c in r["redis_commands"]})
+            },
+            "proxy_cpu_us_per_request": median([r["proxy_cpu_us_per_request"] for r in rs]),
+            "linkgate_rss_kib": median([r["linkgate_rss_kib"] for r in rs]),
+            "errors": sum(sum(r["errors"].values()) for r in rs),
+            "runs": rs,
+        }
+        base[key] = m["rps"]
+        results.append(m)
+    for m in results:
+        m["vs_passthrough"] = m["rps"] / base["skip_auth"] if base["skip_auth"] else None
+        m["vs_nginx_proxy"] = m["rps"] / base["nginx_proxy"] if base["nginx_proxy"] else None
+
+    hits = metric(rig.gates["gate-cached"]["admin"], "linkgate_session_cache_total",
+                  {"result": "hit"})
+    return results, hits
+
+
+def fmt(x, spec, none="-"):
+    return none if x is None else format(x, spec)
+
+
+def print_table(results, args, cache_hits):
+    cols = ["target", "req/s", "±", "p50 ms", "p99 ms", "×pass", "×nginx", "redis/req",
+            "CPU µs/req", "RSS MiB"]
+    rows = []
+    for m in results:
+        spread = (m["rps_max"] - m["rps_min"]) / 2 / m["rps"] * 100 if m["rps"] else 0
+        rows.append([
+            m["label"],
+            fmt(m["rps"], ",.0f"),
+            f"{spread:.0f}%",
+            fmt(m["p50_ms"], ".2f"),
+            fmt(m["p99_ms"], ".2f"),
+            fmt(m["vs_passthrough"], ".2f"),
+            fmt(m["vs_nginx_proxy"], ".2f"),
+            fmt(m["redis_per_request"], ".2f"),
+            fmt(m["proxy_cpu_us_per_request"], ".0f"),
+            fmt(m["linkgate_rss_kib"] / 1024 if m["linkgate_rss_kib"] else None, ".1f"),
+        ])
+    widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
+    line = lambda r: "  ".join(  # noqa: E731
+        str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)
+    )
+    print()
+    print(f"linkgate benchmark ({args.mode}): wrk -t{args.threads} -c{args.connections} "
+          f"-d{args.duration}s, {args.rounds} alternating rounds, medians; "
+          f"{os.cpu_count()} CPUs, linkgate threads={args.gate_threads}, "
+          f"nginx workers={args.workers}")
+    print(line(cols))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+    print()
+    print("±: half the min-max spread of req/s over the rounds. ×pass / ×nginx: req/s over the "
+          "linkgate skip-auth row / the nginx proxy_pass row.")
+    print("redis/req: Redis commands per request (INFO commandstats before/after each run). "
+          "CPU µs/req: user+system CPU of the proxy processes (linkgate, nginx workers) per "
+          "request. RSS: the serving linkgate process after its run.")
+    for m in results:
+        if m["redis_commands_per_request"]:
+            cmds = ", ".join(f"{c} {v:.2f}" for c, v in m["redis_commands_per_request"].items())
+            print(f"  redis commands per request, {m['key']}: {cmds}")
+        if m["errors"]:
+            print(f"  WARNING {m['key']}: {m['errors']} wrk errors (see results.json)")
+    if not cache_hits:
+        print("NOTE: linkgate reported no session-cache hits (linkgate_session_cache_total"
+              "{result=\"hit\"}): the in-process session cache is not in effect in this build, "
+              "so the cache-on and cache-off rows measure the same code path.")
+    else:
+        print(f"session cache hits on the cache-on gate: {cache_hits:,.0f}")
+    print("The machine is shared and noisy: compare rows of one run, not runs of different "
+          "days.")
+
+
+# === soak ===
+
+
+def sign_in_many(gate_url, budget_s, cap, workers):
+    """Signs in distinct users in parallel until `budget_s` is spent or `cap` are done."""
+    cookies = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + budget_s
+    errors = []
+    counter = iter(range(cap))
+
+    def worker(w):
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                c = sign_in(gate_url, f"soak-user-{i}")
+            except Exception as e:  # noqa: BLE001 (count and go on; reported below)
+                with lock:
+                    errors.append(str(e))
+                    if len(errors) > 50:
+                        return
+                continue
+            with lock:
+                cookies.append(c)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(worker, range(workers)))
+    return cookies, time.monotonic() - started, errors
+
+
+def touch_all(gate_url, cookies, workers):
+    """One request per session through linkgate, so each lands in its session cache."""
+    chunks = [cookies[i::workers] for i in range(workers)]
+    bad = []
+
+    def run(chunk):
+        b = Browser()
+        try:
+            for c in chunk:
+                b.cookies = {COOKIE_NAME: (c, "/")}
+                status, _, _ = b.request("GET", f"{gate_url}/app")
+                if status != 200:
+                    bad.append(status)
+        finally:
+            b.close()
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, chunks))
+    return bad
+
+
+def soak(args, rig):
+    gate = rig.gates["gate-cached"]
+    pid = gate["proc"].pid
+    idle = rss_kib(pid)
+    log(f"signing in distinct users for up to {args.signin_seconds}s "
+        f"(cap {args.sessions:,}, {args.signin_workers} in parallel)")
+    cookies, took, errors = sign_in_many(gate["url"], args.signin_seconds, args.sessions,
+                                         args.signin_workers)
+    if not cookies:
+        raise BenchError(f"no sign-in succeeded: {errors[:3]}")
+    n = len(cookies)
+    log(f"{n:,} sessions in {took:.0f}s ({n / took:.0f}/s), {len(errors)} failures")
+    after_signin = rss_kib(pid)
+    log("loading every session once through linkgate (fills its session cache)")
+    bad = touch_all(gate["url"], cookies, args.signin_workers)
+    if bad:
+        raise BenchError(f"{len(bad)} sessions were not accepted (statuses {sorted(set(bad))})")
+    after_touch = rss_kib(pid)
+    per_session = (after_touch - after_signin) / n  # KiB per cached session
+    extrapolated = after_touch + per_session * (100_000 - n) if n < 100_000 else after_touch
+    cookie_file = os.path.join(rig.tmp, "cookies.txt")
+    with open(cookie_file, "w") as f:
+        f.write("".join(f"{COOKIE_NAME}={c}\n" for c in cookies))
+
+    minutes = args.soak_minutes
+    log(f"soak: {minutes} min of wrk over all {n:,} sessions, RSS every {args.sample}s")
+    argv = run_wrk(args, f"{gate['url']}/app", {}, int(minutes * 60),
+                   script="bench/sessions.lua", script_args=[cookie_file])
+    out_path = os.path.join(rig.tmp, "soak-wrk.out")
+    samples = []
+    redis_before = redis_commandstats(rig.redis_port)
+    with open(out_path, "w") as out:
+        w = rig.procs.spawn("wrk-soak", argv, cwd=ROOT, stdout=out)
+        started = time.monotonic()
+        next_at = started
+        while True:
+            if w.poll() is not None:
+                break
+            now = time.monotonic()
+            if now >= next_at:
+                rig.alive()
+                t = now - started
+                s = {"t_s": round(t), "rss_kib": rss_kib(pid)}
+                samples.append(s)
+                print(f"  t={s['t_s']:>4}s  linkgate RSS {s['rss_kib'] / 1024:7.1f} MiB",
+                      flush=True)
+                next_at += args.sample
+            time.sleep(min(0.2, max(0.0, next_at - time.monotonic())))
+        w.wait(timeout=60)
+    s = {"t_s": round(time.monotonic() - started), "rss_kib": rss_kib(pid)}
+    samples.append(s)
+    print(f"  t={s['t_s']:>4}s  linkgate RSS {s['rss_kib'] / 1024:7.1f} MiB (end)")
+    with open(out_path) as f:
+        r = parse_wrk(f.read())
+    redis_after = redis_commandstats(rig.redis_port)
+    delta = redis_delta(redis_before, redis_after)
+    r["redis_per_request"] = sum(delta.values()) / max(r["requests"], 1)
+    hits = metric(gate["admin"], "linkgate_session_cache_total", {"result": "hit"})
+
+    # Flat: once settled (after the first minute; the first fifth of a shorter soak), the RSS
+    # never strays more than 5% (at least 4 MiB) from the first settled sample.
+    settle_s = min(60, minutes * 60 / 5)
+    settled = [x["rss_kib"] for x in samples if x["t_s"] >= settle_s]
+    settled = settled or [x["rss_kib"] for x in samples]
+    ref = settled[0]
+    tolerance = max(ref * 0.05, 4096)
+    growth = settled[-1] - ref
+    flat = all(abs(x - ref) <= tolerance for x in settled)
+    verdict = "flat" if flat else "NOT flat"
+
+    print()
+    print(f"soak ({args.mode}): {minutes} min, wrk -t{args.threads} -c{args.connections}, "
+          f"{n:,} distinct sessions in rotation through linkgate (cache on)")
+    print(f"  load: {r['rps']:,.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, "
+          f"p99 {r['p99_us'] / 1000:.2f} ms, {sum(r['errors'].values())} errors, "
+          f"{r['redis_per_request']:.2f} Redis commands per request")
+    print(f"  RSS: idle {idle / 1024:.1f} MiB; after {n:,} sign-ins {after_signin / 1024:.1f} "
+          f"MiB; after loading each session once {after_touch / 1024:.1f} MiB")
+    print(f"  RSS over the soak: {verdict} (from t={settle_s:.0f}s: first {ref / 1024:.1f} MiB, "
+          f"min {min(settled) / 1024:.1f}, max {max(settled) / 1024:.1f}, "
+          f"last {settled[-1] / 1024:.1f}; change {growth / 1024:+.1f} MiB; "
+          f"tolerance ±{tolerance / 1024:.1f} MiB)")
+    print(f"  per cached session: {per_session:.2f} KiB (RSS after loading each session once "
+          f"minus before, over N = {n:,})")
+    if n < 100_000:
+        print(f"  100k sessions cached: ~{extrapolated / 1024:.1f} MiB RSS — an EXTRAPOLATION "
+              f"from N = {n:,} real sessions (the per-session cost times 100,000), not a "
+              f"measurement")
+    if not hits:
+        print("  NOTE: no session-cache hits reported by linkgate: the cache is not in effect "
+              "in this build, so the per-session cost above is not a cache cost.")
+    return {
+        "minutes": minutes,
+        "sessions": n,
+        "signin_seconds": round(took, 1),
+        "signin_failures": len(errors),
+        "signin_errors_sample": errors[:5],
+        "rss_idle_kib": idle,
+        "rss_after_signins_kib": after_signin,
+        "rss_after_touch_kib": after_touch,
+        "per_session_kib": per_session,
+        "rss_100k_kib_extrapolated": extrapolated if n < 100_000 else None,
+        "extrapolated_from_n": n if n < 100_000 else None,
+        "session_cache_hits": hits,
+        "wrk": r,
+        "samples": samples,
+        "verdict": verdict,
+        "tolerance_kib": tolerance,
+    }
+
+
+# === main ===
+
+
+def versions():
+    def first_line(argv):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            return (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    commit = first_line(["git", "-C", ROOT, "rev-parse", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain"], capture_output=True,
+                           text=True, check=False).stdout.strip() != ""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                       None)
+    except OSError:
+        pass
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "nginx": first_line(["nginx", "-v"]),
+        "redis": first_line(["redis-server", "--version"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "node": first_line(["node", "--version"]),
+        "linkgate": first_line([ARGS.linkgate, "--version"]) if ARGS else None,
+    }
+
+
+ARGS = None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--linkgate", required=True, help="the linkgate binary (release)")
+    p.add_argument("--quick", action="store_true", help="short durations: a smoke run")
+    p.add_argument("--soak", action="store_true",
+                   help="the RSS soak instead of the comparison (10 min, sessions cached)")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (10; --quick 1)")
+    p.add_argument("--rounds", type=int, help="alternating rounds, at least 3 (5; --quick 3)")
+    p.add_argument("--warmup", type=float, help="seconds of warm-up per target (2; --quick 1)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    p.add_argument("--gate-threads", type=int, default=2, help="linkgate [server] threads (2)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="nginx worker_processes, origin and baseline (2, as linkgate's threads)")
+    p.add_argument("--soak-minutes", type=float, help="soak length (10; --quick 1)")
+    p.add_argument("--sessions", type=int, default=100_000,
+                   help="soak: most distinct sessions to sign in (100000)")
+    p.add_argument("--signin-seconds", type=float,
+                   help="soak: time budget for the sign-ins (90; --quick 10)")
+    p.add_argument("--signin-workers", type=int, default=16, help="soak: parallel sign-ins (16)")
+    p.add_argument("--sample", type=float, default=10, help="soak: RSS sample period, s (10)")
+    p.add_argument("--out", help="results file (bench/results.json; --soak: bench/soak.json)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    a = p.parse_args(argv)
+    q = a.quick
+    a.duration = a.duration or (1 if q else 10)
+    a.rounds = a.rounds or (3 if q else 5)
+    if a.rounds < 3:
+        p.error("--rounds: at least 3 (medians of alternating rounds)")
+    a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
+    a.soak_minutes = a.soak_minutes or (1 if q else 10)
+    a.signin_seconds = a.signin_seconds or (10 if q else 90)
+    a.out = a.out or os.path.join(ROOT, "bench", "soak.json" if a.soak else "results.json")
+    a.mode = ("soak" if a.soak else "comparison") + (" --quick" if q else "")
+    return a
+
+
+def main(argv):
+    global ARGS
+    args = ARGS = parse_args(argv)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    # Also when started in the background, where SIGINT would be ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    tmp = tempfile.mkdtemp(prefix="linkgate-bench-")
+    os.chmod(tmp, 0o755)
+    procs = Procs(tmp)
+    started = time.monotonic()
+    ok = False
+    try:
+        rig = Rig(args, procs, tmp).start()
+        meta = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "mode": args.mode,
+            "wrk": {"threads": args.threads, "connections": args.connections,
+                    "duration_s": args.duration, "rounds": args.rounds,
+                    "warmup_s": args.warmup},
+            "linkgate_threads": args.gate_threads,
+            "nginx_workers": args.workers,
+            "setup": "origin = nginx `return 200`; linkgate without [account] (plain OIDC gate), "
+                     "sessions in Redis; nginx upstream keepalive 64 to origin and linkgate",
+            "versions": versions(),
+        }
+        if args.soak:
+            out = {"meta": meta, "soak": soak(args, rig)}
+        else:
+            results, hits = bench(args, rig)
+            meta["session_cache_hits"] = hits
+            out = {"meta": meta, "results": results}
+            print_table(results, args, hits)
+        out["meta"]["elapsed_s"] = round(time.monotonic() - started)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+        shown = os.path.relpath(args.out) if args.out.startswith(os.getcwd()) else args.out
+        print(f"\nwrote {shown} "
+              f"({out['meta']['elapsed_s']} s)")
+        ok = True
+        return 0
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep or not ok:
+            log(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

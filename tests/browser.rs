@@ -1,0 +1,581 @@
+//! The Magento.com link rule as a person meets it, in a real browser (Debian's headless
+//! Chromium): Method 1 from a protected page and from the account page's button, Method 2
+//! without a second password, Magento.com as the primary login, a link conflict, disconnect
+//! and sign-out. Each test asserts what is on the screen (the page title and heading, the
+//! "Single Sign-On" status, the linked email, where the browser ended up) and saves a
+//! screenshot of every page it lands on under `target/screenshots/`.
+//!
+//! The same flows over HTTP, with the store and metrics checked in detail, are in
+//! `tests/linking.rs`; this suite adds what only a browser shows: that the pages' forms,
+//! links and redirects actually work under the pages' own security headers, and that the
+//! browser's own requests (`/favicon.ico`) never start a sign-in.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::Digest as _;
+use support::browser::Browser;
+use support::oidc::{ClientConfig, OidcProvider};
+use support::sso::{eventually, user, Accounts, Scenario, ScenarioBuilder, StoreKind};
+use support::{Gate, Upstream};
+
+/// The account page's path.
+const ACCOUNT_PAGE: &str = "/oauth2/link";
+
+async fn scenario() -> Scenario {
+    ScenarioBuilder::new(StoreKind::Redis)
+        .accounts(Accounts::OAuth2)
+        .start()
+        .await
+}
+
+// === A person at a browser ===
+
+/// One person with their own browser, in one scenario. Every step that lands on a page
+/// saves a screenshot of it.
+struct Person<'s> {
+    s: &'s Scenario,
+    browser: Browser,
+}
+
+impl<'s> Person<'s> {
+    async fn new(s: &'s Scenario) -> Self {
+        Self {
+            s,
+            browser: Browser::start().await,
+        }
+    }
+
+    /// Types an address into the location bar: a path on the gate, or a whole URL.
+    async fn opens(&self, path_or_url: &str, shot: &str) {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            self.s.gate.url(path_or_url)
+        };
+        self.browser.goto(&url).await;
+        self.browser.screenshot(shot).await;
+    }
+
+    /// Starts the cloud account sign-in (what the "Sign in to accounts.magento.cloud" buttons
+    /// link to), to come back to `rd`.
+    async fn opens_account_sign_in(&self, rd: &str, shot: &str) {
+        let rd = percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC);
+        self.opens(&format!("/oauth2/account/start?rd={rd}"), shot)
+            .await;
+    }
+
+    /// Clicks the button or link that reads `label` and waits for the next page.
+    async fn clicks(&self, label: &str, shot: &str) {
+        self.browser.click_text(label).await;
+        self.browser.screenshot(shot).await;
+    }
+
+    /// Signs in as `login` on `provider`'s sign-in form, which must be on the screen.
+    async fn signs_in(&self, provider: &OidcProvider, login: &str, shot: &str) {
+        self.sees_sign_in_form(provider).await;
+        self.browser.fill("#login", login).await;
+        self.browser.fill("#password", "any password").await;
+        self.browser.click("#submit").await;
+        self.browser.screenshot(shot).await;
+    }
+
+    /// The sign-in form of `provider` (the test provider's page: title "Sign-in", its name
+    /// on top), asking for a password.
+    async fn sees_sign_in_form(&self, provider: &OidcProvider) {
+        let url = self.browser.current_url().await;
+        assert!(
+            url.as_str().starts_with(provider.issuer()),
+            "expected the {} sign-in form, the browser is at {url}:\n{}",
+            provider.options().name,
+            self.browser.body_text().await
+        );
+        assert_eq!(self.browser.title().await, "Sign-in");
+        assert_eq!(
+            self.browser.text(".provider strong").await,
+            provider.options().name
+        );
+        assert!(self.browser.has("#password").await, "a password is asked");
+    }
+
+    /// The account page ("Account Settings", section "Single Sign-On"); returns what its
+    /// `Status` says.
+    async fn sees_account_page(&self) -> String {
+        assert_eq!(self.browser.path().await, ACCOUNT_PAGE);
+        self.sees_page("Account Settings").await;
+        assert_eq!(self.browser.text("#sso").await, "Single Sign-On");
+        assert_eq!(
+            self.browser
+                .text("section[aria-labelledby=sso] dd:nth-of-type(1)")
+                .await,
+            "Magento.com",
+            "Provider: Magento.com"
+        );
+        self.browser.text("#status").await
+    }
+
+    /// The Magento.com login the account page says is connected.
+    async fn connected_as(&self) -> String {
+        self.browser
+            .text("section[aria-labelledby=sso] p strong")
+            .await
+    }
+
+    /// A linkgate page: its `<title>` starts with its heading `heading`.
+    async fn sees_page(&self, heading: &str) {
+        assert_eq!(self.browser.text("main h1").await, heading);
+        let title = self.browser.title().await;
+        assert!(
+            title.starts_with(heading),
+            "title {title:?} for heading {heading:?}"
+        );
+    }
+
+    /// The application behind the gate, at `path`: the echo upstream shows the request it
+    /// received; returns its headers.
+    async fn sees_the_app_at(&self, path: &str) -> Vec<(String, String)> {
+        assert_eq!(self.browser.path().await, path);
+        let echo = self.browser.json().await;
+        assert_eq!(echo["uri"], path, "{echo}");
+        serde_json::from_value(echo["headers"].clone()).expect("echoed headers")
+    }
+
+    /// What the page says, all of it.
+    async fn page_text(&self) -> String {
+        self.browser.body_text().await
+    }
+}
+
+/// A header the application received (the echo upstream's JSON), by lower-case name.
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+// === What linkgate answered (its access log) ===
+
+/// One `linkgate::access` line.
+#[derive(Debug)]
+struct Access {
+    method: String,
+    path: String,
+    status: u16,
+    decision: String,
+}
+
+/// linkgate's access log so far, oldest first. This is how a test sees status codes that a
+/// browser does not show (a 409 page, the 401 of a favicon).
+fn access_log(gate: &Gate) -> Vec<Access> {
+    let log = strip_ansi(&gate.log());
+    log.lines()
+        .filter(|l| l.contains("linkgate::access"))
+        .map(|line| {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string()
+            };
+            Access {
+                method: field("method"),
+                path: field("path"),
+                status: field("status").parse().unwrap_or(0),
+                decision: field("decision"),
+            }
+        })
+        .collect()
+}
+
+/// Removes terminal colour codes (`ESC [ ... m`) from the log text.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (bounded) for linkgate to have answered `method path` with `status` after the
+/// `since`-th line of its access log.
+async fn gate_answered(gate: &Gate, since: usize, method: &str, path: &str, status: u16) {
+    eventually(
+        &format!("linkgate to answer {method} {path} with {status}"),
+        Duration::from_secs(10),
+        || async {
+            access_log(gate)
+                .iter()
+                .skip(since)
+                .any(|a| a.method == method && a.path == path && a.status == status)
+        },
+    )
+    .await;
+}
+
+/// Chromium asks for `/favicon.ico` after each page of the gate. While the person is not
+/// (fully) signed in, that request gets a plain 401: it must never start a sign-in, which
+/// would overwrite the sign-in the person is in the middle of.
+async fn favicon_refused(gate: &Gate, since: usize) {
+    gate_answered(gate, since, "GET", "/favicon.ico", 401).await;
+}
+
+/// At the end of each test: no `/favicon.ico` request was ever redirected (into a sign-in
+/// or anywhere); each got a 401, or went to the application for a linked session.
+fn no_favicon_started_a_sign_in(gate: &Gate) {
+    for a in access_log(gate).iter().filter(|a| a.path == "/favicon.ico") {
+        assert!(
+            a.status == 401 || (a.status == 200 && a.decision == "session"),
+            "the browser's favicon request was answered {} ({}): it must never start a sign-in",
+            a.status,
+            a.decision
+        );
+    }
+}
+
+// === Setup over HTTP (what the scenario needs before the person starts) ===
+
+/// Links cloud account `account` with Magento.com `sso` the browser-less way (Method 1).
+async fn link_over_http(s: &Scenario, account: &str, sso: &str) {
+    let http = user();
+    let resp = s.account_sign_in(&http, "/projects", account).await;
+    assert_eq!(resp.status(), 302, "account callback");
+    let (resp, _) = s.follow(&http, resp, sso).await;
+    assert_eq!(resp.status(), 200, "linked and through to the app");
+}
+
+// === The scenarios ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_1_a_cloud_account_is_sent_to_magento_and_reaches_the_app_linked() {
+    let s = scenario().await;
+    let ann = Person::new(&s).await;
+
+    ann.opens_account_sign_in("/projects", "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    // The account is not linked and linking is enforced: on to Magento.com.
+    ann.signs_in(accounts, "cloud-ann", "magento-sign-in").await;
+    ann.sees_sign_in_form(&s.provider).await;
+    assert_eq!(s.upstream.count(), 0, "nothing unlinked reached the app");
+
+    ann.signs_in(&s.provider, "ann@magento.test", "projects")
+        .await;
+    let headers = ann.sees_the_app_at("/projects").await;
+    assert_eq!(header(&headers, "x-linkgate-link-status"), Some("linked"));
+    assert_eq!(header(&headers, "x-linkgate-account-id"), Some("cloud-ann"));
+    assert_eq!(
+        header(&headers, "x-forwarded-email"),
+        Some("ann@magento.test")
+    );
+
+    ann.opens(ACCOUNT_PAGE, "account-page-connected").await;
+    assert_eq!(ann.sees_account_page().await, "Connected");
+    assert_eq!(ann.connected_as().await, "ann@magento.test");
+    assert!(ann
+        .page_text()
+        .await
+        .contains("Signed in to accounts.magento.cloud as cloud-ann"));
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_1_from_the_account_page_button() {
+    let s = scenario().await;
+    let bea = Person::new(&s).await;
+
+    bea.opens_account_sign_in(ACCOUNT_PAGE, "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    let mark = access_log(&s.gate).len();
+    bea.signs_in(accounts, "cloud-bea", "account-page-not-connected")
+        .await;
+    assert_eq!(bea.sees_account_page().await, "Not Connected");
+    favicon_refused(&s.gate, mark).await;
+
+    bea.clicks("Connect with Magento.com", "magento-sign-in")
+        .await;
+    bea.signs_in(&s.provider, "bea@magento.test", "account-page-connected")
+        .await;
+    assert_eq!(bea.sees_account_page().await, "Connected");
+    assert_eq!(bea.connected_as().await, "bea@magento.test");
+    assert!(
+        s.upstream.seen().iter().all(|r| r.uri == "/favicon.ico"),
+        "the account page is linkgate's own; the app saw only the linked browser's favicon"
+    );
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_2_signed_in_at_magento_first_needs_no_second_password() {
+    let s = scenario().await;
+    let cai = Person::new(&s).await;
+
+    // Signed in with Magento.com, but no cloud account is linked yet: the rule's page.
+    cai.opens("/x", "magento-sign-in").await;
+    let mark = access_log(&s.gate).len();
+    cai.signs_in(&s.provider, "cai@magento.test", "link-required")
+        .await;
+    assert_eq!(cai.browser.path().await, "/x");
+    cai.sees_page("Connect your account with Magento.com").await;
+    let text = cai.page_text().await;
+    assert!(text.contains("Since 1 April 2020"), "{text}");
+    assert!(
+        text.contains("You are signed in with Magento.com as cai@magento.test"),
+        "{text}"
+    );
+    gate_answered(&s.gate, mark, "GET", "/x", 403).await;
+    favicon_refused(&s.gate, mark).await;
+    assert_eq!(s.upstream.count(), 0, "nothing unlinked reached the app");
+
+    // The account page says the same, and offers the cloud account sign-in.
+    cai.clicks("Account Settings", "account-page-magento-only")
+        .await;
+    assert_eq!(cai.sees_account_page().await, "Not Connected");
+    cai.clicks("Sign in to accounts.magento.cloud", "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    cai.signs_in(accounts, "cloud-cai", "account-page-connected")
+        .await;
+
+    // Connected, and Magento.com never asked for a password a second time.
+    assert_eq!(cai.sees_account_page().await, "Connected");
+    assert_eq!(cai.connected_as().await, "cai@magento.test");
+    let sso = s.provider.counts().await;
+    assert_eq!(sso.login_forms_posted, 1, "one Magento.com password, once");
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+/// Magento.com's own website, a second client of the Magento.com provider: where the person
+/// signed in before ever visiting the cloud account.
+const MAGENTO_WEBSITE: &str = "magento-website";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_2_the_connect_button_with_a_magento_session_from_elsewhere() {
+    // A stand-in for the Magento.com website's signed-in page (an echo server).
+    let website = Upstream::start().await;
+    let website_home = format!("{}/customer/account", website.url());
+    let home = website_home.clone();
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .accounts(Accounts::OAuth2)
+        .provider(move |o| o.client(ClientConfig::public(MAGENTO_WEBSITE, &home)))
+        .start()
+        .await;
+    let dee = Person::new(&s).await;
+
+    // Tab 1, earlier: signed in on the Magento.com website itself.
+    let verifier = "magento-website-pkce-verifier-0123456789-abcdefgh";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let website_sign_in = url::Url::parse_with_params(
+        &s.provider.authorization_endpoint(),
+        [
+            ("client_id", MAGENTO_WEBSITE),
+            ("response_type", "code"),
+            ("scope", "openid email"),
+            ("redirect_uri", website_home.as_str()),
+            ("state", "website"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .expect("authorize URL");
+    dee.opens(website_sign_in.as_str(), "magento-sign-in").await;
+    dee.signs_in(&s.provider, "dee@magento.test", "magento-website")
+        .await;
+    assert!(dee
+        .browser
+        .current_url()
+        .await
+        .as_str()
+        .starts_with(&website_home));
+
+    // Tab 2: the cloud account page, "Connect with Magento.com".
+    dee.opens_account_sign_in(ACCOUNT_PAGE, "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    dee.signs_in(accounts, "cloud-dee", "account-page-not-connected")
+        .await;
+    assert_eq!(dee.sees_account_page().await, "Not Connected");
+    dee.clicks("Connect with Magento.com", "account-page-connected")
+        .await;
+
+    // The round trip through Magento.com completed without a password prompt.
+    assert_eq!(dee.sees_account_page().await, "Connected");
+    assert_eq!(dee.connected_as().await, "dee@magento.test");
+    let sso = s.provider.counts().await;
+    assert_eq!(sso.login_forms_posted, 1, "only the website sign-in");
+    assert_eq!(sso.authorize, 2, "the website's and linkgate's");
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_login_a_fresh_browser_signs_in_with_magento_alone() {
+    let s = scenario().await;
+    link_over_http(&s, "cloud-dan", "dan@magento.test").await;
+    let dan = Person::new(&s).await;
+
+    dan.opens("/projects/42", "magento-sign-in").await;
+    dan.signs_in(&s.provider, "dan@magento.test", "projects-42")
+        .await;
+    let headers = dan.sees_the_app_at("/projects/42").await;
+    assert_eq!(header(&headers, "x-linkgate-link-status"), Some("linked"));
+    assert_eq!(header(&headers, "x-linkgate-account-id"), Some("cloud-dan"));
+    assert_eq!(
+        header(&headers, "x-linkgate-sso-subject"),
+        Some("dan@magento.test")
+    );
+
+    dan.opens(ACCOUNT_PAGE, "account-page-connected").await;
+    assert_eq!(dan.sees_account_page().await, "Connected");
+    assert_eq!(dan.connected_as().await, "dan@magento.test");
+    assert_eq!(
+        s.accounts
+            .as_ref()
+            .expect("accounts provider")
+            .counts()
+            .await
+            .login_forms_posted,
+        1,
+        "only the setup signed in to the cloud account; the person never did"
+    );
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magento_account_linked_elsewhere_gets_the_conflict_page() {
+    let s = scenario().await;
+    link_over_http(&s, "cloud-gus", "gus@magento.test").await;
+    let redis = s.redis.as_ref().expect("redis");
+    let links_before = redis.keys("linkgate:link:*");
+    let app_requests_before = s.upstream.count();
+    let eva = Person::new(&s).await;
+
+    // The new owner of a project, with the previous owner's Magento.com login.
+    eva.opens_account_sign_in("/projects", "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    eva.signs_in(accounts, "cloud-new-owner", "magento-sign-in")
+        .await;
+    let mark = access_log(&s.gate).len();
+    eva.signs_in(&s.provider, "gus@magento.test", "conflict")
+        .await;
+    eva.sees_page("Accounts not connected").await;
+    let text = eva.page_text().await;
+    assert!(
+        text.contains(
+            "The Magento.com account gus@magento.test is already connected to another \
+             accounts.magento.cloud account"
+        ),
+        "{text}"
+    );
+    gate_answered(&s.gate, mark, "GET", "/oauth2/callback", 409).await;
+    favicon_refused(&s.gate, mark).await;
+    assert_eq!(
+        eva.browser.attr("main a.button", "href").await.as_deref(),
+        Some(ACCOUNT_PAGE)
+    );
+
+    eva.clicks("Go to Account Settings", "account-page-not-connected")
+        .await;
+    assert_eq!(eva.sees_account_page().await, "Not Connected");
+    assert!(eva
+        .page_text()
+        .await
+        .contains("Signed in to accounts.magento.cloud as cloud-new-owner"));
+    assert_eq!(
+        redis.keys("linkgate:link:*"),
+        links_before,
+        "no link changed"
+    );
+    assert_eq!(
+        s.upstream.count(),
+        app_requests_before,
+        "nothing reached the app"
+    );
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_then_sign_out_asks_for_the_password_again() {
+    let s = scenario().await;
+    let jo = Person::new(&s).await;
+    jo.opens_account_sign_in("/projects", "accounts-sign-in")
+        .await;
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    jo.signs_in(accounts, "cloud-jo", "magento-sign-in").await;
+    jo.signs_in(&s.provider, "jo@magento.test", "projects")
+        .await;
+    jo.sees_the_app_at("/projects").await;
+    jo.opens(ACCOUNT_PAGE, "account-page-connected").await;
+    assert_eq!(jo.sees_account_page().await, "Connected");
+
+    let mark = access_log(&s.gate).len();
+    jo.clicks("Disconnect from Magento.com", "account-page-disconnected")
+        .await;
+    assert_eq!(jo.sees_account_page().await, "Not Connected");
+    assert!(jo.page_text().await.contains("Connect with Magento.com"));
+    favicon_refused(&s.gate, mark).await;
+    assert!(s
+        .redis
+        .as_ref()
+        .expect("redis")
+        .keys("linkgate:link:*")
+        .is_empty());
+
+    sign_out_at_magento(&s, &jo).await;
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_while_connected_asks_for_the_password_again() {
+    let s = scenario().await;
+    link_over_http(&s, "cloud-kai", "kai@magento.test").await;
+    let kai = Person::new(&s).await;
+    kai.opens(ACCOUNT_PAGE, "magento-sign-in").await;
+    kai.signs_in(&s.provider, "kai@magento.test", "account-page-connected")
+        .await;
+    assert_eq!(kai.sees_account_page().await, "Connected");
+
+    sign_out_at_magento(&s, &kai).await;
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+/// "Sign out" on the account page: Magento.com asks to confirm, the browser comes back to
+/// linkgate, and a protected page asks for the Magento.com password again.
+async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
+    let mark = access_log(&s.gate).len();
+    person.clicks("Sign out", "magento-sign-out").await;
+    let url = person.browser.current_url().await;
+    assert!(
+        url.as_str().starts_with(s.provider.issuer()) && person.browser.has("#logout-yes").await,
+        "Sign out leads to Magento.com's sign-out confirmation; the browser is at {url}:\n{}",
+        person.page_text().await
+    );
+    assert_eq!(person.browser.text("h1").await, "Sign out");
+    person.browser.click("#logout-yes").await;
+    person.browser.screenshot("after-sign-out").await;
+    // Back through linkgate (`signed_out`), to its home page, which is protected.
+    person.sees_sign_in_form(&s.provider).await;
+    gate_answered(&s.gate, mark, "GET", "/oauth2/signed_out", 302).await;
+
+    person.opens("/projects", "magento-sign-in-again").await;
+    person.sees_sign_in_form(&s.provider).await;
+    assert_eq!(
+        s.provider.counts().await.end_session,
+        1,
+        "Magento.com was asked to end its session"
+    );
+}
