@@ -579,3 +579,116 @@ async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
         "Magento.com was asked to end its session"
     );
 }
+
+// === The demo, in a browser ===
+
+/// A running `linkgate demo` on free ports; killed when dropped.
+struct DemoProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl DemoProcess {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let ports: Vec<u16> = (0..5).map(|_| support::free_port()).collect();
+        let mut child = std::process::Command::new(support::linkgate_bin())
+            .args([
+                "demo",
+                "--port",
+                &ports[0].to_string(),
+                "--sso-port",
+                &ports[1].to_string(),
+                "--accounts-port",
+                &ports[2].to_string(),
+                "--app-port",
+                &ports[3].to_string(),
+                "--admin-port",
+                &ports[4].to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start linkgate demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let want = format!("Open http://127.0.0.1:{}/welcome", ports[0]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                if line.contains(&want) {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "linkgate demo did not print {want:?} within 30 s"
+            );
+        }
+        Self {
+            child,
+            port: ports[0],
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_walks_method_1_in_a_browser() {
+    let demo = DemoProcess::start();
+    let browser = Browser::start().await;
+    browser.goto(&demo.url("/welcome")).await;
+    browser.screenshot("welcome").await;
+    assert!(
+        browser.body_text().await.contains("alice"),
+        "the guide names the demo users"
+    );
+
+    browser.goto(&demo.url("/oauth2/account/start?rd=/")).await;
+    browser.wait_for("#login").await;
+    browser.screenshot("accounts-sign-in").await;
+    assert!(browser
+        .title()
+        .await
+        .contains("accounts.magento.cloud (development)"));
+    browser.fill("#login", "alice").await;
+    browser.fill("#password", "demo").await;
+    browser.click("button[type=submit]").await;
+
+    // Unlinked while enforcing: on to the Magento.com sign-in.
+    browser.wait_for("#login").await;
+    browser.screenshot("magento-sign-in").await;
+    assert!(browser.title().await.contains("Magento.com (development)"));
+    browser.fill("#login", "alice@example.com").await;
+    browser.fill("#password", "demo").await;
+    browser.click("button[type=submit]").await;
+
+    browser.screenshot("sample-app").await;
+    assert_eq!(browser.path().await, "/");
+    let text = browser.body_text().await;
+    assert!(text.contains("Sample application"), "{text}");
+    assert!(text.contains("linked"), "{text}");
+
+    browser.goto(&demo.url("/oauth2/link")).await;
+    browser.screenshot("account-page").await;
+    assert_eq!(browser.text("#status").await, "Connected");
+}
