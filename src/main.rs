@@ -204,13 +204,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match load(&config.config) {
             Ok(c) => {
-                println!(
+                let summary = format!(
                     "{}: ok ({} upstream{}, store {})",
                     config.config.display(),
                     c.upstreams.len(),
                     if c.upstreams.len() == 1 { "" } else { "s" },
                     c.session.store.as_str(),
                 );
+                // What `run` builds before serving, without connecting anywhere: upstream
+                // hosts resolved, page templates compiled, providers prepared.
+                if let Err(e) = linkgate::app::App::new(c) {
+                    eprintln!("{}: {e}", config.config.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("{summary}");
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -199,3 +199,18 @@ fn secret_prints_32_random_bytes_that_check_accepts() {
         "a literal secret is warned about: {err}"
     );
 }
+
+#[test]
+fn check_builds_what_run_builds_a_broken_template_fails_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("account.html"), "{% if %}").unwrap();
+    let (code, err, path) = check(
+        &config_with(&format!(
+            "\n[pages]\ntemplates_dir = \"{}\"\n",
+            dir.path().display()
+        )),
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&path) && err.contains("account.html"), "{err}");
+}
