@@ -67,14 +67,21 @@ pub struct Hygiene {
     trusted: Vec<IpNet>,
 }
 
-/// The folded form of a header name: lower case with `_` read as `-`.
-fn fold(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '_' => '-',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+/// The folded form of a header name: lower case with `_` read as `-`. Header names from
+/// the request are already lower case, so the common case borrows and allocates nothing.
+fn fold(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(
+            name.chars()
+                .map(|c| match c {
+                    '_' => '-',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 // === impl Hygiene ===
@@ -88,7 +95,10 @@ impl Hygiene {
         trusted: Vec<IpNet>,
     ) -> Self {
         Self {
-            extra: configured_names.into_iter().map(fold).collect(),
+            extra: configured_names
+                .into_iter()
+                .map(|n| fold(n).into_owned())
+                .collect(),
             cookie_name: cookie_name.to_string(),
             trusted,
         }
@@ -97,10 +107,11 @@ impl Hygiene {
     /// Whether a header name (as the client wrote it) belongs to an identity family.
     pub fn is_identity(&self, name: &str) -> bool {
         let folded = fold(name);
-        IDENTITY_HEADERS.contains(&folded.as_str())
+        let folded: &str = &folded;
+        IDENTITY_HEADERS.contains(&folded)
             || IDENTITY_PREFIXES.iter().any(|p| folded.starts_with(p))
-            || URL_OVERRIDE_HEADERS.contains(&folded.as_str())
-            || self.extra.contains(&folded)
+            || URL_OVERRIDE_HEADERS.contains(&folded)
+            || self.extra.iter().any(|e| e == folded)
     }
 
     /// Whether the direct peer may set `Forwarded`/`X-Forwarded-*`.
@@ -119,9 +130,9 @@ impl Hygiene {
             if self.is_identity(n) {
                 identity.push(n.to_string());
                 doomed.push(name.clone());
-            } else if !peer_trusted && TRANSPORT_HEADERS.contains(&fold(n).as_str()) {
+            } else if !peer_trusted && TRANSPORT_HEADERS.contains(&&*fold(n)) {
                 doomed.push(name.clone());
-            } else if n.contains('_') && TRANSPORT_HEADERS.contains(&fold(n).as_str()) {
+            } else if n.contains('_') && TRANSPORT_HEADERS.contains(&&*fold(n)) {
                 // `X_Forwarded_For` from anyone: a server folding `_` would read it as the
                 // real header. The trusted proxy sends the `-` form.
                 doomed.push(name.clone());
