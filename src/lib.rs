@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod body;
 pub mod config;
 pub mod demo;
 pub mod link;

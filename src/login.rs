@@ -105,19 +105,14 @@ async fn form(
             return Err(Refusal::BadRequest("cross-site form submission".into()));
         }
     }
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_FORM {
-                    return Err(Refusal::BadRequest("form too large".into()));
-                }
-            }
-            Ok(None) => break,
-            Err(_) => return Err(Refusal::BadRequest("unreadable form".into())),
-        }
-    }
+    let body = crate::body::read_bounded(session, MAX_FORM)
+        .await
+        .map_err(|e| {
+            Refusal::BadRequest(match e {
+                crate::body::BodyError::TooLarge => "form too large".into(),
+                crate::body::BodyError::Unreadable => "unreadable form".into(),
+            })
+        })?;
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
 }
 

@@ -634,19 +634,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Reads the whole request body (bounded); `None` when it is too large or unreadable.
 pub(crate) async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_BODY {
-                    return None;
-                }
-            }
-            Ok(None) => return Some(body),
-            Err(_) => return None,
-        }
-    }
+    crate::body::read_bounded(session, MAX_BODY).await.ok()
 }
 
 /// Wraps already-escaped `main` HTML in the demo's layout: self-contained (inline CSS, no

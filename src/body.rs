@@ -1,0 +1,31 @@
+//! Reading a small request body (a form, a token request) whole, with a bound. For
+//! linkgate's own endpoints and the demo's providers; proxied bodies are streamed, never
+//! read here.
+
+use pingora::protocols::http::ServerSession;
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than the bound.
+    TooLarge,
+    /// The client broke off or sent garbage.
+    Unreadable,
+}
+
+/// Reads the whole body, refusing it once it exceeds `max` bytes.
+pub async fn read_bounded(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
+    }
+}
