@@ -160,17 +160,9 @@ impl Jwks {
             url: self.url.to_string(),
             reason,
         };
-        let resp = self
-            .http
-            .get(self.url.clone())
-            .header("accept", "application/json")
-            .send()
+        let set: JwkSet = super::get_json(self.http.get(self.url.clone()))
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(fail(format!("status {}", resp.status())));
-        }
-        let set: JwkSet = resp.json().await.map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let mut keys = HashMap::new();
         let mut anonymous = Vec::new();
         for jwk in set.keys {

@@ -177,6 +177,22 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Sends a GET that must answer 2xx with JSON, and parses it. The error says which step
+/// failed, in one line.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, String> {
+    let resp = request
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| e.to_string())
+}
+
 /// Fetches a discovery document; when `issuer` is given, the document must name it.
 async fn discover(
     http: &reqwest::Client,
@@ -184,15 +200,7 @@ async fn discover(
     issuer: Option<&str>,
 ) -> Result<Discovery, OidcError> {
     let fail = |what: String| OidcError::Unavailable(format!("discovery at {url}: {what}"));
-    let resp = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("status {}", resp.status())));
-    }
-    let doc: Discovery = resp.json().await.map_err(|e| fail(e.to_string()))?;
+    let doc: Discovery = get_json(http.get(url.clone())).await.map_err(fail)?;
     if let Some(issuer) = issuer {
         if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
             return Err(fail(format!(
@@ -537,22 +545,7 @@ impl Provider {
         access_token: &str,
     ) -> Result<Identity, OidcError> {
         if let Some(userinfo) = &endpoints.userinfo {
-            let resp = self
-                .http
-                .get(userinfo.clone())
-                .bearer_auth(access_token)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
-            if !resp.status().is_success() {
-                return Err(OidcError::Unavailable(format!(
-                    "userinfo: status {}",
-                    resp.status()
-                )));
-            }
-            let info: Claims = resp
-                .json()
+            let info: Claims = get_json(self.http.get(userinfo.clone()).bearer_auth(access_token))
                 .await
                 .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
             if info.get("sub").is_some() && info.get("sub") != claims.get("sub") {
