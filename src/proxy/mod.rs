@@ -97,6 +97,8 @@ pub struct RequestCtx {
     peer_trusted: bool,
     passport: Option<Arc<Passport>>,
     link_status: Option<&'static str>,
+    /// The host the client asked for, read once in `decide` (routing, `X-Forwarded-Host`).
+    host: Option<String>,
 }
 
 /// What [`Gate::decide`] concluded.
@@ -145,8 +147,8 @@ impl Gate {
             return Outcome::Reply(login::handle(app, &endpoint, session, info).await);
         }
 
-        let host = request_host(req);
-        let Some((index, _route)) = app.router.pick(host.as_deref(), &path) else {
+        ctx.host = request_host(req);
+        let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
             return self.refuse(ctx, Refusal::NoRoute, navigation);
         };
         ctx.route = Some(index);
@@ -338,6 +340,7 @@ impl ProxyHttp for Gate {
             peer_trusted: false,
             passport: None,
             link_status: None,
+            host: None,
         }
     }
 
@@ -414,12 +417,11 @@ impl ProxyHttp for Gate {
         } else {
             "http"
         };
-        let host = request_host(session.req_header());
         hygiene.set_forwarded(
             upstream,
             ctx.peer,
             scheme,
-            host.as_deref(),
+            ctx.host.as_deref(),
             ctx.peer_trusted,
         )?;
         if let Some(passport) = &ctx.passport {
