@@ -10,6 +10,11 @@ use linkgate::config::Config;
 use linkgate::link::admin::{self, AdminError, Tools};
 use linkgate::server::{self, RunOptions};
 
+/// mimalloc: fewer instructions per allocation than glibc's malloc on the proxy path (see
+/// bench/README.md), and it returns freed memory to the system.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse-proxy authentication gate that enforces the Magento.com account link.
 #[derive(Debug, Parser)]
 #[command(name = "linkgate", version, about)]
