@@ -11,7 +11,12 @@ What it does, all on 127.0.0.1:
   3. checks that every target answers 200 with the origin's body, then drives wrk over each
      with the same connections and duration, round after round (A B C.. A B C..), and reports
      the medians: requests/s, p50/p99 latency, ratios, Redis commands per request, proxy CPU
-     per request and linkgate's RSS. Table on stdout, everything in bench/results.json.
+     per request and linkgate's RSS. Table on stdout, everything in bench/results.json;
+  4. the half-load phase: R = half the req/s of the linkgate skip-auth row just measured;
+     drives origin, skip-auth, cached session, nginx proxy_pass and nginx auth_request at R
+     req/s each (bench/rate.lua: a calibrated delay before each request), alternating
+     rounds, and reports achieved rate, p50/p99/p99.9 and the p99 added over skip-auth and
+     over the origin: a second table, and "half_load" in bench/results.json.
 
 `--soak` instead signs in as many distinct users as it can in a bounded time, loads each
 session once through linkgate (so they are all cached), reports RSS per cached session
@@ -485,7 +490,10 @@ def parse_wrk(stdout):
 
 
 def wrk_once(args, url, headers, duration):
-    argv = run_wrk(args, url, headers, duration)
+    return wrk_argv_once(run_wrk(args, url, headers, duration), duration)
+
+
+def wrk_argv_once(argv, duration):
     p = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=duration + 60, check=False
     )
@@ -882,7 +890,224 @@ def bench(args, rig):
 
     hits = metric(rig.gates["gate-cached"]["admin"], "linkgate_session_cache_total",
                   {"result": "hit"})
-    return results, hits
+    return results, hits, table
+
+
+# === half load ===
+#
+# The issue's latency target is "p99 added latency <= 0.5 ms over the passthrough at half of
+# peak load". wrk (not wrk2) runs closed-loop: every connection sends its next request as soon
+# as the previous answer arrives, so the runs above are all at full load. Here bench/rate.lua
+# makes every connection wait a random whole number of milliseconds before each request
+# (wrk's delay()), with a mean chosen so that the connections together send R requests per
+# second, R being half the req/s of the skip-auth row measured above.
+
+HALF_KEYS = ("origin", "skip_auth", "session_cached", "nginx_proxy", "nginx_auth_request")
+HALF_PERIOD_MS = 20.0  # intended time between two requests on one connection
+HALF_CALIBRATED = 0.02  # calibration stops once within 2% of R; rounds re-aim beyond 2%
+HALF_OFF = 0.10  # a row whose achieved rate is further than 10% from R is flagged
+
+
+def rate_argv(args, url, headers, duration, conns, delay_ms, period_ms, seed):
+    argv = ["wrk", "-t", str(args.threads), "-c", str(conns), "-d", f"{duration}s",
+            "--timeout", "10s", "--latency", "-s", "bench/rate.lua"]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    argv += [url, "--", f"{delay_ms:.4f}", f"{period_ms:.4f}", str(seed),
+             str(conns // args.threads)]
+    return argv
+
+
+def half_connections(args, rate):
+    """Enough connections for one request per HALF_PERIOD_MS on each (or --half-connections),
+    a multiple of wrk's threads (wrk gives each thread connections // threads)."""
+    t = args.threads
+    c = args.half_connections or round(rate * HALF_PERIOD_MS / 1000)
+    c = max(2 * t, min(1024, c)) if not args.half_connections else max(t, c)
+    return c // t * t
+
+
+def half_calibrate(args, url, headers, conns, rate, seed):
+    """The mean delay (ms) that gets this target to `rate`: a first guess, corrected after
+    each of at most 3 short runs by the gap between the period asked for and the period
+    achieved (the last correction is not measured: the rounds re-aim if need be). The
+    achieved period is the delay plus the response time plus the lateness of wrk's
+    millisecond timers, all of which the correction absorbs."""
+    period = 1000.0 * conns / rate
+    delay = max(0.0, period - 0.5)  # a guess: ~0.5 ms of response time and timer slack
+    tries = []
+    for _ in range(3):
+        r = wrk_argv_once(
+            rate_argv(args, url, headers, args.half_calibration, conns, delay, period, seed),
+            args.half_calibration)
+        tries.append({"delay_ms": round(delay, 4), "rps": round(r["rps"], 1),
+                      "p99_us": r["p99_us"]})
+        if r["rps"] <= 0 or abs(r["rps"] / rate - 1) <= HALF_CALIBRATED:
+            break
+        delay = max(0.0, delay + period - 1000.0 * conns / r["rps"])
+    return delay, tries
+
+
+def half_load(args, rig, table, results):
+    """Drives the HALF_KEYS targets at R req/s each (R = half the skip-auth row's peak
+    req/s of this run, or --half-rate), alternating rounds; returns the results."""
+    peak = {m["key"]: m for m in results}
+    pass_peak = peak["skip_auth"]["rps"]
+    if args.half_rate:
+        rate, source = float(args.half_rate), "--half-rate"
+    else:
+        rate, source = (pass_peak or 0) / 2, "half the skip-auth row's peak req/s"
+    if rate < 10:
+        log(f"half load: skipped (R = {rate:.0f} req/s)")
+        return None
+    conns = half_connections(args, rate)
+    period = 1000.0 * conns / rate
+    seed = secrets.randbelow(1 << 30)
+    rows = [t for t in table if t[0] in HALF_KEYS]
+    log(f"half load: R = {rate:,.0f} req/s ({source}); wrk -t{args.threads} -c{conns}, "
+        f"one request per {period:.2f} ms per connection")
+
+    delays, calibration = {}, {}
+    for key, label, url, headers, _, _ in rows:
+        rig.alive()
+        delays[key], calibration[key] = half_calibrate(args, url, headers, conns, rate, seed)
+        got = ", ".join(f"{t['delay_ms']:.2f} ms -> {t['rps']:,.0f}/s"
+                        for t in calibration[key])
+        log(f"  calibration {key}: {got}; delay {delays[key]:.2f} ms")
+
+    # The rounds. A run that missed R by more than 2% corrects the delay of the next run of
+    # the same target the way the calibration does (the machine is shared: the response time
+    # drifts); each run keeps the delay it ran with.
+    runs = {key: [] for key, *_ in rows}
+    n = len(rows)
+    for rnd in range(args.half_rounds):
+        order = rows[rnd % n:] + rows[:rnd % n]
+        log(f"half load round {rnd + 1}/{args.half_rounds}: " + ", ".join(k for k, *_ in order))
+        for key, label, url, headers, _, _ in order:
+            rig.alive()
+            r = wrk_argv_once(
+                rate_argv(args, url, headers, args.half_duration, conns, delays[key], period,
+                          seed + rnd + 1),
+                args.half_duration)
+            r["round"] = rnd + 1
+            r["delay_ms"] = round(delays[key], 4)
+            r["rate_ratio"] = r["rps"] / rate
+            if r["rps"] > 0 and abs(r["rate_ratio"] - 1) > HALF_CALIBRATED:
+                delays[key] = max(0.0, delays[key] + period - 1000.0 * conns / r["rps"])
+            bad = sum(r["errors"].values())
+            if bad:
+                log(f"  {key}: {bad} errors {r['errors']}")
+            runs[key].append(r)
+    check_targets(table)  # still answering 200
+
+    out = []
+    for key, label, url, headers, _, _ in rows:
+        rs = runs[key]
+        rps = median([r["rps"] for r in rs])
+        out.append({
+            "key": key,
+            "label": label,
+            "url_path": urllib.parse.urlsplit(url).path,
+            "delay_ms": median([r["delay_ms"] for r in rs]),
+            "calibration": calibration[key],
+            "rps": rps,
+            "rps_min": min(r["rps"] for r in rs),
+            "rps_max": max(r["rps"] for r in rs),
+            "rate_ratio": rps / rate,
+            "off_target": abs(rps / rate - 1) > HALF_OFF,
+            "runs_off_target": sum(abs(r["rate_ratio"] - 1) > HALF_OFF for r in rs),
+            "p50_ms": median([r["p50_us"] / 1000 for r in rs]),
+            "p90_ms": median([r["p90_us"] / 1000 for r in rs]),
+            "p99_ms": median([r["p99_us"] / 1000 for r in rs]),
+            "p99_min_ms": min(r["p99_us"] for r in rs) / 1000,
+            "p99_max_ms": max(r["p99_us"] for r in rs) / 1000,
+            "p999_ms": median([r["p999_us"] / 1000 for r in rs]),
+            "max_ms": median([r["max_us"] / 1000 for r in rs]),
+            "errors": sum(sum(r["errors"].values()) for r in rs),
+            "runs": rs,
+        })
+    by = {m["key"]: m for m in out}
+    for m in out:
+        m["added_p99_vs_passthrough_ms"] = m["p99_ms"] - by["skip_auth"]["p99_ms"]
+        m["added_p99_vs_origin_ms"] = m["p99_ms"] - by["origin"]["p99_ms"]
+        m["added_p999_vs_passthrough_ms"] = m["p999_ms"] - by["skip_auth"]["p999_ms"]
+    return {
+        "target_rps": rate,
+        "target_from": source,
+        "passthrough_peak_rps": pass_peak,
+        "fraction_of_peak": rate / pass_peak if pass_peak else None,
+        "wrk": {"threads": args.threads, "connections": conns, "duration_s": args.half_duration,
+                "rounds": args.half_rounds, "calibration_s": args.half_calibration,
+                "period_ms": period, "script": "bench/rate.lua", "seed": seed},
+        "off_target_threshold": HALF_OFF,
+        "target_added_p99_ms": 0.5,
+        "results": out,
+    }
+
+
+def print_half_table(half, args):
+    w = half["wrk"]
+    cols = ["target", "req/s", "of R", "delay ms", "p50 ms", "p99 ms", "p99 range", "p99.9 ms",
+            "+p99 pass", "+p99 origin"]
+    rows = []
+    for m in half["results"]:
+        rows.append([
+            m["label"],
+            fmt(m["rps"], ",.0f"),
+            f"{m['rate_ratio'] * 100:.0f}%" + (" OFF" if m["off_target"] else ""),
+            fmt(m["delay_ms"], ".2f"),
+            fmt(m["p50_ms"], ".2f"),
+            fmt(m["p99_ms"], ".2f"),
+            f"{m['p99_min_ms']:.2f}-{m['p99_max_ms']:.2f}",
+            fmt(m["p999_ms"], ".2f"),
+            fmt(m["added_p99_vs_passthrough_ms"], "+.2f"),
+            fmt(m["added_p99_vs_origin_ms"], "+.2f"),
+        ])
+    widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
+    line = lambda r: "  ".join(  # noqa: E731
+        str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)
+    )
+    frac = half["fraction_of_peak"]
+    print()
+    print(f"at half load ({half['target_rps']:,.0f} req/s = "
+          + (f"{frac:.2f} × " if frac else "")
+          + f"the skip-auth row's {fmt(half['passthrough_peak_rps'], ',.0f')} req/s peak"
+          + (", set by --half-rate" if half["target_from"] == "--half-rate" else "")
+          + f"): wrk -t{w['threads']} -c{w['connections']} -d{w['duration_s']}s with a "
+          f"delay before each request (bench/rate.lua), {w['rounds']} alternating rounds, "
+          f"medians")
+    print(line(cols))
+    print(line(["-" * x for x in widths]))
+    for r in rows:
+        print(line(r))
+    print()
+    print("req/s: achieved (median); of R: achieved / target, OFF when more than "
+          f"{half['off_target_threshold'] * 100:.0f}% away. delay ms: the mean pause before each "
+          "request (median over the rounds), calibrated per target.")
+    print("Latencies are wrk's, per request (request written -> response read). p99 range: "
+          "min-max over the rounds. +p99 pass / +p99 origin: p99 minus the p99 of the "
+          "skip-auth row / the origin direct row.")
+    for m in half["results"]:
+        if m["runs_off_target"] and not m["off_target"]:
+            print(f"  NOTE {m['key']}: {m['runs_off_target']} of {len(m['runs'])} runs more "
+                  f"than {half['off_target_threshold'] * 100:.0f}% off the target rate")
+        if m["errors"]:
+            print(f"  WARNING {m['key']}: {m['errors']} wrk errors (see results.json)")
+    by = {m["key"]: m for m in half["results"]}
+    c, p = by["session_cached"], by["skip_auth"]
+    limit = half["target_added_p99_ms"]
+    added = c["added_p99_vs_passthrough_ms"]
+    if c["off_target"] or p["off_target"]:
+        verdict = "not judged: a rate was off target"
+    else:
+        verdict = "within" if added <= limit else "ABOVE"
+        spread = max(c["p99_max_ms"] - c["p99_min_ms"], p["p99_max_ms"] - p["p99_min_ms"])
+        if spread > limit:
+            verdict += (f", but inconclusive: the p99 of these rows moved by up to "
+                        f"{spread:.2f} ms between rounds")
+    print(f"Target p99 added <= {limit} ms over the passthrough at half load: linkgate cached "
+          f"session {added:+.2f} ms over skip-auth ({verdict}; this run, medians of "
+          f"{len(c['runs'])} rounds).")
 
 
 def fmt(x, spec, none="-"):
@@ -1160,6 +1385,18 @@ def parse_args(argv):
     p.add_argument("--gate-threads", type=int, default=2, help="linkgate [server] threads (2)")
     p.add_argument("--workers", type=int, default=2,
                    help="nginx worker_processes, origin and baseline (2, as linkgate's threads)")
+    p.add_argument("--half-duration", type=int,
+                   help="half-load phase: seconds per wrk run (10; --quick 1)")
+    p.add_argument("--half-rounds", type=int,
+                   help="half-load phase: alternating rounds, 0 skips the phase (3)")
+    p.add_argument("--half-calibration", type=int,
+                   help="half-load phase: seconds per calibration run, up to 3 per target "
+                        "(2; --quick 1)")
+    p.add_argument("--half-connections", type=int,
+                   help="half-load phase: wrk connections (enough for one request per "
+                        f"{HALF_PERIOD_MS:.0f} ms on each)")
+    p.add_argument("--half-rate", type=float,
+                   help="half-load phase: target req/s (half the skip-auth row's req/s)")
     p.add_argument("--soak-minutes", type=float, help="soak length (10; --quick 1)")
     p.add_argument("--sessions", type=int, default=100_000,
                    help="soak: most distinct sessions to sign in (100000)")
@@ -1176,6 +1413,11 @@ def parse_args(argv):
     if a.rounds < 3:
         p.error("--rounds: at least 3 (medians of alternating rounds)")
     a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
+    a.half_duration = a.half_duration or (1 if q else 10)
+    a.half_rounds = a.half_rounds if a.half_rounds is not None else 3
+    a.half_calibration = a.half_calibration or (1 if q else 2)
+    if a.half_rounds < 0:
+        p.error("--half-rounds: 0 or more")
     a.soak_minutes = a.soak_minutes or (1 if q else 10)
     a.signin_seconds = a.signin_seconds or (10 if q else 90)
     a.out = a.out or os.path.join(ROOT, "bench", "soak.json" if a.soak else "results.json")
@@ -1217,10 +1459,15 @@ def main(argv):
         if args.soak:
             out = {"meta": meta, "soak": soak(args, rig)}
         else:
-            results, hits = bench(args, rig)
+            results, hits, table = bench(args, rig)
             meta["session_cache_hits"] = hits
             out = {"meta": meta, "results": results}
             print_table(results, args, hits)
+            sys.stdout.flush()
+            half = half_load(args, rig, table, results) if args.half_rounds else None
+            if half:
+                out["half_load"] = half
+                print_half_table(half, args)
         out["meta"]["elapsed_s"] = round(time.monotonic() - started)
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)
