@@ -19,6 +19,7 @@ pub mod login;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;
+pub mod passport;
 pub mod proxy;
 pub mod redirect;
 pub mod respond;

@@ -778,8 +778,9 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         }
     };
     let mut reply = Reply::text(StatusCode::ACCEPTED, Vec::<u8>::new());
-    for (name, value) in crate::proxy::identity_headers(app, &passport, status) {
-        reply = reply.with_header(name, &value);
+    let link_status = crate::proxy::link_status_header(app, status);
+    for (name, value) in passport.headers.iter().chain(link_status.as_ref()) {
+        reply = reply.with_header(name.clone(), value.to_str().unwrap_or_default());
     }
     // The names nginx users know from oauth2-proxy, for `auth_request_set`.
     if let Some(i) = passport.primary() {

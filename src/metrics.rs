@@ -23,6 +23,13 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// `linkgate_session_cache_total{result}`.
     pub session_cache: IntCounterVec,
+    /// `linkgate_session_cache_total{result="hit"}`, resolved once: counted on every cached
+    /// request, where looking the labels up would cost a hash and a lock.
+    pub session_cache_hit: IntCounter,
+    /// `linkgate_session_cache_total{result="miss"}`.
+    pub session_cache_miss: IntCounter,
+    /// The request counter and duration histogram of each decision label, resolved once.
+    by_decision: Vec<(&'static str, IntCounter, Histogram)>,
     /// `linkgate_upstream_errors_total{upstream,kind}`.
     pub upstream_errors: IntCounterVec,
     /// `linkgate_stripped_identity_headers_total`: client-sent identity headers removed.
@@ -36,6 +43,23 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Latency buckets fine enough to see sub-millisecond overhead.
+/// Every `decision` label a request can end with (`Decision::as_str`, and `forward` for a
+/// request forwarded before its decision was recorded). Their series exist from the start,
+/// at zero, as Prometheus recommends for known label values.
+const DECISIONS: &[&str] = &[
+    "undecided",
+    "endpoint",
+    "skip_auth",
+    "session",
+    "bearer",
+    "forbidden",
+    "link_required",
+    "redirect_login",
+    "unauthenticated",
+    "refused",
+    "forward",
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -67,17 +91,38 @@ impl Metrics {
             "Identity headers sent by clients and removed before the upstream",
         )?;
         registry.register(Box::new(stripped_headers.clone()))?;
+        let requests = counter(
+            "linkgate_requests_total",
+            "Requests by the decision linkgate took",
+            &["decision"],
+        )?;
+        let request_duration = histogram(
+            "linkgate_request_duration_seconds",
+            "Request duration, from the request line to the end of the response",
+            &["decision"],
+        )?;
+        let session_cache = counter(
+            "linkgate_session_cache_total",
+            "In-process session cache lookups by result",
+            &["result"],
+        )?;
+        let by_decision = DECISIONS
+            .iter()
+            .map(|d| {
+                (
+                    *d,
+                    requests.with_label_values(&[d]),
+                    request_duration.with_label_values(&[d]),
+                )
+            })
+            .collect();
         Ok(Self {
-            requests: counter(
-                "linkgate_requests_total",
-                "Requests by the decision linkgate took",
-                &["decision"],
-            )?,
-            request_duration: histogram(
-                "linkgate_request_duration_seconds",
-                "Request duration, from the request line to the end of the response",
-                &["decision"],
-            )?,
+            session_cache_hit: session_cache.with_label_values(&["hit"]),
+            session_cache_miss: session_cache.with_label_values(&["miss"]),
+            by_decision,
+            requests,
+            request_duration,
+            session_cache,
             logins: counter(
                 "linkgate_logins_total",
                 "Completed or failed logins by provider",
@@ -98,11 +143,6 @@ impl Metrics {
                 "Session store operation latency",
                 &["op"],
             )?,
-            session_cache: counter(
-                "linkgate_session_cache_total",
-                "In-process session cache lookups by result",
-                &["result"],
-            )?,
             upstream_errors: counter(
                 "linkgate_upstream_errors_total",
                 "Failed upstream requests by upstream and kind",
@@ -121,6 +161,20 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         (encoder.format_type().to_string(), buf)
+    }
+
+    /// Counts a finished request under its decision label and observes its duration.
+    pub fn request_done(&self, decision: &str, seconds: f64) {
+        match self.by_decision.iter().find(|(d, _, _)| *d == decision) {
+            Some((_, count, duration)) => {
+                count.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                self.requests.with_label_values(&[decision]).inc();
+                self.duration(decision).observe(seconds);
+            }
+        }
     }
 
     /// The request-duration histogram for one decision (for callers that observe directly).

@@ -33,6 +33,12 @@ async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
     assert_eq!(seen.header("x-forwarded-groups"), Some("admins,staff"));
     assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
     assert_eq!(seen.header("x-linkgate-sso-subject"), Some("alice"));
+    assert_eq!(
+        seen.header("x-forwarded-access-token"),
+        None,
+        "not configured"
+    );
+    assert_eq!(seen.header("authorization"), None, "not configured");
     assert!(
         seen.header("cookie")
             .is_none_or(|c| !c.contains("_linkgate")),
@@ -280,6 +286,50 @@ async fn concurrent_requests_during_a_refresh_cause_one_refresh() {
         1,
         "the new token is not due again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_tokens_are_the_sessions_and_follow_a_refresh() {
+    // `pass_access_token` and `set_authorization` forward the session's tokens, from the
+    // cache as from the store; after a refresh, the new ones.
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
+        .toml("[headers]\npass_access_token = true\nset_authorization = true\n")
+        .start_with(|_| "refresh_before = \"6s\"\n".to_string())
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "ivan").await.status(), 200);
+    let tokens = |seen: &support::upstream::Seen| {
+        let access = seen.header("x-forwarded-access-token").map(str::to_string);
+        let authorization = seen.header("authorization").map(str::to_string);
+        (
+            access.expect("access token forwarded"),
+            authorization.expect("Authorization set"),
+        )
+    };
+    let (access, authorization) = tokens(&s.upstream.last());
+    assert!(!access.is_empty());
+    let id_token = authorization.strip_prefix("Bearer ").expect("a bearer");
+    assert_eq!(id_token.split('.').count(), 3, "the id_token: {id_token}");
+    // The next request is a cache hit and forwards the same tokens.
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = s.gate.url(path);
+        async move { navigate(http.get(url)).send().await.unwrap().status() }
+    };
+    assert_eq!(get("/cached").await, 200);
+    assert_eq!(
+        tokens(&s.upstream.last()),
+        (access.clone(), authorization.clone())
+    );
+    // In the refresh window the token is renewed, and the new one is forwarded from then on.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(get("/refreshed").await, 200);
+    let (renewed, _) = tokens(&s.upstream.last());
+    assert_ne!(renewed, access, "a refreshed access token");
+    assert_eq!(get("/after").await, 200);
+    assert_eq!(tokens(&s.upstream.last()).0, renewed);
+    assert_eq!(s.provider.counts().await.refresh_token, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

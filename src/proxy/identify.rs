@@ -17,46 +17,7 @@ use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
 use crate::session::SessionRecord;
 
-/// How a request proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// A session cookie.
-    Session,
-    /// An `Authorization: Bearer` JWT.
-    Bearer,
-}
-
-/// A proven identity and what the upstream may be given of it.
-#[derive(Debug, Clone)]
-pub struct Passport {
-    /// The Magento.com identity, when signed in there.
-    pub sso: Option<Identity>,
-    /// The cloud account, when known.
-    pub account: Option<Identity>,
-    /// The access token (for `X-Forwarded-Access-Token`).
-    pub access_token: Option<String>,
-    /// The id_token (for `Authorization` when `set_authorization`).
-    pub id_token: Option<String>,
-    /// How it was proven.
-    pub via: Via,
-    /// The session id, for a session.
-    pub session: Option<OpaqueId>,
-    /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
-    pub set_cookie: Option<String>,
-}
-
-impl Passport {
-    /// The identity that speaks for the user: Magento.com when signed in there (it is the
-    /// primary login), else the cloud account.
-    pub fn primary(&self) -> Option<&Identity> {
-        self.sso.as_ref().or(self.account.as_ref())
-    }
-
-    /// Whether both identities are present, i.e. linked.
-    pub fn linked(&self) -> bool {
-        self.sso.is_some() && self.account.is_some()
-    }
-}
+pub use crate::passport::{Passport, Via};
 
 /// What [`identify`] found.
 #[derive(Debug)]
@@ -103,11 +64,24 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
         };
     };
     let stale_cookie = match sessions.id_of(req) {
-        Some(id) => match sessions.load(&id).await {
-            Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
-                Ok(Some(record)) => return Found::Passport(Arc::new(from_session(id, record))),
+        Some(id) => match sessions
+            .resident(&id, |record| from_session(app, id, record))
+            .await
+        {
+            Ok(Some(resident)) if !resident.refresh_due(now()) => {
+                return Found::Passport(resident.passport.clone())
+            }
+            // Due for a refresh: the tokens are in the store, not in the cache.
+            Ok(Some(_)) => match sessions.load(&id).await {
+                Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
+                    Ok(Some(record)) => {
+                        return Found::Passport(Arc::new(from_session(app, id, record)))
+                    }
+                    Ok(None) => true,
+                    Err(refusal) => return Found::Unavailable(refusal),
+                },
                 Ok(None) => true,
-                Err(refusal) => return Found::Unavailable(refusal),
+                Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
             },
             Ok(None) => true,
             Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
@@ -120,16 +94,40 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
     Found::Nobody { stale_cookie }
 }
 
-fn from_session(id: OpaqueId, record: SessionRecord) -> Passport {
-    Passport {
-        access_token: record.tokens.as_ref().map(|t| t.access_token.clone()),
-        id_token: record.tokens.as_ref().and_then(|t| t.id_token.clone()),
-        sso: record.sso,
-        account: record.account,
-        via: Via::Session,
-        session: Some(id),
-        set_cookie: None,
-    }
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The passport of a session: its identities, its tokens only when the configuration
+/// forwards them (a cached passport should not hold secrets it never uses), and its
+/// identity headers, computed once.
+fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
+    let headers = &app.config.headers;
+    let (access_token, id_token) = match record.tokens {
+        Some(t) if headers.pass_access_token || headers.set_authorization => (
+            Some(t.access_token),
+            t.id_token.filter(|_| headers.set_authorization),
+        ),
+        _ => (None, None),
+    };
+    with_headers(
+        app,
+        Passport {
+            access_token,
+            id_token,
+            sso: record.sso,
+            account: record.account,
+            via: Via::Session,
+            session: Some(id),
+            set_cookie: None,
+            headers: Vec::new(),
+        },
+    )
+}
+
+fn with_headers(app: &App, mut passport: Passport) -> Passport {
+    passport.headers = crate::proxy::identity_headers(app, &passport);
+    passport
 }
 
 async fn from_bearer(app: &App, token: &str) -> Found {
@@ -151,15 +149,19 @@ async fn from_bearer(app: &App, token: &str) -> Found {
         },
         _ => None,
     };
-    Found::Passport(Arc::new(Passport {
-        sso: Some(sso),
-        account,
-        access_token: Some(token.to_string()),
-        id_token: None,
-        via: Via::Bearer,
-        session: None,
-        set_cookie: None,
-    }))
+    Found::Passport(Arc::new(with_headers(
+        app,
+        Passport {
+            sso: Some(sso),
+            account,
+            access_token: Some(token.to_string()),
+            id_token: None,
+            via: Via::Bearer,
+            session: None,
+            set_cookie: None,
+            headers: Vec::new(),
+        },
+    )))
 }
 
 /// Step 5: no session, but the platform put a signed account JWT in a cookie or header. A
@@ -188,7 +190,7 @@ async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
         Ok(created) => created,
         Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
     };
-    let mut passport = from_session(id, record);
+    let mut passport = from_session(app, id, record);
     passport.set_cookie = Some(sessions.session_cookie(&id));
     Some(Found::Passport(Arc::new(passport)))
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -269,44 +270,54 @@ impl Gate {
 }
 
 /// The identity headers for the upstream (and for forward-auth answers), with the
-/// configured names. Values that are not valid header text are left out.
-pub fn identity_headers(
-    app: &App,
-    passport: &Passport,
-    link_status: Option<&'static str>,
-) -> Vec<(http::HeaderName, String)> {
+/// configured names, all but the link status (see [`link_status_header`]). Values that are
+/// not valid header text are left out. Computed once per passport.
+pub fn identity_headers(app: &App, passport: &Passport) -> Vec<(HeaderName, HeaderValue)> {
     let names = &app.config.headers.names;
     let mut out = Vec::new();
+    let mut push = |name: &HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            out.push((name.clone(), value));
+        }
+    };
     if app.config.headers.pass_user_headers {
         if let Some(i) = passport.primary() {
-            out.push((names.user.clone(), i.subject.clone()));
+            push(&names.user, &i.subject);
             if let Some(email) = &i.email {
-                out.push((names.email.clone(), email.clone()));
+                push(&names.email, email);
             }
             if !i.groups.is_empty() {
-                out.push((names.groups.clone(), i.groups.join(",")));
+                push(&names.groups, &i.groups.join(","));
             }
             if let Some(u) = &i.preferred_username {
-                out.push((names.preferred_username.clone(), u.clone()));
+                push(&names.preferred_username, u);
             }
         }
         if let Some(sso) = &passport.sso {
-            out.push((names.sso_subject.clone(), sso.subject.clone()));
+            push(&names.sso_subject, &sso.subject);
         }
         if let Some(account) = &passport.account {
-            out.push((names.account_id.clone(), account.subject.clone()));
-        }
-        if let Some(status) = link_status {
-            out.push((names.link_status.clone(), status.to_string()));
+            push(&names.account_id, &account.subject);
         }
     }
     if app.config.headers.pass_access_token {
         if let Some(token) = &passport.access_token {
-            out.push((names.access_token.clone(), token.clone()));
+            push(&names.access_token, token);
         }
     }
-    out.retain(|(_, v)| http::HeaderValue::from_str(v).is_ok());
     out
+}
+
+/// The link-status header of a request (`linked`, `grace`...), when user headers are passed.
+pub fn link_status_header(
+    app: &App,
+    link_status: Option<&'static str>,
+) -> Option<(HeaderName, HeaderValue)> {
+    let status = link_status.filter(|_| app.config.headers.pass_user_headers)?;
+    Some((
+        app.config.headers.names.link_status.clone(),
+        HeaderValue::from_static(status),
+    ))
 }
 
 /// The host the client asked for: `Host`, or the authority of an absolute-form / HTTP/2
@@ -425,7 +436,10 @@ impl ProxyHttp for Gate {
             ctx.peer_trusted,
         )?;
         if let Some(passport) = &ctx.passport {
-            for (name, value) in identity_headers(&self.app, passport, ctx.link_status) {
+            for (name, value) in &passport.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+            if let Some((name, value)) = link_status_header(&self.app, ctx.link_status) {
                 upstream.insert_header(name, value)?;
             }
             if self.app.config.headers.set_authorization {
@@ -542,8 +556,7 @@ impl ProxyHttp for Gate {
             ctx.decision.as_str()
         };
         let metrics = &self.app.metrics;
-        metrics.requests.with_label_values(&[decision]).inc();
-        metrics.duration(decision).observe(elapsed.as_secs_f64());
+        metrics.request_done(decision, elapsed.as_secs_f64());
         let req = session.req_header();
         let upstream = ctx
             .route

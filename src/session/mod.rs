@@ -10,6 +10,7 @@ pub mod cookie;
 pub mod keys;
 pub mod seal;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SameSite, Session as SessionConfig};
 use crate::oidc::{Identity, Tokens};
+use crate::passport::Passport;
 use crate::store::{keys as store_keys, Store, StoreError};
 use cookie::{OpaqueId, Purpose};
 use keys::Keys;
@@ -76,6 +78,28 @@ pub struct Flow {
 /// The channel on which instances tell each other which cached sessions to drop.
 pub const INVALIDATION_CHANNEL: &str = "invalidate";
 
+/// What the cache keeps of a session: the passport the gate hands every request of it,
+/// built once when the session is read from the store, and the two instants that send the
+/// next request back to the store. Tokens are in the passport only when the configuration
+/// forwards them, so an entry is a few hundred bytes, not the whole record.
+#[derive(Debug)]
+pub struct Resident {
+    /// What a request of this session carries upstream.
+    pub passport: Arc<Passport>,
+    /// Unix seconds when the session ends.
+    pub expires_at: i64,
+    /// Unix seconds from which the access token should be refreshed (`session.refresh_before`
+    /// ahead of its expiry), when it can be.
+    pub refresh_at: Option<i64>,
+}
+
+impl Resident {
+    /// Whether the session's tokens are due for a refresh at `now` (unix seconds).
+    pub fn refresh_due(&self, now: i64) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at)
+    }
+}
+
 /// Sessions over a store, with an in-process cache in front of it.
 #[derive(Clone)]
 pub struct Sessions {
@@ -84,7 +108,11 @@ pub struct Sessions {
     config: SessionConfig,
     /// Recently used sessions: a hit costs no store round trip. Entries live at most
     /// `session.cache_ttl` and are dropped at once when any instance changes the session.
-    cache: Option<moka::future::Cache<OpaqueId, Arc<SessionRecord>>>,
+    cache: Option<moka::future::Cache<OpaqueId, Arc<Resident>>>,
+    /// Counts invalidations (this instance's and the others'). A miss inserts what it read
+    /// only if none happened meanwhile, so a sign-out racing a read cannot leave the ended
+    /// session cached.
+    generation: Arc<AtomicU64>,
     /// This process, so that it ignores its own invalidation messages.
     instance: String,
 }
@@ -118,6 +146,7 @@ impl Sessions {
             store,
             config,
             cache,
+            generation: Arc::new(AtomicU64::new(0)),
             instance: OpaqueId::random().to_hex(),
         }
     }
@@ -141,6 +170,7 @@ impl Sessions {
                 }
             });
             while let Some(message) = rx.recv().await {
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 match message.split_once(':') {
                     None => cache.invalidate_all(),
                     Some((from, _)) if from == self.instance => {}
@@ -152,12 +182,14 @@ impl Sessions {
                 }
             }
             listener.abort();
+            self.generation.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
     /// Drops a session from this cache and tells the other instances to do the same.
     async fn invalidate(&self, id: &OpaqueId) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             cache.invalidate(id).await;
         }
@@ -199,31 +231,58 @@ impl Sessions {
             .find_map(|v| cookie::decode(&self.keys, Purpose::Binding, v))
     }
 
-    /// Loads a session; `None` when it does not exist, cannot be opened, or has expired. A
-    /// cached session costs no store round trip; a miss costs one.
-    pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+    /// What a request of session `id` carries: from the cache (no store round trip), or
+    /// read from the store (one `GET`) and turned into a passport by `passport`, then cached.
+    /// `None` when the session does not exist, cannot be opened, or has expired.
+    pub async fn resident(
+        &self,
+        id: &OpaqueId,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Result<Option<Arc<Resident>>, StoreError> {
+        let generation = self.generation.load(Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             let metrics = self.store.metrics();
-            if let Some(record) = cache.get(id).await {
-                if record.expires_at > now() {
-                    metrics.session_cache.with_label_values(&["hit"]).inc();
-                    return Ok(Some((*record).clone()));
+            if let Some(resident) = cache.get(id).await {
+                if resident.expires_at > now() {
+                    metrics.session_cache_hit.inc();
+                    return Ok(Some(resident));
                 }
                 cache.invalidate(id).await;
             }
-            metrics.session_cache.with_label_values(&["miss"]).inc();
+            metrics.session_cache_miss.inc();
         }
+        let Some(record) = self.read(id).await? else {
+            return Ok(None);
+        };
+        let resident = Arc::new(Resident {
+            expires_at: record.expires_at,
+            refresh_at: self.refresh_at(&record),
+            passport: Arc::new(passport(record)),
+        });
+        if let Some(cache) = &self.cache {
+            if self.generation.load(Ordering::SeqCst) == generation {
+                cache.insert(*id, resident.clone()).await;
+            }
+        }
+        Ok(Some(resident))
+    }
+
+    /// Loads a whole session record (tokens included) from the store; `None` when it does
+    /// not exist, cannot be opened, or has expired. Always one store round trip: the cache
+    /// keeps passports, not records, and the endpoints that need a record (sign-out, the
+    /// account page, a refresh) are not the hot path.
+    pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(id).await
+    }
+
+    async fn read(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
         let key = store_keys::session(&id.to_hex());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record = seal::open(&self.keys, key.as_bytes(), &sealed)
+        Ok(seal::open(&self.keys, key.as_bytes(), &sealed)
             .and_then(|plain| serde_json::from_slice::<SessionRecord>(&plain).ok())
-            .filter(|r| r.expires_at > now());
-        if let (Some(cache), Some(record)) = (&self.cache, &record) {
-            cache.insert(*id, Arc::new(record.clone())).await;
-        }
-        Ok(record)
+            .filter(|r| r.expires_at > now()))
     }
 
     /// Stores a new session and returns its id. The record expires with the session; a
@@ -320,11 +379,16 @@ impl Sessions {
 
     /// Whether the session's access token should be refreshed now.
     pub fn needs_refresh(&self, record: &SessionRecord) -> bool {
-        record.tokens.as_ref().is_some_and(|t| {
-            t.refresh_token.is_some()
-                && t.expires_at
-                    .is_some_and(|exp| exp - now() <= self.config.refresh_before.as_secs() as i64)
-        })
+        self.refresh_at(record).is_some_and(|at| now() >= at)
+    }
+
+    /// From when the session's access token should be refreshed, when it can be (a refresh
+    /// token and a known expiry).
+    fn refresh_at(&self, record: &SessionRecord) -> Option<i64> {
+        let tokens = record.tokens.as_ref()?;
+        tokens.refresh_token.as_ref()?;
+        let before = i64::try_from(self.config.refresh_before.as_secs()).unwrap_or(i64::MAX / 4);
+        tokens.expires_at.map(|exp| exp.saturating_sub(before))
     }
 
     /// Takes the refresh lock of a session (one refresher at a time, across instances).
@@ -434,4 +498,193 @@ pub fn cookies<'a>(req: &'a RequestHeader, name: &'a str) -> impl Iterator<Item 
             let (k, v) = pair.split_once('=')?;
             (k.trim() == name).then(|| v.trim().trim_matches('"'))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::passport::Via;
+    use crate::store::memory::Memory;
+    use std::sync::atomic::AtomicUsize;
+
+    const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
+
+    fn sessions(cache_ttl: &str) -> (Sessions, Arc<Metrics>) {
+        let config = Config::parse(
+            &format!(
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                 [session]\nstore = \"memory\"\ncookie_secret = \"{SECRET}\"\n\
+                 cache_ttl = \"{cache_ttl}\"\nrefresh_before = \"60s\"\n"
+            ),
+            "test.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let store = Store::new(
+            Arc::new(Memory::new()),
+            "t:",
+            Duration::from_secs(1),
+            metrics.clone(),
+        );
+        let secret = config.session.cookie_secret.as_ref().unwrap().expose();
+        (
+            Sessions::new(secret, store, config.session.clone()),
+            metrics,
+        )
+    }
+
+    fn identity(sub: &str) -> Identity {
+        Identity {
+            issuer: "https://sso.example".into(),
+            subject: sub.into(),
+            email: Some(format!("{sub}@example.test")),
+            email_verified: true,
+            name: None,
+            preferred_username: None,
+            groups: vec![],
+        }
+    }
+
+    fn passport(record: SessionRecord) -> Passport {
+        Passport {
+            sso: record.sso,
+            account: record.account,
+            access_token: None,
+            id_token: None,
+            via: Via::Session,
+            session: None,
+            set_cookie: None,
+            headers: vec![],
+        }
+    }
+
+    fn tokens(expires_in: i64) -> Tokens {
+        Tokens {
+            access_token: "at".into(),
+            refresh_token: Some("rt".into()),
+            id_token: Some("it".into()),
+            expires_at: Some(now() + expires_in),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_reads_the_store_once_then_every_request_hits() {
+        let (sessions, metrics) = sessions("30s");
+        let (id, _) = sessions
+            .create(Some(identity("u1")), None, Some(tokens(3600)))
+            .await
+            .unwrap();
+        let built = AtomicUsize::new(0);
+        for _ in 0..5 {
+            let resident = sessions
+                .resident(&id, |r| {
+                    built.fetch_add(1, Ordering::SeqCst);
+                    passport(r)
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(resident.passport.sso.as_ref().unwrap().subject, "u1");
+            assert!(!resident.refresh_due(now()));
+        }
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            1,
+            "one passport per cache entry"
+        );
+        assert_eq!(metrics.session_cache_miss.get(), 1);
+        assert_eq!(metrics.session_cache_hit.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn without_a_cache_every_request_reads_the_store() {
+        let (sessions, metrics) = sessions("0s");
+        let (id, _) = sessions
+            .create(Some(identity("u1")), None, None)
+            .await
+            .unwrap();
+        let built = AtomicUsize::new(0);
+        for _ in 0..3 {
+            sessions
+                .resident(&id, |r| {
+                    built.fetch_add(1, Ordering::SeqCst);
+                    passport(r)
+                })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(built.load(Ordering::SeqCst), 3);
+        assert_eq!(metrics.session_cache_hit.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_read_keeps_that_read_out_of_the_cache() {
+        let (sessions, _) = sessions("30s");
+        let (id, _) = sessions
+            .create(Some(identity("u1")), None, None)
+            .await
+            .unwrap();
+        // A sign-out (here or on another instance) lands between the store read and the
+        // insert: what was read may be the ended session, so it must not be cached.
+        let resident = sessions
+            .resident(&id, |r| {
+                sessions.generation.fetch_add(1, Ordering::SeqCst);
+                passport(r)
+            })
+            .await
+            .unwrap();
+        assert!(resident.is_some(), "this request still gets what it read");
+        let cache = sessions.cache.as_ref().unwrap();
+        assert!(cache.get(&id).await.is_none(), "nothing cached");
+        // The next read, undisturbed, is cached.
+        sessions.resident(&id, passport).await.unwrap().unwrap();
+        assert!(cache.get(&id).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_destroyed_session_is_gone_from_the_cache_at_once() {
+        let (sessions, _) = sessions("10m");
+        let (id, record) = sessions
+            .create(Some(identity("u1")), None, None)
+            .await
+            .unwrap();
+        sessions.resident(&id, passport).await.unwrap().unwrap();
+        sessions.destroy(&id, Some(&record)).await.unwrap();
+        assert!(sessions.resident(&id, passport).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cached_session_is_due_for_refresh_refresh_before_its_token_expires() {
+        let (sessions, _) = sessions("30s");
+        let (fresh, _) = sessions
+            .create(Some(identity("u1")), None, Some(tokens(3600)))
+            .await
+            .unwrap();
+        let (due, _) = sessions
+            .create(Some(identity("u2")), None, Some(tokens(30)))
+            .await
+            .unwrap();
+        let mut no_refresh_token = tokens(30);
+        no_refresh_token.refresh_token = None;
+        let (never, _) = sessions
+            .create(Some(identity("u3")), None, Some(no_refresh_token))
+            .await
+            .unwrap();
+        let at = |id| {
+            let sessions = sessions.clone();
+            async move { sessions.resident(&id, passport).await.unwrap().unwrap() }
+        };
+        let fresh = at(fresh).await;
+        assert!(!fresh.refresh_due(now()));
+        assert!(fresh.refresh_due(now() + 3600 - 60));
+        assert!(
+            at(due).await.refresh_due(now()),
+            "30 s left, refresh_before = 60 s"
+        );
+        assert_eq!(at(never).await.refresh_at, None, "nothing to refresh with");
+    }
 }
