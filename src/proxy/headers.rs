@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, COOKIE};
+use http::header::{HeaderName, HeaderValue, COOKIE};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
@@ -47,6 +47,10 @@ const URL_OVERRIDE_HEADERS: &[&str] = &[
 ];
 
 /// Transport headers that only a trusted proxy may set.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 const TRANSPORT_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
@@ -151,14 +155,14 @@ impl Hygiene {
         &self,
         req: &mut RequestHeader,
         peer: Option<IpAddr>,
-        scheme: &str,
+        scheme: &'static str,
         host: Option<&str>,
         peer_trusted: bool,
     ) -> Result<()> {
         let peer_text = peer.map(|ip| ip.to_string()).unwrap_or_default();
         let xff = match req
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(chain) if peer_trusted && !chain.trim().is_empty() => {
@@ -167,14 +171,14 @@ impl Hygiene {
             _ => peer_text,
         };
         if !xff.is_empty() {
-            req.insert_header("x-forwarded-for", xff)?;
+            req.insert_header(X_FORWARDED_FOR, xff)?;
         }
-        if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
-            req.insert_header("x-forwarded-proto", scheme)?;
+        if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
+            req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
         }
-        if !(peer_trusted && req.headers.contains_key("x-forwarded-host")) {
+        if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_HOST)) {
             if let Some(host) = host {
-                req.insert_header("x-forwarded-host", host)?;
+                req.insert_header(X_FORWARDED_HOST, host)?;
             }
         }
         Ok(())
