@@ -6,6 +6,7 @@
 //! minutes and is taken once; a browser-binding cookie ties it to the browser that started
 //! it. This module never decides who may pass: it only loads, saves and forgets.
 
+pub mod cache;
 pub mod cookie;
 pub mod keys;
 pub mod seal;
@@ -108,7 +109,7 @@ pub struct Sessions {
     config: SessionConfig,
     /// Recently used sessions: a hit costs no store round trip. Entries live at most
     /// `session.cache_ttl` and are dropped at once when any instance changes the session.
-    cache: Option<moka::future::Cache<OpaqueId, Arc<Resident>>>,
+    cache: Option<Arc<cache::SessionCache<Resident>>>,
     /// Counts invalidations (this instance's and the others'). A miss inserts what it read
     /// only if none happened meanwhile, so a sign-out racing a read cannot leave the ended
     /// session cached.
@@ -121,7 +122,7 @@ impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
             .field("store", &self.store)
-            .field("cache", &self.cache.as_ref().map(|c| c.entry_count()))
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -136,10 +137,10 @@ impl Sessions {
     /// Sessions under the configured cookie secret.
     pub fn new(secret: &[u8; 32], store: Store, config: SessionConfig) -> Self {
         let cache = (!config.cache_ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build()
+            Arc::new(cache::SessionCache::new(
+                config.cache_capacity,
+                config.cache_ttl,
+            ))
         });
         Self {
             keys: Keys::derive(secret),
@@ -172,11 +173,11 @@ impl Sessions {
             while let Some(message) = rx.recv().await {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 match message.split_once(':') {
-                    None => cache.invalidate_all(),
+                    None => cache.clear(),
                     Some((from, _)) if from == self.instance => {}
                     Some((_, id)) => {
                         if let Some(id) = OpaqueId::from_hex(id) {
-                            cache.invalidate(&id).await;
+                            cache.remove(&id);
                         }
                     }
                 }
@@ -191,7 +192,7 @@ impl Sessions {
     async fn invalidate(&self, id: &OpaqueId) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cache) = &self.cache {
-            cache.invalidate(id).await;
+            cache.remove(id);
         }
         let message = format!("{}:{}", self.instance, id.to_hex());
         if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
@@ -242,12 +243,12 @@ impl Sessions {
         let generation = self.generation.load(Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             let metrics = self.store.metrics();
-            if let Some(resident) = cache.get(id).await {
+            if let Some(resident) = cache.get(id) {
                 if resident.expires_at > now() {
                     metrics.session_cache_hit.inc();
                     return Ok(Some(resident));
                 }
-                cache.invalidate(id).await;
+                cache.remove(id);
             }
             metrics.session_cache_miss.inc();
         }
@@ -261,7 +262,7 @@ impl Sessions {
         });
         if let Some(cache) = &self.cache {
             if self.generation.load(Ordering::SeqCst) == generation {
-                cache.insert(*id, resident.clone()).await;
+                cache.insert(*id, resident.clone());
             }
         }
         Ok(Some(resident))
@@ -557,7 +558,7 @@ mod tests {
             via: Via::Session,
             session: None,
             set_cookie: None,
-            headers: vec![],
+            headers: Default::default(),
         }
     }
 
@@ -639,10 +640,10 @@ mod tests {
             .unwrap();
         assert!(resident.is_some(), "this request still gets what it read");
         let cache = sessions.cache.as_ref().unwrap();
-        assert!(cache.get(&id).await.is_none(), "nothing cached");
+        assert!(cache.get(&id).is_none(), "nothing cached");
         // The next read, undisturbed, is cached.
         sessions.resident(&id, passport).await.unwrap().unwrap();
-        assert!(cache.get(&id).await.is_some());
+        assert!(cache.get(&id).is_some());
     }
 
     #[tokio::test]

@@ -1,0 +1,226 @@
+//! The in-process session cache: session id → what a request of that session needs.
+//!
+//! Built for this one job rather than taken from a general-purpose cache crate, because the
+//! job is narrow and the numbers matter: keys are random 128-bit ids that only linkgate
+//! issues (a cookie must carry a valid tag before its id is looked up, and an id is inserted
+//! only after the store returned its session), every entry lives at most `cache_ttl`, and an
+//! eviction costs one store read later. So: a fixed number of shards, each a `HashMap` under
+//! its own mutex, an expiry instant per entry checked on read, and, when a shard is full,
+//! expired entries dropped first and then arbitrary ones (ids are random, so a map's order is
+//! as good as a random choice). About 40 bytes per entry on top of the value, against ~360
+//! for moka with a TTL and a capacity (measured with 100k entries); a hit is a hash, a lock
+//! and an `Arc` clone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::cookie::OpaqueId;
+
+/// Shards: enough that the proxy's threads rarely meet on one lock.
+const SHARDS: usize = 32;
+
+type Shard<V> = Mutex<HashMap<OpaqueId, Entry<V>>>;
+
+struct Entry<V> {
+    value: Arc<V>,
+    until: Instant,
+}
+
+/// A bounded cache of `Arc<V>` by session id, each entry valid for at most `ttl`.
+pub struct SessionCache<V> {
+    shards: Box<[Shard<V>]>,
+    per_shard: usize,
+    ttl: Duration,
+}
+
+impl<V> std::fmt::Debug for SessionCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("entries", &self.len())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl<V> SessionCache<V> {
+    /// A cache of at most `capacity` entries (at least one per shard), each kept `ttl`.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let per_shard = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .div_ceil(SHARDS)
+            .max(1);
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard,
+            ttl,
+        }
+    }
+
+    fn shard(&self, id: &OpaqueId) -> MutexGuard<'_, HashMap<OpaqueId, Entry<V>>> {
+        let index = usize::from(id.as_bytes()[0]) % SHARDS;
+        // A poisoned shard only means a panic elsewhere while it was held; its map is
+        // still a valid map, so keep serving it.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The entry of `id`, unless absent or older than the TTL (then it is dropped).
+    pub fn get(&self, id: &OpaqueId) -> Option<Arc<V>> {
+        let now = Instant::now();
+        let mut shard = self.shard(id);
+        match shard.get(id) {
+            Some(entry) if entry.until > now => Some(entry.value.clone()),
+            Some(_) => {
+                shard.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches `value` for `id` for the TTL, making room if the shard is full.
+    pub fn insert(&self, id: OpaqueId, value: Arc<V>) {
+        let now = Instant::now();
+        let mut shard = self.shard(&id);
+        if shard.len() >= self.per_shard && !shard.contains_key(&id) {
+            shard.retain(|_, e| e.until > now);
+            if shard.len() >= self.per_shard {
+                // Still full of live entries: drop an eighth of them (at least one), so that
+                // a full cache does not pay this on every insert.
+                let excess = shard.len() + 1 - self.per_shard;
+                let drop = excess.max(self.per_shard / 8).max(1);
+                let doomed: Vec<OpaqueId> = shard.keys().take(drop).copied().collect();
+                for key in &doomed {
+                    shard.remove(key);
+                }
+            }
+        }
+        shard.insert(
+            id,
+            Entry {
+                value,
+                until: now + self.ttl,
+            },
+        );
+    }
+
+    /// Drops the entry of `id`.
+    pub fn remove(&self, id: &OpaqueId) {
+        self.shard(id).remove(id);
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            *shard = HashMap::new();
+        }
+    }
+
+    /// How many entries are held (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_what_was_inserted_until_removed_or_cleared() {
+        let cache = SessionCache::new(100, Duration::from_secs(60));
+        let (a, b) = (OpaqueId::random(), OpaqueId::random());
+        assert!(cache.get(&a).is_none());
+        cache.insert(a, Arc::new(1));
+        cache.insert(b, Arc::new(2));
+        assert_eq!(cache.get(&a).as_deref(), Some(&1));
+        cache.insert(a, Arc::new(3));
+        assert_eq!(cache.get(&a).as_deref(), Some(&3), "an insert replaces");
+        cache.remove(&a);
+        assert!(cache.get(&a).is_none());
+        assert_eq!(cache.get(&b).as_deref(), Some(&2));
+        cache.clear();
+        assert!(cache.get(&b).is_none());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let cache = SessionCache::new(100, Duration::from_millis(30));
+        let id = OpaqueId::random();
+        cache.insert(id, Arc::new(()));
+        assert!(cache.get(&id).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.get(&id).is_none(), "expired");
+        assert_eq!(cache.len(), 0, "and dropped on that read");
+    }
+
+    #[test]
+    fn never_holds_more_than_its_capacity() {
+        let capacity = 1000;
+        let cache = SessionCache::new(capacity, Duration::from_secs(60));
+        let ids: Vec<OpaqueId> = (0..10 * capacity).map(|_| OpaqueId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            cache.insert(*id, Arc::new(i));
+            assert!(cache.len() as u64 <= capacity + SHARDS as u64);
+        }
+        // The newest entry of each insert is always kept.
+        assert!(cache.get(ids.last().unwrap()).is_some());
+        assert!(cache.len() as u64 > capacity / 2, "evicts in small steps");
+    }
+
+    #[test]
+    fn a_full_shard_drops_expired_entries_before_live_ones() {
+        // One entry per shard: inserting a second id into a shard must first drop the
+        // expired one, not the live one.
+        let cache = SessionCache::new(SHARDS as u64 * 2, Duration::from_millis(30));
+        let mut same_shard = (0..)
+            .map(|_| OpaqueId::random())
+            .filter(|id| usize::from(id.as_bytes()[0]) % SHARDS == 0);
+        let old = same_shard.next().unwrap();
+        cache.insert(old, Arc::new("old"));
+        std::thread::sleep(Duration::from_millis(40));
+        let live = same_shard.next().unwrap();
+        cache.insert(live, Arc::new("live"));
+        let newer = same_shard.next().unwrap();
+        cache.insert(newer, Arc::new("newer"));
+        assert!(cache.get(&live).is_some(), "the live entry stayed");
+        assert!(cache.get(&newer).is_some());
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers_agree() {
+        let cache = Arc::new(SessionCache::new(10_000, Duration::from_secs(60)));
+        let ids: Arc<Vec<OpaqueId>> = Arc::new((0..512).map(|_| OpaqueId::random()).collect());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (cache, ids) = (cache.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for round in 0..200 {
+                        for (i, id) in ids.iter().enumerate() {
+                            if (i + round + t) % 3 == 0 {
+                                cache.insert(*id, Arc::new(i));
+                            } else if let Some(v) = cache.get(id) {
+                                assert_eq!(*v, i, "a value is only ever its own id's");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
