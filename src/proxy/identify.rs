@@ -120,7 +120,7 @@ fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
             via: Via::Session,
             session: Some(id),
             set_cookie: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         },
     )
 }
@@ -159,7 +159,7 @@ async fn from_bearer(app: &App, token: &str) -> Found {
             via: Via::Bearer,
             session: None,
             set_cookie: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         },
     )))
 }

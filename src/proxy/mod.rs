@@ -23,6 +23,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
 use crate::login::{self, RequestInfo};
+use crate::passport::{Field, IdentityHeaders};
 use crate::respond::{self, Refusal, Reply};
 use identify::{Found, Passport, Via};
 
@@ -269,43 +270,39 @@ impl Gate {
     }
 }
 
-/// The identity headers for the upstream (and for forward-auth answers), with the
-/// configured names, all but the link status (see [`link_status_header`]). Values that are
-/// not valid header text are left out. Computed once per passport.
-pub fn identity_headers(app: &App, passport: &Passport) -> Vec<(HeaderName, HeaderValue)> {
-    let names = &app.config.headers.names;
-    let mut out = Vec::new();
-    let mut push = |name: &HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            out.push((name.clone(), value));
-        }
-    };
+/// The identity headers for the upstream (and for forward-auth answers), all but the link
+/// status (see [`link_status_header`]). Values that are not valid header text are left out.
+/// Computed once per passport.
+pub fn identity_headers(app: &App, passport: &Passport) -> IdentityHeaders {
+    let mut values: Vec<(Field, &str)> = Vec::new();
+    let groups;
     if app.config.headers.pass_user_headers {
         if let Some(i) = passport.primary() {
-            push(&names.user, &i.subject);
+            values.push((Field::User, &i.subject));
             if let Some(email) = &i.email {
-                push(&names.email, email);
+                values.push((Field::Email, email));
             }
             if !i.groups.is_empty() {
-                push(&names.groups, &i.groups.join(","));
+                groups = i.groups.join(",");
+                values.push((Field::Groups, &groups));
             }
             if let Some(u) = &i.preferred_username {
-                push(&names.preferred_username, u);
+                values.push((Field::PreferredUsername, u));
             }
         }
         if let Some(sso) = &passport.sso {
-            push(&names.sso_subject, &sso.subject);
+            values.push((Field::SsoSubject, &sso.subject));
         }
         if let Some(account) = &passport.account {
-            push(&names.account_id, &account.subject);
+            values.push((Field::AccountId, &account.subject));
         }
     }
     if app.config.headers.pass_access_token {
         if let Some(token) = &passport.access_token {
-            push(&names.access_token, token);
+            values.push((Field::AccessToken, token));
         }
     }
-    out
+    IdentityHeaders::pack(values)
 }
 
 /// The link-status header of a request (`linked`, `grace`...), when user headers are passed.
@@ -436,8 +433,8 @@ impl ProxyHttp for Gate {
             ctx.peer_trusted,
         )?;
         if let Some(passport) = &ctx.passport {
-            for (name, value) in &passport.headers {
-                upstream.insert_header(name.clone(), value.clone())?;
+            for (name, value) in passport.headers.iter(&self.app.config.headers.names) {
+                upstream.insert_header(name.clone(), value)?;
             }
             if let Some((name, value)) = link_status_header(&self.app, ctx.link_status) {
                 upstream.insert_header(name, value)?;
