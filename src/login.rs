@@ -518,8 +518,8 @@ fn account_view(
 /// The page for an SSO session without a linked account, while the rule is enforced.
 pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
     let record = SessionRecord {
-        sso: passport.sso.clone(),
-        account: passport.account.clone(),
+        sso: passport.sso.as_deref().cloned(),
+        account: passport.account.as_deref().cloned(),
         tokens: None,
         created_at: 0,
         expires_at: 0,

@@ -22,10 +22,11 @@ pub enum Via {
 /// A proven identity and what the upstream may be given of it.
 #[derive(Debug, Clone)]
 pub struct Passport {
-    /// The Magento.com identity, when signed in there.
-    pub sso: Option<Identity>,
+    /// The Magento.com identity, when signed in there. Boxed, like `account`: a cached
+    /// passport pays for the identities it has, not for the slots of those it lacks.
+    pub sso: Option<Box<Identity>>,
     /// The cloud account, when known.
-    pub account: Option<Identity>,
+    pub account: Option<Box<Identity>>,
     /// The access token (for `X-Forwarded-Access-Token`), kept only when the configuration
     /// forwards it (`headers.pass_access_token`, `headers.set_authorization`).
     pub access_token: Option<String>,
@@ -46,7 +47,7 @@ impl Passport {
     /// The identity that speaks for the user: Magento.com when signed in there (it is the
     /// primary login), else the cloud account.
     pub fn primary(&self) -> Option<&Identity> {
-        self.sso.as_ref().or(self.account.as_ref())
+        self.sso.as_deref().or(self.account.as_deref())
     }
 
     /// Whether both identities are present, i.e. linked.

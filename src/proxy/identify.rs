@@ -115,8 +115,8 @@ fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
         Passport {
             access_token,
             id_token,
-            sso: record.sso,
-            account: record.account,
+            sso: record.sso.map(Box::new),
+            account: record.account.map(Box::new),
             via: Via::Session,
             session: Some(id),
             set_cookie: None,
@@ -152,8 +152,8 @@ async fn from_bearer(app: &App, token: &str) -> Found {
     Found::Passport(Arc::new(with_headers(
         app,
         Passport {
-            sso: Some(sso),
-            account,
+            sso: Some(Box::new(sso)),
+            account: account.map(Box::new),
             access_token: Some(token.to_string()),
             id_token: None,
             via: Via::Bearer,

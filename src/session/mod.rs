@@ -551,8 +551,8 @@ mod tests {
 
     fn passport(record: SessionRecord) -> Passport {
         Passport {
-            sso: record.sso,
-            account: record.account,
+            sso: record.sso.map(Box::new),
+            account: record.account.map(Box::new),
             access_token: None,
             id_token: None,
             via: Via::Session,
