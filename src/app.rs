@@ -13,6 +13,7 @@ use crate::pages::PageContext;
 use crate::proxy::headers::Hygiene;
 use crate::proxy::route::{RouteError, Router};
 use crate::redirect::RedirectPolicy;
+use crate::session::cache::SessionCache;
 use crate::session::Sessions;
 use crate::store::memory::Memory;
 use crate::store::redis::RedisBackend;
@@ -68,8 +69,20 @@ pub struct App {
     pub registry: Option<Registry>,
     /// Further issuers accepted for bearer tokens.
     pub issuers: Vec<Issuer>,
+    /// Bearer tokens verified recently, by SHA-256 of the token (when `authz.bearer_tokens`
+    /// and `session.cache_ttl` is not zero).
+    pub verified_tokens: Option<Arc<SessionCache<VerifiedToken, [u8; 32]>>>,
     /// Where `rd` may point.
     pub redirects: RedirectPolicy,
+}
+
+/// A bearer token that verified: who it speaks for, until when.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// The identity its claims gave.
+    pub identity: crate::oidc::Identity,
+    /// Its `exp` (unix seconds).
+    pub expires_at: i64,
 }
 
 // === impl App ===
@@ -106,6 +119,13 @@ impl App {
                 ),
             };
         let store = Store::new(backend, &prefix, timeout, metrics.clone());
+        let verified_tokens = (config.authz.bearer_tokens && !config.session.cache_ttl.is_zero())
+            .then(|| {
+                Arc::new(SessionCache::new(
+                    config.session.cache_capacity,
+                    config.session.cache_ttl,
+                ))
+            });
         let sessions =
             config.session.cookie_secret.as_ref().map(|secret| {
                 Sessions::new(secret.expose(), store.clone(), config.session.clone())
@@ -158,6 +178,7 @@ impl App {
             inflight: Arc::new(AtomicUsize::new(0)),
             store,
             sessions,
+            verified_tokens,
             sso,
             account_provider,
             account_jwt,

@@ -28,6 +28,11 @@ pub struct Metrics {
     pub session_cache_hit: IntCounter,
     /// `linkgate_session_cache_total{result="miss"}`.
     pub session_cache_miss: IntCounter,
+    /// `linkgate_token_cache_total{result="hit"}`: bearer tokens served from the
+    /// verified-token cache.
+    pub token_cache_hit: IntCounter,
+    /// `linkgate_token_cache_total{result="miss"}`: bearer tokens verified in full.
+    pub token_cache_miss: IntCounter,
     /// The request counter and duration histogram of each decision label, resolved once.
     by_decision: Vec<(&'static str, IntCounter, Histogram)>,
     /// `linkgate_upstream_errors_total{upstream,kind}`.
@@ -106,6 +111,11 @@ impl Metrics {
             "In-process session cache lookups by result",
             &["result"],
         )?;
+        let token_cache = counter(
+            "linkgate_token_cache_total",
+            "Verified-token cache lookups for bearer tokens by result",
+            &["result"],
+        )?;
         let by_decision = DECISIONS
             .iter()
             .map(|d| {
@@ -119,6 +129,8 @@ impl Metrics {
         Ok(Self {
             session_cache_hit: session_cache.with_label_values(&["hit"]),
             session_cache_miss: session_cache.with_label_values(&["miss"]),
+            token_cache_hit: token_cache.with_label_values(&["hit"]),
+            token_cache_miss: token_cache.with_label_values(&["miss"]),
             by_decision,
             requests,
             request_duration,

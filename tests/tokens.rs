@@ -106,6 +106,54 @@ async fn a_valid_bearer_token_passes_with_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_token_is_verified_once_and_an_altered_one_never_rides_on_it() {
+    let r = rig().await;
+    let token = sign(&r.key, &r.kid, Algorithm::RS256, &r.claims());
+    for _ in 0..3 {
+        assert_eq!(r.call(&token).await.status(), 200);
+        assert_eq!(
+            r.s.upstream.last().header("x-forwarded-user"),
+            Some("api-client")
+        );
+    }
+    r.s.gate
+        .metrics_containing("linkgate_token_cache_total{result=\"miss\"} 1")
+        .await;
+    r.s.gate
+        .metrics_containing("linkgate_token_cache_total{result=\"hit\"} 2")
+        .await;
+    // The same claims with a signature byte changed, and the same signature over
+    // other claims: each verified in full, each refused, however often sent.
+    // (a byte in the middle: the last base64 character of a signature carries unused bits)
+    let middle = token.len() - 40;
+    let flipped = if &token[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let altered = format!("{}{flipped}{}", &token[..middle], &token[middle + 1..]);
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let other = sign(
+        &r.key,
+        &r.kid,
+        Algorithm::RS256,
+        &r.with(json!({"sub": "mallory"})),
+    );
+    let other_payload = other.split('.').nth(1).unwrap();
+    let spliced = format!("{head}.{other_payload}.{signature}");
+    for forged in [&altered, &spliced, &altered, &spliced] {
+        assert_eq!(r.call(forged).await.status(), 401);
+    }
+    r.s.gate
+        .metrics_containing("linkgate_token_cache_total{result=\"miss\"} 5")
+        .await;
+    r.s.gate
+        .metrics_containing("linkgate_token_cache_total{result=\"hit\"} 2")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_wrong_tokens_are_refused() {
     let r = rig().await;
     let public_pem = r.key.public_pem.clone();

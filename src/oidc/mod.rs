@@ -710,15 +710,27 @@ impl Issuer {
     }
 }
 
-/// The issuer a JWT claims, read without verifying anything (to pick the verifier).
-pub fn unverified_issuer(token: &str) -> Option<String> {
+fn unverified_claims(token: &str) -> Option<Claims> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_string)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The issuer a JWT claims, read without verifying anything (to pick the verifier).
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    unverified_claims(token)?
+        .get("iss")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The `exp` of a JWT, read without verifying anything: only meaningful for a token that
+/// has just been verified (verification requires `exp`).
+pub fn unverified_expiry(token: &str) -> Option<i64> {
+    unverified_claims(token)?.get("exp")?.as_i64()
 }
 
 /// The platform's account JWT (`[account] source = "jwt"`): found in a cookie or header,

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
+use sha2::{Digest, Sha256};
 
-use crate::app::App;
+use crate::app::{App, VerifiedToken};
 use crate::oidc::{Identity, OidcError};
 use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
@@ -195,7 +196,39 @@ async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
     Some(Found::Passport(Arc::new(passport)))
 }
 
+/// A bearer token's identity: from the verified-token cache when this exact token verified
+/// within `session.cache_ttl` and has not expired, else by verifying its signature and
+/// claims (and then cached). Only successes are cached; a token is found by the SHA-256 of
+/// all its bytes, so an altered token is never a hit. A token stays accepted until its
+/// `exp` even if its key is rotated out meanwhile, for at most `cache_ttl`: what every JWT
+/// verifier with a key cache does.
 async fn verify_bearer(app: &App, token: &str) -> Result<Identity, OidcError> {
+    let Some(cache) = &app.verified_tokens else {
+        return verify_bearer_now(app, token).await;
+    };
+    let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(hit) = cache.get(&key) {
+        if hit.expires_at > now() {
+            app.metrics.token_cache_hit.inc();
+            return Ok(hit.identity.clone());
+        }
+        cache.remove(&key);
+    }
+    app.metrics.token_cache_miss.inc();
+    let identity = verify_bearer_now(app, token).await?;
+    if let Some(expires_at) = crate::oidc::unverified_expiry(token).filter(|&exp| exp > now()) {
+        cache.insert(
+            key,
+            Arc::new(VerifiedToken {
+                identity: identity.clone(),
+                expires_at,
+            }),
+        );
+    }
+    Ok(identity)
+}
+
+async fn verify_bearer_now(app: &App, token: &str) -> Result<Identity, OidcError> {
     let claimed = crate::oidc::unverified_issuer(token);
     if let Some(issuer) = app
         .issuers
@@ -281,4 +314,72 @@ async fn refresh_if_due(
     };
     let _ = sessions.unlock_refresh(id, &token).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn app(cache_ttl: &str) -> App {
+        let config = Config::parse(
+            &format!(
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                 [sso]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
+                 client_secret = \"s\"\nhttp_timeout = \"200ms\"\n\
+                 [session]\nstore = \"memory\"\ncache_ttl = \"{cache_ttl}\"\n\
+                 cookie_secret = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n\
+                 [authz]\nbearer_tokens = true\n"
+            ),
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        App::new(config).unwrap()
+    }
+
+    fn remember(app: &App, token: &str, expires_at: i64) {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let identity = Identity {
+            issuer: "http://127.0.0.1:1".into(),
+            subject: "cached".into(),
+            email: None,
+            email_verified: false,
+            name: None,
+            preferred_username: None,
+            groups: vec![],
+        };
+        let entry = VerifiedToken {
+            identity,
+            expires_at,
+        };
+        app.verified_tokens
+            .as_ref()
+            .unwrap()
+            .insert(key, Arc::new(entry));
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_served_from_the_cache_until_its_exp() {
+        let app = app("30s");
+        remember(&app, "token-a", now() + 60);
+        let identity = verify_bearer(&app, "token-a").await.unwrap();
+        assert_eq!(identity.subject, "cached");
+        assert_eq!(app.metrics.token_cache_hit.get(), 1);
+        // Past its exp the entry is not used: the token is verified in full (and here fails:
+        // it is no JWT, and the provider is unreachable).
+        remember(&app, "token-b", now() - 1);
+        assert!(verify_bearer(&app, "token-b").await.is_err());
+        assert_eq!(app.metrics.token_cache_hit.get(), 1);
+        assert_eq!(app.metrics.token_cache_miss.get(), 1);
+        let key: [u8; 32] = Sha256::digest(b"token-b").into();
+        assert!(app.verified_tokens.as_ref().unwrap().get(&key).is_none());
+        // Another token, even one differing in a byte, is never a hit.
+        assert!(verify_bearer(&app, "token-A").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn no_token_cache_without_a_session_cache() {
+        assert!(app("0s").verified_tokens.is_none());
+    }
 }

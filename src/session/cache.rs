@@ -1,4 +1,5 @@
-//! The in-process session cache: session id → what a request of that session needs.
+//! The in-process session cache: session id → what a request of that session needs (and,
+//! keyed by a token's SHA-256, the bearer tokens already verified).
 //!
 //! Built for this one job rather than taken from a general-purpose cache crate, because the
 //! job is narrow and the numbers matter: keys are random 128-bit ids that only linkgate
@@ -12,6 +13,7 @@
 //! and an `Arc` clone.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,21 +22,41 @@ use super::cookie::OpaqueId;
 /// Shards: enough that the proxy's threads rarely meet on one lock.
 const SHARDS: usize = 32;
 
-type Shard<V> = Mutex<HashMap<OpaqueId, Entry<V>>>;
+type Shard<K, V> = Mutex<HashMap<K, Entry<V>>>;
+
+/// A key that is random already (an id linkgate made, a SHA-256): its first byte picks the
+/// shard.
+pub trait RandomKey: Hash + Eq + Copy {
+    /// Any byte of the key.
+    fn first_byte(&self) -> u8;
+}
+
+impl RandomKey for OpaqueId {
+    fn first_byte(&self) -> u8 {
+        self.as_bytes()[0]
+    }
+}
+
+impl RandomKey for [u8; 32] {
+    fn first_byte(&self) -> u8 {
+        self[0]
+    }
+}
 
 struct Entry<V> {
     value: Arc<V>,
     until: Instant,
 }
 
-/// A bounded cache of `Arc<V>` by session id, each entry valid for at most `ttl`.
-pub struct SessionCache<V> {
-    shards: Box<[Shard<V>]>,
+/// A bounded cache of `Arc<V>` by session id (or another random key), each entry valid for
+/// at most `ttl`.
+pub struct SessionCache<V, K: RandomKey = OpaqueId> {
+    shards: Box<[Shard<K, V>]>,
     per_shard: usize,
     ttl: Duration,
 }
 
-impl<V> std::fmt::Debug for SessionCache<V> {
+impl<V, K: RandomKey> std::fmt::Debug for SessionCache<V, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCache")
             .field("entries", &self.len())
@@ -43,7 +65,7 @@ impl<V> std::fmt::Debug for SessionCache<V> {
     }
 }
 
-impl<V> SessionCache<V> {
+impl<V, K: RandomKey> SessionCache<V, K> {
     /// A cache of at most `capacity` entries (at least one per shard), each kept `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         let per_shard = usize::try_from(capacity)
@@ -57,8 +79,8 @@ impl<V> SessionCache<V> {
         }
     }
 
-    fn shard(&self, id: &OpaqueId) -> MutexGuard<'_, HashMap<OpaqueId, Entry<V>>> {
-        let index = usize::from(id.as_bytes()[0]) % SHARDS;
+    fn shard(&self, id: &K) -> MutexGuard<'_, HashMap<K, Entry<V>>> {
+        let index = usize::from(id.first_byte()) % SHARDS;
         // A poisoned shard only means a panic elsewhere while it was held; its map is
         // still a valid map, so keep serving it.
         self.shards[index]
@@ -67,7 +89,7 @@ impl<V> SessionCache<V> {
     }
 
     /// The entry of `id`, unless absent or older than the TTL (then it is dropped).
-    pub fn get(&self, id: &OpaqueId) -> Option<Arc<V>> {
+    pub fn get(&self, id: &K) -> Option<Arc<V>> {
         let now = Instant::now();
         let mut shard = self.shard(id);
         match shard.get(id) {
@@ -81,7 +103,7 @@ impl<V> SessionCache<V> {
     }
 
     /// Caches `value` for `id` for the TTL, making room if the shard is full.
-    pub fn insert(&self, id: OpaqueId, value: Arc<V>) {
+    pub fn insert(&self, id: K, value: Arc<V>) {
         let now = Instant::now();
         let mut shard = self.shard(&id);
         if shard.len() >= self.per_shard && !shard.contains_key(&id) {
@@ -91,7 +113,7 @@ impl<V> SessionCache<V> {
                 // a full cache does not pay this on every insert.
                 let excess = shard.len() + 1 - self.per_shard;
                 let drop = excess.max(self.per_shard / 8).max(1);
-                let doomed: Vec<OpaqueId> = shard.keys().take(drop).copied().collect();
+                let doomed: Vec<K> = shard.keys().take(drop).copied().collect();
                 for key in &doomed {
                     shard.remove(key);
                 }
@@ -107,7 +129,7 @@ impl<V> SessionCache<V> {
     }
 
     /// Drops the entry of `id`.
-    pub fn remove(&self, id: &OpaqueId) {
+    pub fn remove(&self, id: &K) {
         self.shard(id).remove(id);
     }
 
@@ -139,7 +161,7 @@ mod tests {
 
     #[test]
     fn holds_what_was_inserted_until_removed_or_cleared() {
-        let cache = SessionCache::new(100, Duration::from_secs(60));
+        let cache: SessionCache<i32> = SessionCache::new(100, Duration::from_secs(60));
         let (a, b) = (OpaqueId::random(), OpaqueId::random());
         assert!(cache.get(&a).is_none());
         cache.insert(a, Arc::new(1));
@@ -157,7 +179,7 @@ mod tests {
 
     #[test]
     fn entries_expire_after_the_ttl() {
-        let cache = SessionCache::new(100, Duration::from_millis(30));
+        let cache: SessionCache<()> = SessionCache::new(100, Duration::from_millis(30));
         let id = OpaqueId::random();
         cache.insert(id, Arc::new(()));
         assert!(cache.get(&id).is_some());
@@ -169,7 +191,7 @@ mod tests {
     #[test]
     fn never_holds_more_than_its_capacity() {
         let capacity = 1000;
-        let cache = SessionCache::new(capacity, Duration::from_secs(60));
+        let cache: SessionCache<usize> = SessionCache::new(capacity, Duration::from_secs(60));
         let ids: Vec<OpaqueId> = (0..10 * capacity).map(|_| OpaqueId::random()).collect();
         for (i, id) in ids.iter().enumerate() {
             cache.insert(*id, Arc::new(i));
@@ -184,7 +206,8 @@ mod tests {
     fn a_full_shard_drops_expired_entries_before_live_ones() {
         // One entry per shard: inserting a second id into a shard must first drop the
         // expired one, not the live one.
-        let cache = SessionCache::new(SHARDS as u64 * 2, Duration::from_millis(30));
+        let cache: SessionCache<&str> =
+            SessionCache::new(SHARDS as u64 * 2, Duration::from_millis(30));
         let mut same_shard = (0..)
             .map(|_| OpaqueId::random())
             .filter(|id| usize::from(id.as_bytes()[0]) % SHARDS == 0);
@@ -200,8 +223,17 @@ mod tests {
     }
 
     #[test]
+    fn hashes_are_keys_too() {
+        let cache: SessionCache<&str, [u8; 32]> = SessionCache::new(10, Duration::from_secs(60));
+        cache.insert([7; 32], Arc::new("seven"));
+        assert_eq!(cache.get(&[7; 32]).as_deref(), Some(&"seven"));
+        assert!(cache.get(&[8; 32]).is_none());
+    }
+
+    #[test]
     fn concurrent_readers_and_writers_agree() {
-        let cache = Arc::new(SessionCache::new(10_000, Duration::from_secs(60)));
+        let cache: Arc<SessionCache<usize>> =
+            Arc::new(SessionCache::new(10_000, Duration::from_secs(60)));
         let ids: Arc<Vec<OpaqueId>> = Arc::new((0..512).map(|_| OpaqueId::random()).collect());
         let threads: Vec<_> = (0..4)
             .map(|t| {
