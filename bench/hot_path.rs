@@ -29,6 +29,7 @@ use linkgate::oidc::jwks::Jwks;
 use linkgate::oidc::verify::{verify, Expect};
 use linkgate::proxy::path::normalise;
 use linkgate::redirect::RedirectPolicy;
+use linkgate::session::cache::SessionCache;
 use linkgate::session::cookie::{decode, encode, OpaqueId, Purpose};
 use linkgate::session::keys::Keys;
 use linkgate::session::seal::{open, seal};
@@ -77,6 +78,41 @@ fn cookie(c: &mut Criterion) {
 
 /// A session record shaped like a real one: both identities and a full token set (the
 /// provider's JWTs dominate its size).
+/// The session cache at the size the soak runs it (100k entries): a hit, a miss, and the
+/// lookup of a verified bearer token by its SHA-256.
+fn session_cache(c: &mut Criterion) {
+    use sha2::{Digest, Sha256};
+    let cache: SessionCache<u64> = SessionCache::new(150_000, std::time::Duration::from_secs(30));
+    let ids: Vec<OpaqueId> = (0..100_000).map(|_| OpaqueId::random()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        cache.insert(*id, std::sync::Arc::new(i as u64));
+    }
+    let absent = OpaqueId::random();
+    let tokens: SessionCache<u64, [u8; 32]> =
+        SessionCache::new(1000, std::time::Duration::from_secs(30));
+    let token = "x".repeat(800);
+    tokens.insert(
+        Sha256::digest(token.as_bytes()).into(),
+        std::sync::Arc::new(1),
+    );
+    let mut g = c.benchmark_group("session_cache");
+    let mut i = 0;
+    g.bench_function("hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ids.len();
+            cache.get(&ids[i])
+        })
+    });
+    g.bench_function("miss", |b| b.iter(|| cache.get(&absent)));
+    g.bench_function("token_hash_and_hit", |b| {
+        b.iter(|| {
+            let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            tokens.get(&key)
+        })
+    });
+    g.finish();
+}
+
 fn sample_record() -> SessionRecord {
     let jwtish = |n: usize| "x".repeat(n);
     let identity = |sub: &str| {
@@ -272,5 +308,13 @@ fn jwt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(hot_path, cookie, sealed_records, paths, redirects, jwt);
+criterion_group!(
+    hot_path,
+    cookie,
+    session_cache,
+    sealed_records,
+    paths,
+    redirects,
+    jwt
+);
 criterion_main!(hot_path);
