@@ -562,6 +562,19 @@ mod tests {
         }
     }
 
+    /// Reads session `id` through the cache, counting the passports built (store reads).
+    async fn read_counted(
+        sessions: &Sessions,
+        id: &OpaqueId,
+        built: &AtomicUsize,
+    ) -> Arc<Resident> {
+        let resident = sessions.resident(id, |r| {
+            built.fetch_add(1, Ordering::SeqCst);
+            passport(r)
+        });
+        resident.await.unwrap().unwrap()
+    }
+
     fn tokens(expires_in: i64) -> Tokens {
         Tokens {
             access_token: "at".into(),
@@ -580,14 +593,7 @@ mod tests {
             .unwrap();
         let built = AtomicUsize::new(0);
         for _ in 0..5 {
-            let resident = sessions
-                .resident(&id, |r| {
-                    built.fetch_add(1, Ordering::SeqCst);
-                    passport(r)
-                })
-                .await
-                .unwrap()
-                .unwrap();
+            let resident = read_counted(&sessions, &id, &built).await;
             assert_eq!(resident.passport.sso.as_ref().unwrap().subject, "u1");
             assert!(!resident.refresh_due(now()));
         }
@@ -609,14 +615,7 @@ mod tests {
             .unwrap();
         let built = AtomicUsize::new(0);
         for _ in 0..3 {
-            sessions
-                .resident(&id, |r| {
-                    built.fetch_add(1, Ordering::SeqCst);
-                    passport(r)
-                })
-                .await
-                .unwrap()
-                .unwrap();
+            read_counted(&sessions, &id, &built).await;
         }
         assert_eq!(built.load(Ordering::SeqCst), 3);
         assert_eq!(metrics.session_cache_hit.get(), 0);
