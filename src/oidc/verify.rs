@@ -6,6 +6,11 @@
 //! RSA key never verifies an `ES256` token, a key that names its own `alg` only that one);
 //! then signature, `iss`, `aud`, `exp`, `nbf` and `iat` with a small leeway, `azp` when the
 //! audience is shared, and the `nonce` of the login that asked for the token.
+//!
+//! The signature arithmetic is jsonwebtoken's `aws_lc_rs` backend (AWS-LC): ~23 µs for an
+//! RS256 token where the `rust_crypto` backend took ~190 µs. AWS-LC verifies RSA signatures
+//! only with keys of 2048 to 8192 bits (RFC 7518 asks for at least 2048), so a provider
+//! still signing with a smaller RSA key is refused.
 
 use jsonwebtoken::jwk::AlgorithmParameters;
 use jsonwebtoken::{Algorithm, Validation};
