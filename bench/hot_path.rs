@@ -13,6 +13,9 @@
 //! - `jwt/verify_rs256`: `linkgate::oidc::verify::verify`, the function that checks bearer
 //!   tokens and id_tokens, with an RS256 key from a real JWKS fetched over HTTP from a tiny
 //!   loopback server in this file (fetched once, then served from the cache as in production).
+//! - `jwt/bearer_cache_hit`: `linkgate::proxy::identify::identify` on a request carrying that
+//!   same token once it is in the verified-token cache (`App::verified_tokens`): what a
+//!   repeated bearer token costs per request (SHA-256, lookup, `exp` check, passport).
 //!
 //! `bench/run` measures the whole proxy under load; this file says where the time of one
 //! request goes.
@@ -25,8 +28,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use linkgate::app::{App, VerifiedToken};
+use linkgate::config::Config;
 use linkgate::oidc::jwks::Jwks;
 use linkgate::oidc::verify::{verify, Expect};
+use linkgate::oidc::Identity;
+use linkgate::proxy::identify::{identify, Found};
 use linkgate::proxy::path::normalise;
 use linkgate::redirect::RedirectPolicy;
 use linkgate::session::cache::SessionCache;
@@ -34,6 +41,7 @@ use linkgate::session::cookie::{decode, encode, OpaqueId, Purpose};
 use linkgate::session::keys::Keys;
 use linkgate::session::seal::{open, seal};
 use linkgate::session::SessionRecord;
+use pingora::http::RequestHeader;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -300,10 +308,64 @@ fn jwt(c: &mut Criterion) {
     rt.block_on(verify(&jwks, &token, &expect))
         .expect("the bench token verifies");
 
+    // A gate taking bearer tokens, with this token already verified: the entry is what
+    // `proxy::identify` caches after a successful verification.
+    let app = rt.block_on(async {
+        let config = Config::parse(
+            &format!(
+                "[[upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:1\"\n\
+                 [sso]\nissuer = \"{ISSUER}\"\nclient_id = \"{CLIENT_ID}\"\n\
+                 client_secret = \"s\"\n\
+                 [session]\nstore = \"memory\"\n\
+                 cookie_secret = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n\
+                 [authz]\nbearer_tokens = true\n"
+            ),
+            "bench.toml",
+            &|_| None,
+        )
+        .expect("bench configuration");
+        App::new(config).expect("bench app")
+    });
+    let identity = Identity {
+        issuer: ISSUER.to_string(),
+        subject: "bench-user".to_string(),
+        email: Some("bench-user@example.test".to_string()),
+        email_verified: false,
+        name: None,
+        preferred_username: None,
+        groups: vec!["staff".to_string()],
+    };
+    let key: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(token.as_bytes()).into()
+    };
+    app.verified_tokens
+        .as_ref()
+        .expect("bearer tokens with a session cache have a token cache")
+        .insert(
+            key,
+            Arc::new(VerifiedToken {
+                identity,
+                expires_at: i64::try_from(now()).expect("a timestamp") + 24 * 3600,
+            }),
+        );
+    let mut req = RequestHeader::build("GET", b"/api/orders", None).expect("request");
+    req.insert_header("authorization", format!("Bearer {token}"))
+        .expect("authorization header");
+    // It must be a hit, or the benchmark would time a verification (or a refusal).
+    match rt.block_on(identify(&app, &req)) {
+        Found::Passport(_) => {}
+        other => panic!("the cached bearer token is not accepted: {other:?}"),
+    }
+    assert_eq!(app.metrics.token_cache_hit.get(), 1, "a cache hit");
+
     let mut g = c.benchmark_group("jwt");
     g.bench_function("verify_rs256", |b| {
         b.to_async(&rt)
             .iter(|| verify(&jwks, black_box(&token), &expect))
+    });
+    g.bench_function("bearer_cache_hit", |b| {
+        b.to_async(&rt).iter(|| identify(&app, black_box(&req)))
     });
     g.finish();
 }
