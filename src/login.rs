@@ -778,10 +778,11 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         }
     };
     let mut reply = Reply::text(StatusCode::ACCEPTED, Vec::<u8>::new());
-    let link_status = crate::proxy::link_status_header(app, status);
-    let identity = passport.headers.iter(&app.config.headers.names);
-    for (name, value) in identity.chain(link_status.as_ref().map(|(n, v)| (n, v.clone()))) {
-        reply = reply.with_header(name.clone(), value.to_str().unwrap_or_default());
+    for (name, value) in passport.headers.iter(&app.config.headers.names) {
+        reply = reply.with_header_value(name.clone(), value);
+    }
+    if let Some((name, value)) = crate::proxy::link_status_header(app, status) {
+        reply = reply.with_header_value(name, value);
     }
     // The names nginx users know from oauth2-proxy, for `auth_request_set`.
     if let Some(i) = passport.primary() {

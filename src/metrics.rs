@@ -6,6 +6,8 @@ use pingora_prometheus::prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::proxy::{Decision, FORWARD_LABEL};
+
 /// Every metric linkgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -48,23 +50,6 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Latency buckets fine enough to see sub-millisecond overhead.
-/// Every `decision` label a request can end with (`Decision::as_str`, and `forward` for a
-/// request forwarded before its decision was recorded). Their series exist from the start,
-/// at zero, as Prometheus recommends for known label values.
-const DECISIONS: &[&str] = &[
-    "undecided",
-    "endpoint",
-    "skip_auth",
-    "session",
-    "bearer",
-    "forbidden",
-    "link_required",
-    "redirect_login",
-    "unauthenticated",
-    "refused",
-    "forward",
-];
-
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -116,11 +101,15 @@ impl Metrics {
             "Verified-token cache lookups for bearer tokens by result",
             &["result"],
         )?;
-        let by_decision = DECISIONS
+        // Every decision label a request can end with, resolved once; their series exist from
+        // the start, at zero, as Prometheus recommends for known label values.
+        let by_decision = Decision::ALL
             .iter()
+            .map(|d| d.as_str())
+            .chain([FORWARD_LABEL])
             .map(|d| {
                 (
-                    *d,
+                    d,
                     requests.with_label_values(&[d]),
                     request_duration.with_label_values(&[d]),
                 )

@@ -27,11 +27,6 @@ pub struct Passport {
     pub sso: Option<Box<Identity>>,
     /// The cloud account, when known.
     pub account: Option<Box<Identity>>,
-    /// The access token (for `X-Forwarded-Access-Token`), kept only when the configuration
-    /// forwards it (`headers.pass_access_token`, `headers.set_authorization`).
-    pub access_token: Option<String>,
-    /// The id_token (for `Authorization` when `headers.set_authorization`), same rule.
-    pub id_token: Option<String>,
     /// How it was proven.
     pub via: Via,
     /// The session id, for a session.
@@ -39,8 +34,12 @@ pub struct Passport {
     /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
     pub set_cookie: Option<String>,
     /// The identity headers for the upstream, every value already checked as header text:
-    /// all of them but the link status, which depends on the time of the request.
+    /// all of them but the link status, which depends on the time of the request. The access
+    /// token is among them when `headers.pass_access_token`; tokens are kept nowhere else.
     pub headers: IdentityHeaders,
+    /// `Authorization: Bearer <id_token, else access token>` for the upstream, when
+    /// `headers.set_authorization`.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl Passport {

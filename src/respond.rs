@@ -79,6 +79,12 @@ impl Reply {
         self
     }
 
+    /// Adds a header whose value is already checked.
+    pub fn with_header_value(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// Adds a `Set-Cookie` header.
     pub fn with_cookie(self, cookie: &str) -> Self {
         self.with_header(header::SET_COOKIE, cookie)

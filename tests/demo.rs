@@ -14,19 +14,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use reqwest::header::LOCATION;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-// === the rig: the demo process and a browser-less user ===
+mod support;
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
+use support::free_port;
+use support::sso::{location, navigate, user};
+
+// === the rig: the demo process and a browser-less user ===
 
 /// Five distinct free ports.
 fn free_ports() -> [u16; 5] {
@@ -186,34 +182,6 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A user without a browser: a cookie jar, redirects never followed.
-fn user() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
-/// What a browser sends on a top-level navigation.
-fn navigate(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-        .header("sec-fetch-mode", "navigate")
-}
-
-/// The `Location` of a redirect, resolved against the request's URL.
-fn location(resp: &reqwest::Response) -> String {
-    let loc = resp
-        .headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location in a {} answer", resp.status()))
-        .to_str()
-        .expect("Location text");
-    resp.url().join(loc).expect("Location URL").to_string()
 }
 
 async fn open(http: &reqwest::Client, url: &str) -> reqwest::Response {

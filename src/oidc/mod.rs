@@ -117,6 +117,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An identity for tests: `sub@example.test`, verified, no name or groups.
+    #[cfg(test)]
+    pub fn sample(issuer: &str, sub: &str) -> Self {
+        Identity {
+            issuer: issuer.into(),
+            subject: sub.into(),
+            email: Some(format!("{sub}@example.test")),
+            email_verified: true,
+            name: None,
+            preferred_username: None,
+            groups: vec![],
+        }
+    }
+
     /// The stable key of this identity: issuer and subject.
     pub fn key(&self) -> String {
         format!("{}|{}", self.issuer, self.subject)

@@ -16,7 +16,7 @@ use crate::app::{App, VerifiedToken};
 use crate::oidc::{Identity, OidcError};
 use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
-use crate::session::SessionRecord;
+use crate::session::{now, SessionRecord};
 
 pub use crate::passport::{Passport, Via};
 
@@ -95,39 +95,24 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
     Found::Nobody { stale_cookie }
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// The passport of a session: its identities, its tokens only when the configuration
-/// forwards them (a cached passport should not hold secrets it never uses), and its
-/// identity headers, computed once.
+/// The passport of a session: its identities and, computed once, the headers it gives the
+/// upstream. Its tokens go into those headers when the configuration forwards them and are
+/// not kept otherwise (a cached passport holds no secret it never uses).
 fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
-    let headers = &app.config.headers;
-    let (access_token, id_token) = match record.tokens {
-        Some(t) if headers.pass_access_token || headers.set_authorization => (
-            Some(t.access_token),
-            t.id_token.filter(|_| headers.set_authorization),
-        ),
-        _ => (None, None),
+    let tokens = record.tokens.as_ref();
+    let access_token = tokens.map(|t| t.access_token.as_str());
+    let id_token = tokens.and_then(|t| t.id_token.as_deref());
+    let mut passport = Passport {
+        sso: record.sso.map(Box::new),
+        account: record.account.map(Box::new),
+        via: Via::Session,
+        session: Some(id),
+        set_cookie: None,
+        headers: Default::default(),
+        authorization: None,
     };
-    with_headers(
-        app,
-        Passport {
-            access_token,
-            id_token,
-            sso: record.sso.map(Box::new),
-            account: record.account.map(Box::new),
-            via: Via::Session,
-            session: Some(id),
-            set_cookie: None,
-            headers: Default::default(),
-        },
-    )
-}
-
-fn with_headers(app: &App, mut passport: Passport) -> Passport {
-    passport.headers = crate::proxy::identity_headers(app, &passport);
+    passport.headers = crate::proxy::identity_headers(app, &passport, access_token);
+    passport.authorization = crate::proxy::authorization_header(app, access_token, id_token);
     passport
 }
 
@@ -150,19 +135,18 @@ async fn from_bearer(app: &App, token: &str) -> Found {
         },
         _ => None,
     };
-    Found::Passport(Arc::new(with_headers(
-        app,
-        Passport {
-            sso: Some(Box::new(sso)),
-            account: account.map(Box::new),
-            access_token: Some(token.to_string()),
-            id_token: None,
-            via: Via::Bearer,
-            session: None,
-            set_cookie: None,
-            headers: Default::default(),
-        },
-    )))
+    let mut passport = Passport {
+        sso: Some(Box::new(sso)),
+        account: account.map(Box::new),
+        via: Via::Bearer,
+        session: None,
+        set_cookie: None,
+        headers: Default::default(),
+        authorization: None,
+    };
+    passport.headers = crate::proxy::identity_headers(app, &passport, Some(token));
+    passport.authorization = crate::proxy::authorization_header(app, Some(token), None);
+    Found::Passport(Arc::new(passport))
 }
 
 /// Step 5: no session, but the platform put a signed account JWT in a cookie or header. A
@@ -340,17 +324,8 @@ mod tests {
 
     fn remember(app: &App, token: &str, expires_at: i64) {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let identity = Identity {
-            issuer: "http://127.0.0.1:1".into(),
-            subject: "cached".into(),
-            email: None,
-            email_verified: false,
-            name: None,
-            preferred_username: None,
-            groups: vec![],
-        };
         let entry = VerifiedToken {
-            identity,
+            identity: Identity::sample("http://127.0.0.1:1", "cached"),
             expires_at,
         };
         app.verified_tokens

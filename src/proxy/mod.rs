@@ -53,7 +53,24 @@ pub enum Decision {
     Refused,
 }
 
+/// The `decision` label of a request forwarded before its decision was recorded.
+pub const FORWARD_LABEL: &str = "forward";
+
 impl Decision {
+    /// Every decision (next to the enum, so that a new variant is added here too).
+    pub const ALL: [Decision; 10] = [
+        Decision::Undecided,
+        Decision::Endpoint,
+        Decision::SkipAuth,
+        Decision::Session,
+        Decision::Bearer,
+        Decision::Forbidden,
+        Decision::LinkRequired,
+        Decision::RedirectLogin,
+        Decision::Unauthenticated,
+        Decision::Refused,
+    ];
+
     /// The stable label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -273,7 +290,11 @@ impl Gate {
 /// The identity headers for the upstream (and for forward-auth answers), all but the link
 /// status (see [`link_status_header`]). Values that are not valid header text are left out.
 /// Computed once per passport.
-pub fn identity_headers(app: &App, passport: &Passport) -> IdentityHeaders {
+pub fn identity_headers(
+    app: &App,
+    passport: &Passport,
+    access_token: Option<&str>,
+) -> IdentityHeaders {
     let mut values: Vec<(Field, &str)> = Vec::new();
     let groups;
     if app.config.headers.pass_user_headers {
@@ -298,11 +319,24 @@ pub fn identity_headers(app: &App, passport: &Passport) -> IdentityHeaders {
         }
     }
     if app.config.headers.pass_access_token {
-        if let Some(token) = &passport.access_token {
+        if let Some(token) = access_token {
             values.push((Field::AccessToken, token));
         }
     }
     IdentityHeaders::pack(values)
+}
+
+/// The upstream's `Authorization` when `headers.set_authorization`: the id_token, else the
+/// access token, as a bearer. Computed once per passport.
+pub fn authorization_header(
+    app: &App,
+    access_token: Option<&str>,
+    id_token: Option<&str>,
+) -> Option<HeaderValue> {
+    let token = id_token
+        .or(access_token)
+        .filter(|_| app.config.headers.set_authorization)?;
+    HeaderValue::from_str(&format!("Bearer {token}")).ok()
 }
 
 /// The link-status header of a request (`linked`, `grace`...), when user headers are passed.
@@ -439,15 +473,8 @@ impl ProxyHttp for Gate {
             if let Some((name, value)) = link_status_header(&self.app, ctx.link_status) {
                 upstream.insert_header(name, value)?;
             }
-            if self.app.config.headers.set_authorization {
-                if let Some(token) = passport
-                    .id_token
-                    .as_ref()
-                    .or(passport.access_token.as_ref())
-                {
-                    upstream
-                        .insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
-                }
+            if let Some(authorization) = &passport.authorization {
+                upstream.insert_header(http::header::AUTHORIZATION, authorization.clone())?;
             }
         }
         if let Some(route) = ctx.route.and_then(|i| self.app.router.get(i)) {
@@ -548,7 +575,7 @@ impl ProxyHttp for Gate {
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let decision = if ctx.decision == Decision::Undecided && ctx.route.is_some() {
-            "forward"
+            FORWARD_LABEL
         } else {
             ctx.decision.as_str()
         };

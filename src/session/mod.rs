@@ -127,7 +127,8 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -252,7 +253,7 @@ impl Sessions {
             }
             metrics.session_cache_miss.inc();
         }
-        let Some(record) = self.read(id).await? else {
+        let Some(record) = self.load(id).await? else {
             return Ok(None);
         };
         let resident = Arc::new(Resident {
@@ -273,10 +274,6 @@ impl Sessions {
     /// keeps passports, not records, and the endpoints that need a record (sign-out, the
     /// account page, a refresh) are not the hot path.
     pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
-        self.read(id).await
-    }
-
-    async fn read(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
         let key = store_keys::session(&id.to_hex());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(None);
@@ -504,10 +501,10 @@ pub fn cookies<'a>(req: &'a RequestHeader, name: &'a str) -> impl Iterator<Item 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::App;
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::passport::Via;
-    use crate::store::memory::Memory;
     use std::sync::atomic::AtomicUsize;
 
     const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
@@ -523,42 +520,23 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let metrics = Arc::new(Metrics::new().unwrap());
-        let store = Store::new(
-            Arc::new(Memory::new()),
-            "t:",
-            Duration::from_secs(1),
-            metrics.clone(),
-        );
-        let secret = config.session.cookie_secret.as_ref().unwrap().expose();
-        (
-            Sessions::new(secret, store, config.session.clone()),
-            metrics,
-        )
+        let app = App::new(config).unwrap();
+        (app.sessions.unwrap(), app.metrics)
     }
 
     fn identity(sub: &str) -> Identity {
-        Identity {
-            issuer: "https://sso.example".into(),
-            subject: sub.into(),
-            email: Some(format!("{sub}@example.test")),
-            email_verified: true,
-            name: None,
-            preferred_username: None,
-            groups: vec![],
-        }
+        Identity::sample("https://sso.example", sub)
     }
 
     fn passport(record: SessionRecord) -> Passport {
         Passport {
             sso: record.sso.map(Box::new),
             account: record.account.map(Box::new),
-            access_token: None,
-            id_token: None,
             via: Via::Session,
             session: None,
             set_cookie: None,
             headers: Default::default(),
+            authorization: None,
         }
     }
 
