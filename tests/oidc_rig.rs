@@ -1,15 +1,15 @@
 //! The OpenID provider test rig against the real node provider (tests/support/oidc/).
 
-#[path = "support/oidc.rs"]
-mod oidc;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use oidc::{Account, ClientConfig, OidcProvider, ProviderOptions};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use support::oidc;
+use support::oidc::{Account, ClientConfig, OidcProvider, ProviderOptions};
 use url::Url;
 
 const RP_CALLBACK: &str = "http://127.0.0.1:9/oauth2/callback";

@@ -30,13 +30,24 @@ pub use upstream::Upstream;
 /// A fixed cookie secret for tests (32 bytes, base64url).
 pub const COOKIE_SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
 
-/// A free TCP port on 127.0.0.1 (bound then released; the OS does not hand it out again at
-/// once).
+/// A free TCP port on 127.0.0.1: bound then released, and never handed out twice in one test
+/// process. Tests in one binary run side by side; the OS may give a just-released port to the
+/// next `bind(0)`, and two rigs racing to bind the same port fail in confusing ways (one
+/// answers for the other).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test process has not handed out already")
 }
 
 /// Panics with an install hint when a program is not on `PATH`.

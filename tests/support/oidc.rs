@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -357,11 +356,6 @@ fn check_prerequisites(custom_node: bool) {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
 enum StartError {
     /// The port was taken (only retried when the port was picked by us).
     AddrInUse,
@@ -375,7 +369,7 @@ impl OidcProvider {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let port = opts.port.unwrap_or_else(free_port);
+            let port = opts.port.unwrap_or_else(super::free_port);
             match Self::spawn(&opts, port) {
                 Ok(p) => return p,
                 Err(StartError::AddrInUse) if opts.port.is_none() && attempts < 5 => continue,
