@@ -21,6 +21,7 @@ use crate::app::App;
 use crate::link::{LinkOutcome, Requirement};
 use crate::oidc::{Identity, OidcError, Provider, Tokens};
 use crate::pages::{self, AccountView};
+use crate::passport::{Field, Names};
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
@@ -464,14 +465,9 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
 
 // === the account page ===
 
-fn account_view(
-    app: &App,
-    id: &OpaqueId,
-    record: &SessionRecord,
-    req: &RequestHeader,
-) -> AccountView {
+fn account_view(app: &App, id: &OpaqueId, names: &Names, req: &RequestHeader) -> AccountView {
     let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
-    let linked = record.sso.is_some() && record.account.is_some();
+    let linked = names.sso.is_some() && names.account.is_some();
     let grace_notice = (!linked && requirement == Requirement::Grace).then(|| {
         let from = app
             .config
@@ -488,13 +484,9 @@ fn account_view(
     AccountView {
         sso_name: app.sso_name().to_string(),
         account_name: app.account_name().to_string(),
-        account: record.account.as_ref().map(|a| a.display().to_string()),
-        connected_as: linked
-            .then(|| record.sso.as_ref().map(|s| s.display().to_string()))
-            .flatten(),
-        sso_unlinked: (!linked)
-            .then(|| record.sso.as_ref().map(|s| s.display().to_string()))
-            .flatten(),
+        account: names.account.clone(),
+        connected_as: names.sso.clone().filter(|_| linked),
+        sso_unlinked: names.sso.clone().filter(|_| !linked),
         grace_notice,
         allow_disconnect: app.config.link.allow_disconnect,
         csrf: app
@@ -517,15 +509,10 @@ fn account_view(
 
 /// The page for an SSO session without a linked account, while the rule is enforced.
 pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
-    let record = SessionRecord {
-        sso: passport.sso.as_deref().cloned(),
-        account: passport.account.as_deref().cloned(),
-        tokens: None,
-        created_at: 0,
-        expires_at: 0,
-    };
+    // An unlinked passport keeps the names (with `[account]` configured, as it is here).
+    let names = passport.names.as_deref().cloned().unwrap_or_default();
     let id = passport.session.unwrap_or_else(OpaqueId::random);
-    let mut view = account_view(app, &id, &record, req);
+    let mut view = account_view(app, &id, &names, req);
     if let Some(url) = &mut view.account_sign_in {
         let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         *url = format!("{}/account/start?rd={}", app.prefix(), encode(rd));
@@ -551,7 +538,12 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
         }
         return Err(Refusal::Unauthenticated);
     };
-    let view = account_view(app, &id, &record, req);
+    let view = account_view(
+        app,
+        &id,
+        &Names::new(record.sso.as_ref(), record.account.as_ref()),
+        req,
+    );
     if !respond::prefers_html(req) && !respond::is_navigation(req) {
         return Ok(Reply::json(
             StatusCode::OK,
@@ -715,8 +707,8 @@ fn signed_out(app: &App, req: &RequestHeader) -> Reply {
     Reply::redirect(&rd)
 }
 
-fn identity_json(p: &Passport) -> serde_json::Value {
-    let i = p.primary();
+fn identity_json(sso: Option<&Identity>, account: Option<&Identity>) -> serde_json::Value {
+    let i = sso.or(account);
     json!({
         "user": i.map(|i| &i.subject),
         "email": i.and_then(|i| i.email.as_ref()),
@@ -724,22 +716,24 @@ fn identity_json(p: &Passport) -> serde_json::Value {
         "name": i.and_then(|i| i.name.as_ref()),
         "preferred_username": i.and_then(|i| i.preferred_username.as_ref()),
         "groups": i.map(|i| i.groups.clone()).unwrap_or_default(),
-        "sso": p.sso.as_ref().map(|s| json!({ "issuer": s.issuer, "subject": s.subject, "email": s.email })),
-        "account": p.account.as_ref().map(|a| json!({ "issuer": a.issuer, "subject": a.subject, "email": a.email })),
-        "linked": p.linked(),
+        "sso": sso.map(|s| json!({ "issuer": s.issuer, "subject": s.subject, "email": s.email })),
+        "account": account.map(|a| json!({ "issuer": a.issuer, "subject": a.subject, "email": a.email })),
+        "linked": sso.is_some() && account.is_some(),
     })
 }
 
 async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refusal> {
     match identify(app, req).await {
         Found::Passport(p) => {
-            let primary = p.primary().ok_or(Refusal::Unauthenticated)?;
-            crate::authz::check(&app.config.authz, primary).map_err(|reason| {
-                Refusal::Forbidden {
-                    who: primary.display().to_string(),
-                    reason,
-                }
-            })?;
+            if !p.anyone() {
+                return Err(Refusal::Unauthenticated);
+            }
+            if let Some(forbidden) = &p.forbidden {
+                return Err(Refusal::Forbidden {
+                    who: forbidden.who.clone(),
+                    reason: forbidden.reason.clone(),
+                });
+            }
             Ok(p)
         }
         Found::Nobody { .. } => Err(Refusal::Unauthenticated),
@@ -747,10 +741,15 @@ async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refu
     }
 }
 
-/// `GET userinfo`: the signed-in identity as JSON, or 401.
+/// `GET userinfo`: the signed-in identity as JSON, or 401. The passport says who may see
+/// it; the identities in full come from the store (a session) or the token (a bearer).
 async fn userinfo(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let passport = signed_in(app, req).await?;
-    Ok(Reply::json(StatusCode::OK, &identity_json(&passport)))
+    let (sso, account) = crate::proxy::identify::identities(app, req, &passport).await?;
+    Ok(Reply::json(
+        StatusCode::OK,
+        &identity_json(sso.as_ref(), account.as_ref()),
+    ))
 }
 
 /// `GET auth`: forward-auth for nginx `auth_request`, Traefik and Caddy: `202` with the
@@ -763,8 +762,8 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
     let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
     let verdict = crate::link::verdict(
         app.config.account.is_some(),
-        passport.sso.is_some(),
-        passport.account.is_some(),
+        passport.sso,
+        passport.account,
         requirement,
     );
     let status = match verdict {
@@ -784,20 +783,15 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
     if let Some((name, value)) = crate::proxy::link_status_header(app, status) {
         reply = reply.with_header_value(name, value);
     }
-    // The names nginx users know from oauth2-proxy, for `auth_request_set`.
-    if let Some(i) = passport.primary() {
-        reply = reply.with_header(
-            http::HeaderName::from_static("x-auth-request-user"),
-            &i.subject,
-        );
-        if let Some(email) = &i.email {
-            reply = reply.with_header(http::HeaderName::from_static("x-auth-request-email"), email);
-        }
-        if !i.groups.is_empty() {
-            reply = reply.with_header(
-                http::HeaderName::from_static("x-auth-request-groups"),
-                &i.groups.join(","),
-            );
+    // The names nginx users know from oauth2-proxy, for `auth_request_set` (sent whether
+    // or not `headers.pass_user_headers` forwards the user headers).
+    for (field, name) in [
+        (Field::User, "x-auth-request-user"),
+        (Field::Email, "x-auth-request-email"),
+        (Field::Groups, "x-auth-request-groups"),
+    ] {
+        if let Some(value) = passport.headers.get(field) {
+            reply = reply.with_header_value(http::HeaderName::from_static(name), value);
         }
     }
     Ok(reply)

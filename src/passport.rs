@@ -19,44 +19,212 @@ pub enum Via {
     Bearer,
 }
 
-/// A proven identity and what the upstream may be given of it.
+/// A proven identity, reduced to what a request needs from it: the identity headers, the
+/// facts the link rule and `[authz]` decide on, and, only where a page may show them, the
+/// names of the identities. This is what the session cache holds (~0.3 KiB a session, not
+/// the identities and tokens of the record); whatever else a request needs (the account page,
+/// a refresh) is read from the store.
 #[derive(Debug, Clone)]
 pub struct Passport {
-    /// The Magento.com identity, when signed in there. Boxed, like `account`: a cached
-    /// passport pays for the identities it has, not for the slots of those it lacks.
-    pub sso: Option<Box<Identity>>,
-    /// The cloud account, when known.
-    pub account: Option<Box<Identity>>,
     /// How it was proven.
     pub via: Via,
     /// The session id, for a session.
     pub session: Option<OpaqueId>,
+    /// Whether a Magento.com identity is signed in.
+    pub sso: bool,
+    /// Whether the cloud account is known.
+    pub account: bool,
+    /// Unix seconds when this proof ends: the session's end, or a bearer token's `exp`
+    /// (`i64::MAX` when it has none).
+    pub expires_at: i64,
+    /// Unix seconds from which the session's access token should be refreshed
+    /// (`session.refresh_before` ahead of its expiry), when it can be.
+    pub refresh_at: Option<i64>,
+    /// `[authz]`'s verdict on the primary identity, decided once: who was refused and why.
+    pub forbidden: Option<Box<Forbidden>>,
+    /// How the identities are shown, kept only while they are not linked (the link page is
+    /// the only place that shows them to a request of the gate).
+    pub names: Option<Box<Names>>,
     /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
-    pub set_cookie: Option<String>,
-    /// The identity headers for the upstream, every value already checked as header text:
-    /// all of them but the link status, which depends on the time of the request. The access
-    /// token is among them when `headers.pass_access_token`; tokens are kept nowhere else.
+    pub set_cookie: Option<Box<str>>,
+    /// The header values for the upstream and for forward-auth answers, every one already
+    /// checked as header text. The access token is among them when `headers.pass_access_token`
+    /// and the upstream `Authorization` when `headers.set_authorization`; tokens are kept
+    /// nowhere else.
     pub headers: IdentityHeaders,
-    /// `Authorization: Bearer <id_token, else access token>` for the upstream, when
-    /// `headers.set_authorization`.
-    pub authorization: Option<HeaderValue>,
+}
+
+/// An `[authz]` refusal: who, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    /// The primary identity as shown to a person.
+    pub who: String,
+    /// Why it may not pass.
+    pub reason: String,
+}
+
+/// The identities as shown to a person (email, else username, else subject).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// The Magento.com identity.
+    pub sso: Option<String>,
+    /// The cloud account.
+    pub account: Option<String>,
+}
+
+impl Names {
+    /// How `sso` and `account` are shown.
+    pub fn new(sso: Option<&Identity>, account: Option<&Identity>) -> Self {
+        Names {
+            sso: sso.map(|i| i.display().to_string()),
+            account: account.map(|i| i.display().to_string()),
+        }
+    }
+}
+
+/// What a passport is made from: the proof, the identities, and the tokens (used only for the
+/// headers that forward them).
+pub struct Proof<'a> {
+    /// How it was proven.
+    pub via: Via,
+    /// The session id, for a session.
+    pub session: Option<OpaqueId>,
+    /// The Magento.com identity.
+    pub sso: Option<&'a Identity>,
+    /// The cloud account.
+    pub account: Option<&'a Identity>,
+    /// The access token, when there is one.
+    pub access_token: Option<&'a str>,
+    /// The id_token, when there is one.
+    pub id_token: Option<&'a str>,
+    /// When the proof ends (unix seconds).
+    pub expires_at: i64,
+}
+
+/// The parts of the configuration a passport is decided by.
+pub struct Rules<'a> {
+    /// `[headers]`.
+    pub headers: &'a crate::config::Headers,
+    /// `[authz]`.
+    pub authz: &'a crate::config::Authz,
+    /// Whether `[account]` is configured (so that an unlinked identity may be sent to link).
+    pub linking: bool,
 }
 
 impl Passport {
-    /// The identity that speaks for the user: Magento.com when signed in there (it is the
-    /// primary login), else the cloud account.
-    pub fn primary(&self) -> Option<&Identity> {
-        self.sso.as_deref().or(self.account.as_deref())
+    /// Decides everything about a proof that does not depend on the time of a request.
+    pub fn new(rules: &Rules<'_>, proof: Proof<'_>) -> Self {
+        let headers = rules.headers;
+        // The identity that speaks for the user: Magento.com when signed in there (it is the
+        // primary login), else the cloud account.
+        let primary = proof.sso.or(proof.account);
+        let mut values: Vec<(Field, &str)> = Vec::new();
+        let groups = primary
+            .filter(|i| !i.groups.is_empty())
+            .map(|i| i.groups.join(","));
+        if let Some(i) = primary {
+            values.push((Field::User, &i.subject));
+            if let Some(email) = &i.email {
+                values.push((Field::Email, email));
+            }
+            if let Some(groups) = &groups {
+                values.push((Field::Groups, groups));
+            }
+            if let Some(u) = &i.preferred_username {
+                values.push((Field::PreferredUsername, u));
+            }
+        }
+        if let Some(sso) = proof.sso {
+            values.push((Field::SsoSubject, &sso.subject));
+        }
+        if let Some(account) = proof.account {
+            values.push((Field::AccountId, &account.subject));
+        }
+        if headers.pass_access_token {
+            if let Some(token) = proof.access_token {
+                values.push((Field::AccessToken, token));
+            }
+        }
+        let authorization = proof
+            .id_token
+            .or(proof.access_token)
+            .filter(|_| headers.set_authorization)
+            .map(|token| format!("Bearer {token}"));
+        if let Some(authorization) = &authorization {
+            values.push((Field::Authorization, authorization));
+        }
+        let forbidden = match primary.map(|i| (i, crate::authz::check(rules.authz, i))) {
+            Some((i, Err(reason))) => Some(Box::new(Forbidden {
+                who: i.display().to_string(),
+                reason,
+            })),
+            _ => None,
+        };
+        let linked = proof.sso.is_some() && proof.account.is_some();
+        let names =
+            (rules.linking && !linked).then(|| Box::new(Names::new(proof.sso, proof.account)));
+        Passport {
+            via: proof.via,
+            session: proof.session,
+            sso: proof.sso.is_some(),
+            account: proof.account.is_some(),
+            expires_at: proof.expires_at,
+            refresh_at: None,
+            forbidden,
+            names,
+            set_cookie: None,
+            headers: IdentityHeaders::pack(values, headers.pass_user_headers),
+        }
+    }
+
+    /// Whether there is an identity at all.
+    pub fn anyone(&self) -> bool {
+        self.sso || self.account
     }
 
     /// Whether both identities are present, i.e. linked.
     pub fn linked(&self) -> bool {
-        self.sso.is_some() && self.account.is_some()
+        self.sso && self.account
+    }
+
+    /// Whether the session's tokens are due for a refresh at `now` (unix seconds).
+    pub fn refresh_due(&self, now: i64) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at)
     }
 }
 
-/// Which identity header a value is for; its name is configured (`[headers.names]`).
+#[cfg(test)]
+impl Passport {
+    /// A session passport under a minimal configuration (default `[headers]`, no `[authz]`
+    /// rule, no `[account]`), for tests.
+    pub fn sample(sso: Option<&Identity>, account: Option<&Identity>) -> Self {
+        let config = crate::config::Config::parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .expect("a minimal configuration");
+        let rules = Rules {
+            headers: &config.headers,
+            authz: &config.authz,
+            linking: false,
+        };
+        let proof = Proof {
+            via: Via::Session,
+            session: None,
+            sso,
+            account,
+            access_token: None,
+            id_token: None,
+            expires_at: 0,
+        };
+        Passport::new(&rules, proof)
+    }
+}
+
+/// Which header a packed value is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Field {
     /// `X-Forwarded-User`.
     User,
@@ -72,10 +240,24 @@ pub enum Field {
     AccountId,
     /// `X-Forwarded-Access-Token`.
     AccessToken,
+    /// The upstream's `Authorization: Bearer <id_token, else access token>`.
+    Authorization,
 }
 
 impl Field {
-    /// The configured name of this header.
+    const COUNT: usize = 8;
+    /// The fields forwarded as identity headers under their configured names.
+    const IDENTITY: [Field; 7] = [
+        Field::User,
+        Field::Email,
+        Field::Groups,
+        Field::PreferredUsername,
+        Field::SsoSubject,
+        Field::AccountId,
+        Field::AccessToken,
+    ];
+
+    /// The configured name of this header (`Authorization` is not configurable).
     pub fn name(self, names: &HeaderNames) -> &HeaderName {
         match self {
             Field::User => &names.user,
@@ -85,70 +267,162 @@ impl Field {
             Field::SsoSubject => &names.sso_subject,
             Field::AccountId => &names.account_id,
             Field::AccessToken => &names.access_token,
+            Field::Authorization => &AUTHORIZATION,
         }
+    }
+
+    /// The user headers, forwarded only with `headers.pass_user_headers` (but always known to
+    /// forward-auth answers, as `X-Auth-Request-*`).
+    fn is_user(self) -> bool {
+        !matches!(self, Field::AccessToken | Field::Authorization)
     }
 }
 
-/// Identity header values packed in one buffer: a cached passport holds one allocation for
-/// all of them, and a request takes each value as a slice of it (a reference count, no
-/// copy, no allocation).
-#[derive(Debug, Clone, Default)]
+/// Header values packed in one buffer, with a fixed table of where each one is: a cached
+/// passport holds one allocation for all of them, and a request takes each value as a slice of
+/// it (a reference count, no copy, no allocation).
+#[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     buf: Bytes,
-    fields: Box<[(Field, u32, u32)]>,
+    /// `(start, end)` of each field's value in `buf`, indexed by `Field as usize`;
+    /// `ABSENT` when the field has no value.
+    spans: [(u16, u16); Field::COUNT],
+    /// Whether the user headers go upstream (`headers.pass_user_headers`).
+    forward_user: bool,
+}
+
+const ABSENT: (u16, u16) = (u16::MAX, u16::MAX);
+
+static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            buf: Bytes::new(),
+            spans: [ABSENT; Field::COUNT],
+            forward_user: true,
+        }
+    }
 }
 
 impl IdentityHeaders {
-    /// Packs the values that are valid header text; the others are left out.
-    pub fn pack<'a>(values: impl IntoIterator<Item = (Field, &'a str)>) -> Self {
+    /// The most a passport's header values may take together (64 KiB, far above what any
+    /// upstream accepts in headers).
+    pub const MAX: usize = u16::MAX as usize - 1;
+
+    /// Packs the values that are valid header text; the others are left out (and so is any
+    /// value that would take the whole past [`Self::MAX`]), with a warning.
+    pub fn pack<'a>(
+        values: impl IntoIterator<Item = (Field, &'a str)>,
+        forward_user: bool,
+    ) -> Self {
         let mut buf = Vec::new();
-        let mut fields = Vec::new();
+        let mut spans = [ABSENT; Field::COUNT];
         for (field, value) in values {
-            let (Ok(start), Ok(end)) = (
-                u32::try_from(buf.len()),
-                u32::try_from(buf.len() + value.len()),
-            ) else {
+            if buf.len() + value.len() > Self::MAX {
+                tracing::warn!(header = ?field, "identity header value left out: the header values of this identity exceed 64 KiB");
                 continue;
-            };
-            if HeaderValue::from_str(value).is_ok() {
-                buf.extend_from_slice(value.as_bytes());
-                fields.push((field, start, end));
             }
+            if HeaderValue::from_str(value).is_err() {
+                tracing::warn!(header = ?field, "identity header value left out: not valid header text");
+                continue;
+            }
+            // Both fit in u16: checked against MAX above.
+            let start = buf.len() as u16;
+            buf.extend_from_slice(value.as_bytes());
+            spans[field as usize] = (start, buf.len() as u16);
         }
         Self {
             buf: Bytes::from(buf),
-            fields: fields.into_boxed_slice(),
+            spans,
+            forward_user,
         }
     }
 
-    /// Each header with its configured name.
+    /// One field's value, if it has one.
+    pub fn get(&self, field: Field) -> Option<HeaderValue> {
+        let (start, end) = self.spans[field as usize];
+        if (start, end) == ABSENT {
+            return None;
+        }
+        let value = self.buf.slice(start as usize..end as usize);
+        // Checked when packed; this re-check is a byte scan, never an allocation.
+        HeaderValue::from_maybe_shared(value).ok()
+    }
+
+    /// The identity headers for the upstream, each with its configured name (the user
+    /// headers only with `headers.pass_user_headers`; `Authorization` is not among them).
     pub fn iter<'a>(
         &'a self,
         names: &'a HeaderNames,
     ) -> impl Iterator<Item = (&'a HeaderName, HeaderValue)> + 'a {
-        self.fields.iter().filter_map(move |&(field, start, end)| {
-            let value = self.buf.slice(start as usize..end as usize);
-            // Checked when packed; this re-check is a byte scan, never an allocation.
-            HeaderValue::from_maybe_shared(value)
-                .ok()
-                .map(|v| (field.name(names), v))
-        })
+        Field::IDENTITY
+            .into_iter()
+            .filter(|f| self.forward_user || !f.is_user())
+            .filter_map(move |field| self.get(field).map(|v| (field.name(names), v)))
     }
 
-    /// How many headers.
+    /// How many identity headers go upstream.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        Field::IDENTITY
+            .into_iter()
+            .filter(|f| self.forward_user || !f.is_user())
+            .filter(|f| self.spans[*f as usize] != ABSENT)
+            .count()
     }
 
-    /// Whether there are none.
+    /// Whether none go upstream.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n{extra}"),
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    fn rules(config: &Config, linking: bool) -> Rules<'_> {
+        Rules {
+            headers: &config.headers,
+            authz: &config.authz,
+            linking,
+        }
+    }
+
+    fn proof<'a>(sso: Option<&'a Identity>, account: Option<&'a Identity>) -> Proof<'a> {
+        Proof {
+            via: Via::Session,
+            session: None,
+            sso,
+            account,
+            access_token: Some("at-1"),
+            id_token: Some("it-1"),
+            expires_at: 0,
+        }
+    }
+
+    fn seen(headers: &IdentityHeaders, names: &HeaderNames) -> Vec<(String, String)> {
+        headers
+            .iter(names)
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn packed_headers_come_back_with_their_configured_names() {
@@ -156,29 +430,144 @@ mod tests {
             user: HeaderName::from_static("x-remote-user"),
             ..HeaderNames::default()
         };
-        let packed = IdentityHeaders::pack([
-            (Field::User, "alice"),
-            (Field::Email, "alice@shop.test"),
-            (Field::Groups, "bad\nvalue"),
-            (Field::SsoSubject, ""),
-            (Field::AccountId, "acct-7"),
-        ]);
-        let seen: Vec<(String, String)> = packed
-            .iter(&names)
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-            .collect();
-        assert_eq!(
-            seen,
+        let packed = IdentityHeaders::pack(
             [
+                (Field::User, "alice"),
+                (Field::Email, "alice@shop.test"),
+                (Field::Groups, "bad\nvalue"),
+                (Field::SsoSubject, ""),
+                (Field::AccountId, "acct-7"),
+            ],
+            true,
+        );
+        assert_eq!(
+            seen(&packed, &names),
+            pairs(&[
                 ("x-remote-user", "alice"),
                 ("x-forwarded-email", "alice@shop.test"),
                 ("x-linkgate-sso-subject", ""),
                 ("x-linkgate-account-id", "acct-7"),
-            ]
-            .map(|(n, v)| (n.to_string(), v.to_string())),
+            ]),
             "a value that is not header text is left out, an empty one kept"
         );
         assert_eq!(packed.len(), 4);
+        assert_eq!(packed.get(Field::Groups), None);
         assert!(IdentityHeaders::default().is_empty());
+    }
+
+    #[test]
+    fn values_past_64_kib_in_all_are_left_out_not_cut() {
+        let big = "g".repeat(IdentityHeaders::MAX - 2);
+        let packed = IdentityHeaders::pack(
+            [
+                (Field::User, "bob"),
+                (Field::Groups, big.as_str()),
+                (Field::Email, "b@x.test"),
+            ],
+            true,
+        );
+        assert_eq!(packed.get(Field::User).unwrap(), "bob");
+        assert!(packed.get(Field::Groups).is_none(), "3 + MAX - 2 bytes");
+        assert_eq!(packed.get(Field::Email).unwrap(), "b@x.test");
+    }
+
+    #[test]
+    fn the_headers_follow_the_configuration_and_tokens_go_only_where_configured() {
+        let alice = Identity {
+            groups: vec!["staff".into(), "ops".into()],
+            preferred_username: Some("al".into()),
+            ..Identity::sample("https://sso.test", "alice")
+        };
+        let acct = Identity::sample("https://accounts.test", "acct-9");
+        let names = HeaderNames::default();
+
+        let plain = config("");
+        let p = Passport::new(&rules(&plain, true), proof(Some(&alice), Some(&acct)));
+        assert_eq!(
+            seen(&p.headers, &names),
+            pairs(&[
+                ("x-forwarded-user", "alice"),
+                ("x-forwarded-email", "alice@example.test"),
+                ("x-forwarded-groups", "staff,ops"),
+                ("x-forwarded-preferred-username", "al"),
+                ("x-linkgate-sso-subject", "alice"),
+                ("x-linkgate-account-id", "acct-9"),
+            ])
+        );
+        assert_eq!(p.headers.get(Field::AccessToken), None);
+        assert_eq!(p.headers.get(Field::Authorization), None);
+        assert!(p.linked() && p.forbidden.is_none());
+        assert!(p.names.is_none(), "a linked passport keeps no names");
+
+        let tokens = config(
+            "[headers]\npass_user_headers = false\npass_access_token = true\nset_authorization = true\n",
+        );
+        let p = Passport::new(&rules(&tokens, false), proof(Some(&alice), None));
+        assert_eq!(
+            seen(&p.headers, &names),
+            pairs(&[("x-forwarded-access-token", "at-1")]),
+            "no user headers upstream"
+        );
+        assert_eq!(p.headers.get(Field::Authorization).unwrap(), "Bearer it-1");
+        // Forward-auth answers still know who it is (`X-Auth-Request-*`).
+        assert_eq!(p.headers.get(Field::User).unwrap(), "alice");
+        assert_eq!(p.headers.get(Field::Groups).unwrap(), "staff,ops");
+
+        let no_id_token = Proof {
+            id_token: None,
+            ..proof(Some(&alice), None)
+        };
+        let p = Passport::new(&rules(&tokens, false), no_id_token);
+        assert_eq!(p.headers.get(Field::Authorization).unwrap(), "Bearer at-1");
+    }
+
+    #[test]
+    fn authz_is_decided_once_for_the_primary_identity() {
+        let strict = config("[authz]\nemail_domains = [\"shop.test\"]\n");
+        let outsider = Identity::sample("https://sso.test", "eve");
+        let insider = Identity {
+            email: Some("ann@shop.test".into()),
+            ..Identity::sample("https://sso.test", "ann")
+        };
+        let p = Passport::new(&rules(&strict, false), proof(Some(&outsider), None));
+        let forbidden = p.forbidden.as_deref().expect("refused");
+        assert_eq!(forbidden.who, "eve@example.test");
+        assert!(forbidden.reason.contains("example.test"), "{forbidden:?}");
+        // The Magento.com identity speaks for the user, not the account.
+        let p = Passport::new(
+            &rules(&strict, false),
+            proof(Some(&insider), Some(&outsider)),
+        );
+        assert!(p.forbidden.is_none());
+        let p = Passport::new(&rules(&strict, false), proof(None, Some(&insider)));
+        assert!(p.forbidden.is_none());
+        assert!(p.anyone() && !p.linked());
+    }
+
+    #[test]
+    fn names_are_kept_only_while_a_link_may_be_asked_for() {
+        let plain = config("");
+        let alice = Identity::sample("https://sso.test", "alice");
+        let p = Passport::new(&rules(&plain, true), proof(Some(&alice), None));
+        assert_eq!(
+            p.names.as_deref(),
+            Some(&Names {
+                sso: Some("alice@example.test".into()),
+                account: None
+            })
+        );
+        let p = Passport::new(&rules(&plain, false), proof(Some(&alice), None));
+        assert!(p.names.is_none(), "no [account]: never asked to link");
+    }
+
+    #[test]
+    fn a_passport_stays_small() {
+        // The session cache holds one per session: 100k sessions within the RSS target
+        // (bench/run --soak) need it to stay a few hundred bytes with its buffer.
+        assert!(
+            std::mem::size_of::<Passport>() <= 160,
+            "{} bytes",
+            std::mem::size_of::<Passport>()
+        );
     }
 }

@@ -103,6 +103,30 @@ async fn a_valid_bearer_token_passes_with_identity() {
     r.s.gate
         .metrics_containing("linkgate_requests_total{decision=\"bearer\"} 1")
         .await;
+    // userinfo shows the token's identity in full; forward-auth answers with its headers.
+    let bearer = format!("Bearer {token}");
+    let info: Value = support::client()
+        .get(r.s.gate.url("/oauth2/userinfo"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["user"], "api-client", "{info}");
+    assert_eq!(info["email"], "api@shop.test", "{info}");
+    assert_eq!(info["sso"]["issuer"], r.s.provider.issuer(), "{info}");
+    assert_eq!(info["linked"], false, "{info}");
+    let auth = support::client()
+        .get(r.s.gate.url("/oauth2/auth"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), 202);
+    assert_eq!(auth.headers()["x-auth-request-user"], "api-client");
+    assert_eq!(auth.headers()["x-forwarded-email"], "api@shop.test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

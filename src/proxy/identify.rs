@@ -18,7 +18,7 @@ use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
 use crate::session::{now, SessionRecord};
 
-pub use crate::passport::{Passport, Via};
+pub use crate::passport::{Passport, Proof, Via};
 
 /// What [`identify`] found.
 #[derive(Debug)]
@@ -69,9 +69,7 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
             .resident(&id, |record| from_session(app, id, record))
             .await
         {
-            Ok(Some(resident)) if !resident.refresh_due(now()) => {
-                return Found::Passport(resident.passport.clone())
-            }
+            Ok(Some(passport)) if !passport.refresh_due(now()) => return Found::Passport(passport),
             // Due for a refresh: the tokens are in the store, not in the cache.
             Ok(Some(_)) => match sessions.load(&id).await {
                 Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
@@ -100,53 +98,88 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
 /// not kept otherwise (a cached passport holds no secret it never uses).
 fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
     let tokens = record.tokens.as_ref();
-    let access_token = tokens.map(|t| t.access_token.as_str());
-    let id_token = tokens.and_then(|t| t.id_token.as_deref());
-    let mut passport = Passport {
-        sso: record.sso.map(Box::new),
-        account: record.account.map(Box::new),
+    let proof = Proof {
         via: Via::Session,
         session: Some(id),
-        set_cookie: None,
-        headers: Default::default(),
-        authorization: None,
+        sso: record.sso.as_ref(),
+        account: record.account.as_ref(),
+        access_token: tokens.map(|t| t.access_token.as_str()),
+        id_token: tokens.and_then(|t| t.id_token.as_deref()),
+        expires_at: record.expires_at,
     };
-    passport.headers = crate::proxy::identity_headers(app, &passport, access_token);
-    passport.authorization = crate::proxy::authorization_header(app, access_token, id_token);
-    passport
+    // `refresh_at` is set by `Sessions::resident` for the passports it caches; the others
+    // are used once.
+    Passport::new(&crate::proxy::rules(app), proof)
 }
 
 async fn from_bearer(app: &App, token: &str) -> Found {
-    let sso = match verify_bearer(app, token).await {
-        Ok(identity) => identity,
+    let (sso, account, expires_at) = match bearer_identities(app, token).await {
+        Ok(found) => found,
+        Err(found) => return found,
+    };
+    let proof = Proof {
+        via: Via::Bearer,
+        session: None,
+        sso: Some(&sso),
+        account: account.as_ref(),
+        access_token: Some(token),
+        id_token: None,
+        expires_at,
+    };
+    Found::Passport(Arc::new(Passport::new(&crate::proxy::rules(app), proof)))
+}
+
+/// A bearer token's Magento.com identity, its linked account (looked up in the registry:
+/// a bearer token has no session) and its `exp`.
+async fn bearer_identities(
+    app: &App,
+    token: &str,
+) -> Result<(Identity, Option<Identity>, i64), Found> {
+    let (sso, expires_at) = match verify_bearer(app, token).await {
+        Ok(verified) => verified,
         Err(OidcError::Unavailable(e)) => {
-            return Found::Unavailable(Refusal::ProviderUnavailable(e))
+            return Err(Found::Unavailable(Refusal::ProviderUnavailable(e)))
         }
         Err(e) => {
             tracing::info!(error = %e, "bearer token refused");
-            return Found::Invalid(Refusal::InvalidToken(e.to_string()));
+            return Err(Found::Invalid(Refusal::InvalidToken(e.to_string())));
         }
     };
-    // A bearer token has no session: its link is looked up in the registry.
     let account = match (&app.registry, app.config.account.is_some()) {
         (Some(registry), true) => match registry.by_sso(&sso.key()).await {
             Ok(link) => link.map(|l| l.account),
-            Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
+            Err(_) => return Err(Found::Unavailable(Refusal::StoreUnavailable)),
         },
         _ => None,
     };
-    let mut passport = Passport {
-        sso: Some(Box::new(sso)),
-        account: account.map(Box::new),
-        via: Via::Bearer,
-        session: None,
-        set_cookie: None,
-        headers: Default::default(),
-        authorization: None,
-    };
-    passport.headers = crate::proxy::identity_headers(app, &passport, Some(token));
-    passport.authorization = crate::proxy::authorization_header(app, Some(token), None);
-    Found::Passport(Arc::new(passport))
+    Ok((sso, account, expires_at))
+}
+
+/// The identities in full behind a passport `identify` gave for `req` (for the endpoints
+/// that show them; the passport itself keeps only what requests need): the session's from
+/// the store, a bearer token's from the token (verified again, or found in the
+/// verified-token cache).
+pub async fn identities(
+    app: &App,
+    req: &RequestHeader,
+    passport: &Passport,
+) -> Result<(Option<Identity>, Option<Identity>), Refusal> {
+    match (passport.via, passport.session, &app.sessions) {
+        (Via::Session, Some(id), Some(sessions)) => match sessions.load(&id).await {
+            Ok(Some(record)) => Ok((record.sso, record.account)),
+            Ok(None) => Err(Refusal::Unauthenticated),
+            Err(_) => Err(Refusal::StoreUnavailable),
+        },
+        (Via::Bearer, _, _) => {
+            let token = bearer(req).ok_or(Refusal::Unauthenticated)?;
+            match bearer_identities(app, token).await {
+                Ok((sso, account, _)) => Ok((Some(sso), account)),
+                Err(Found::Invalid(r) | Found::Unavailable(r)) => Err(r),
+                Err(_) => Err(Refusal::Unauthenticated),
+            }
+        }
+        _ => Err(Refusal::Unauthenticated),
+    }
 }
 
 /// Step 5: no session, but the platform put a signed account JWT in a cookie or header. A
@@ -176,7 +209,7 @@ async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
         Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
     };
     let mut passport = from_session(app, id, record);
-    passport.set_cookie = Some(sessions.session_cookie(&id));
+    passport.set_cookie = Some(sessions.session_cookie(&id).into());
     Some(Found::Passport(Arc::new(passport)))
 }
 
@@ -186,21 +219,25 @@ async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
 /// all its bytes, so an altered token is never a hit. A token stays accepted until its
 /// `exp` even if its key is rotated out meanwhile, for at most `cache_ttl`: what every JWT
 /// verifier with a key cache does.
-async fn verify_bearer(app: &App, token: &str) -> Result<Identity, OidcError> {
+///
+/// Returns the identity and the token's `exp` (`i64::MAX` when it has none).
+async fn verify_bearer(app: &App, token: &str) -> Result<(Identity, i64), OidcError> {
+    let expiry = |token| crate::oidc::unverified_expiry(token).unwrap_or(i64::MAX);
     let Some(cache) = &app.verified_tokens else {
-        return verify_bearer_now(app, token).await;
+        return Ok((verify_bearer_now(app, token).await?, expiry(token)));
     };
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if let Some(hit) = cache.get(&key) {
         if hit.expires_at > now() {
             app.metrics.token_cache_hit.inc();
-            return Ok(hit.identity.clone());
+            return Ok((hit.identity.clone(), hit.expires_at));
         }
         cache.remove(&key);
     }
     app.metrics.token_cache_miss.inc();
     let identity = verify_bearer_now(app, token).await?;
-    if let Some(expires_at) = crate::oidc::unverified_expiry(token).filter(|&exp| exp > now()) {
+    let expires_at = expiry(token);
+    if expires_at != i64::MAX && expires_at > now() {
         cache.insert(
             key,
             Arc::new(VerifiedToken {
@@ -209,7 +246,7 @@ async fn verify_bearer(app: &App, token: &str) -> Result<Identity, OidcError> {
             }),
         );
     }
-    Ok(identity)
+    Ok((identity, expires_at))
 }
 
 async fn verify_bearer_now(app: &App, token: &str) -> Result<Identity, OidcError> {
@@ -338,8 +375,9 @@ mod tests {
     async fn a_verified_token_is_served_from_the_cache_until_its_exp() {
         let app = app("30s");
         remember(&app, "token-a", now() + 60);
-        let identity = verify_bearer(&app, "token-a").await.unwrap();
+        let (identity, exp) = verify_bearer(&app, "token-a").await.unwrap();
         assert_eq!(identity.subject, "cached");
+        assert!(exp > now());
         assert_eq!(app.metrics.token_cache_hit.get(), 1);
         // Past its exp the entry is not used: the token is verified in full (and here fails:
         // it is no JWT, and the provider is unreachable).

@@ -23,7 +23,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
 use crate::login::{self, RequestInfo};
-use crate::passport::{Field, IdentityHeaders};
+use crate::passport::Field;
 use crate::respond::{self, Refusal, Reply};
 use identify::{Found, Passport, Via};
 
@@ -229,16 +229,16 @@ impl Gate {
             Some(cookie) => reply.with_cookie(cookie),
             None => reply,
         };
-        let Some(primary) = passport.primary() else {
+        if !passport.anyone() {
             ctx.decision = Decision::Unauthenticated;
             return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
-        };
-        // 7. authenticated but refused by [authz].
-        if let Err(reason) = crate::authz::check(&app.config.authz, primary) {
+        }
+        // 7. authenticated but refused by [authz] (decided when the passport was made).
+        if let Some(forbidden) = &passport.forbidden {
             ctx.decision = Decision::Forbidden;
             let refusal = Refusal::Forbidden {
-                who: primary.display().to_string(),
-                reason,
+                who: forbidden.who.clone(),
+                reason: forbidden.reason.clone(),
             };
             return Outcome::Reply(with_cookie(refusal.reply(navigation, &app.pages)));
         }
@@ -246,8 +246,8 @@ impl Gate {
             crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
         let verdict = crate::link::verdict(
             app.config.account.is_some(),
-            passport.sso.is_some(),
-            passport.account.is_some(),
+            passport.sso,
+            passport.account,
             requirement,
         );
         match verdict {
@@ -287,56 +287,13 @@ impl Gate {
     }
 }
 
-/// The identity headers for the upstream (and for forward-auth answers), all but the link
-/// status (see [`link_status_header`]). Values that are not valid header text are left out.
-/// Computed once per passport.
-pub fn identity_headers(
-    app: &App,
-    passport: &Passport,
-    access_token: Option<&str>,
-) -> IdentityHeaders {
-    let mut values: Vec<(Field, &str)> = Vec::new();
-    let groups;
-    if app.config.headers.pass_user_headers {
-        if let Some(i) = passport.primary() {
-            values.push((Field::User, &i.subject));
-            if let Some(email) = &i.email {
-                values.push((Field::Email, email));
-            }
-            if !i.groups.is_empty() {
-                groups = i.groups.join(",");
-                values.push((Field::Groups, &groups));
-            }
-            if let Some(u) = &i.preferred_username {
-                values.push((Field::PreferredUsername, u));
-            }
-        }
-        if let Some(sso) = &passport.sso {
-            values.push((Field::SsoSubject, &sso.subject));
-        }
-        if let Some(account) = &passport.account {
-            values.push((Field::AccountId, &account.subject));
-        }
+/// The rules a passport is decided by, from the configuration.
+pub fn rules(app: &App) -> crate::passport::Rules<'_> {
+    crate::passport::Rules {
+        headers: &app.config.headers,
+        authz: &app.config.authz,
+        linking: app.config.account.is_some(),
     }
-    if app.config.headers.pass_access_token {
-        if let Some(token) = access_token {
-            values.push((Field::AccessToken, token));
-        }
-    }
-    IdentityHeaders::pack(values)
-}
-
-/// The upstream's `Authorization` when `headers.set_authorization`: the id_token, else the
-/// access token, as a bearer. Computed once per passport.
-pub fn authorization_header(
-    app: &App,
-    access_token: Option<&str>,
-    id_token: Option<&str>,
-) -> Option<HeaderValue> {
-    let token = id_token
-        .or(access_token)
-        .filter(|_| app.config.headers.set_authorization)?;
-    HeaderValue::from_str(&format!("Bearer {token}")).ok()
 }
 
 /// The link-status header of a request (`linked`, `grace`...), when user headers are passed.
@@ -473,8 +430,8 @@ impl ProxyHttp for Gate {
             if let Some((name, value)) = link_status_header(&self.app, ctx.link_status) {
                 upstream.insert_header(name, value)?;
             }
-            if let Some(authorization) = &passport.authorization {
-                upstream.insert_header(http::header::AUTHORIZATION, authorization.clone())?;
+            if let Some(authorization) = passport.headers.get(Field::Authorization) {
+                upstream.insert_header(http::header::AUTHORIZATION, authorization)?;
             }
         }
         if let Some(route) = ctx.route.and_then(|i| self.app.router.get(i)) {
@@ -502,7 +459,7 @@ impl ProxyHttp for Gate {
         Self::CTX: Send + Sync,
     {
         if let Some(cookie) = ctx.passport.as_ref().and_then(|p| p.set_cookie.as_ref()) {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie.as_str())?;
+            upstream_response.append_header(http::header::SET_COOKIE, &**cookie)?;
         }
         Ok(())
     }

@@ -79,28 +79,6 @@ pub struct Flow {
 /// The channel on which instances tell each other which cached sessions to drop.
 pub const INVALIDATION_CHANNEL: &str = "invalidate";
 
-/// What the cache keeps of a session: the passport the gate hands every request of it,
-/// built once when the session is read from the store, and the two instants that send the
-/// next request back to the store. Tokens are in the passport only when the configuration
-/// forwards them, so an entry is a few hundred bytes, not the whole record.
-#[derive(Debug)]
-pub struct Resident {
-    /// What a request of this session carries upstream.
-    pub passport: Arc<Passport>,
-    /// Unix seconds when the session ends.
-    pub expires_at: i64,
-    /// Unix seconds from which the access token should be refreshed (`session.refresh_before`
-    /// ahead of its expiry), when it can be.
-    pub refresh_at: Option<i64>,
-}
-
-impl Resident {
-    /// Whether the session's tokens are due for a refresh at `now` (unix seconds).
-    pub fn refresh_due(&self, now: i64) -> bool {
-        self.refresh_at.is_some_and(|at| now >= at)
-    }
-}
-
 /// Sessions over a store, with an in-process cache in front of it.
 #[derive(Clone)]
 pub struct Sessions {
@@ -109,7 +87,9 @@ pub struct Sessions {
     config: SessionConfig,
     /// Recently used sessions: a hit costs no store round trip. Entries live at most
     /// `session.cache_ttl` and are dropped at once when any instance changes the session.
-    cache: Option<Arc<cache::SessionCache<Resident>>>,
+    /// An entry is the session's passport (a few hundred bytes: header values and verdicts,
+    /// no record, no token the configuration does not forward).
+    cache: Option<Arc<cache::SessionCache<Passport>>>,
     /// Counts invalidations (this instance's and the others'). A miss inserts what it read
     /// only if none happened meanwhile, so a sign-out racing a read cannot leave the ended
     /// session cached.
@@ -235,12 +215,14 @@ impl Sessions {
 
     /// What a request of session `id` carries: from the cache (no store round trip), or
     /// read from the store (one `GET`) and turned into a passport by `passport`, then cached.
-    /// `None` when the session does not exist, cannot be opened, or has expired.
+    /// The passport's `expires_at` and `refresh_at` are the session's, set here: they send
+    /// the next request back to the store. `None` when the session does not exist, cannot be
+    /// opened, or has expired.
     pub async fn resident(
         &self,
         id: &OpaqueId,
         passport: impl FnOnce(SessionRecord) -> Passport,
-    ) -> Result<Option<Arc<Resident>>, StoreError> {
+    ) -> Result<Option<Arc<Passport>>, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             let metrics = self.store.metrics();
@@ -256,11 +238,11 @@ impl Sessions {
         let Some(record) = self.load(id).await? else {
             return Ok(None);
         };
-        let resident = Arc::new(Resident {
-            expires_at: record.expires_at,
-            refresh_at: self.refresh_at(&record),
-            passport: Arc::new(passport(record)),
-        });
+        let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
+        let mut resident = passport(record);
+        resident.expires_at = expires_at;
+        resident.refresh_at = refresh_at;
+        let resident = Arc::new(resident);
         if let Some(cache) = &self.cache {
             if self.generation.load(Ordering::SeqCst) == generation {
                 cache.insert(*id, resident.clone());
@@ -504,7 +486,7 @@ mod tests {
     use crate::app::App;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::passport::Via;
+    use crate::passport::Field;
     use std::sync::atomic::AtomicUsize;
 
     const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
@@ -529,15 +511,7 @@ mod tests {
     }
 
     fn passport(record: SessionRecord) -> Passport {
-        Passport {
-            sso: record.sso.map(Box::new),
-            account: record.account.map(Box::new),
-            via: Via::Session,
-            session: None,
-            set_cookie: None,
-            headers: Default::default(),
-            authorization: None,
-        }
+        Passport::sample(record.sso.as_ref(), record.account.as_ref())
     }
 
     /// Reads session `id` through the cache, counting the passports built (store reads).
@@ -545,7 +519,7 @@ mod tests {
         sessions: &Sessions,
         id: &OpaqueId,
         built: &AtomicUsize,
-    ) -> Arc<Resident> {
+    ) -> Arc<Passport> {
         let resident = sessions.resident(id, |r| {
             built.fetch_add(1, Ordering::SeqCst);
             passport(r)
@@ -572,7 +546,8 @@ mod tests {
         let built = AtomicUsize::new(0);
         for _ in 0..5 {
             let resident = read_counted(&sessions, &id, &built).await;
-            assert_eq!(resident.passport.sso.as_ref().unwrap().subject, "u1");
+            let user = resident.headers.get(Field::User).unwrap();
+            assert_eq!(user, "u1");
             assert!(!resident.refresh_due(now()));
         }
         assert_eq!(
