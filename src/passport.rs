@@ -38,8 +38,8 @@ pub struct Passport {
     /// (`i64::MAX` when it has none).
     pub expires_at: i64,
     /// Unix seconds from which the session's access token should be refreshed
-    /// (`session.refresh_before` ahead of its expiry), when it can be.
-    pub refresh_at: Option<i64>,
+    /// (`session.refresh_before` ahead of its expiry); `i64::MAX` when it cannot be.
+    pub refresh_at: i64,
     /// `[authz]`'s verdict on the primary identity, decided once: who was refused and why.
     pub forbidden: Option<Box<Forbidden>>,
     /// How the identities are shown, kept only while they are not linked (the link page is
@@ -169,7 +169,7 @@ impl Passport {
             sso: proof.sso.is_some(),
             account: proof.account.is_some(),
             expires_at: proof.expires_at,
-            refresh_at: None,
+            refresh_at: i64::MAX,
             forbidden,
             names,
             set_cookie: None,
@@ -189,7 +189,7 @@ impl Passport {
 
     /// Whether the session's tokens are due for a refresh at `now` (unix seconds).
     pub fn refresh_due(&self, now: i64) -> bool {
-        self.refresh_at.is_some_and(|at| now >= at)
+        now >= self.refresh_at
     }
 }
 
@@ -316,9 +316,24 @@ impl IdentityHeaders {
         values: impl IntoIterator<Item = (Field, &'a str)>,
         forward_user: bool,
     ) -> Self {
-        let mut buf = Vec::new();
+        let values: Vec<(Field, &str)> = values.into_iter().collect();
+        // Exactly as long as needed: the buffer lives as long as the cached session.
+        let mut buf = Vec::with_capacity(
+            values
+                .iter()
+                .map(|(_, v)| v.len())
+                .sum::<usize>()
+                .min(Self::MAX),
+        );
         let mut spans = [ABSENT; Field::COUNT];
         for (field, value) in values {
+            // A value packed already (the subject as user and as SSO subject) is shared.
+            if let Some(&span) = spans.iter().find(|&&(start, end)| {
+                (start, end) != ABSENT && &buf[start as usize..end as usize] == value.as_bytes()
+            }) {
+                spans[field as usize] = span;
+                continue;
+            }
             if buf.len() + value.len() > Self::MAX {
                 tracing::warn!(header = ?field, "identity header value left out: the header values of this identity exceed 64 KiB");
                 continue;
@@ -332,6 +347,7 @@ impl IdentityHeaders {
             buf.extend_from_slice(value.as_bytes());
             spans[field as usize] = (start, buf.len() as u16);
         }
+        buf.shrink_to_fit();
         Self {
             buf: Bytes::from(buf),
             spans,
@@ -565,7 +581,7 @@ mod tests {
         // The session cache holds one per session: 100k sessions within the RSS target
         // (bench/run --soak) need it to stay a few hundred bytes with its buffer.
         assert!(
-            std::mem::size_of::<Passport>() <= 160,
+            std::mem::size_of::<Passport>() <= 144,
             "{} bytes",
             std::mem::size_of::<Passport>()
         );

@@ -13,7 +13,7 @@
 //! and an `Arc` clone.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,31 +22,58 @@ use super::cookie::OpaqueId;
 /// Shards: enough that the proxy's threads rarely meet on one lock.
 const SHARDS: usize = 32;
 
-type Shard<K, V> = Mutex<HashMap<K, Entry<V>>>;
+type Shard<K, V> = Mutex<Map<K, V>>;
 
-/// A key that is random already (an id linkgate made, a SHA-256): its first byte picks the
-/// shard.
+/// A key that is random already (an id linkgate made, a SHA-256): its last byte picks the
+/// shard, its first eight bytes are its hash (see [`KeyHasher`]), so the two never correlate.
 pub trait RandomKey: Hash + Eq + Copy {
-    /// Any byte of the key.
-    fn first_byte(&self) -> u8;
+    /// The key's last byte.
+    fn last_byte(&self) -> u8;
 }
 
 impl RandomKey for OpaqueId {
-    fn first_byte(&self) -> u8 {
-        self.as_bytes()[0]
+    fn last_byte(&self) -> u8 {
+        self.as_bytes()[self.as_bytes().len() - 1]
     }
 }
 
 impl RandomKey for [u8; 32] {
-    fn first_byte(&self) -> u8 {
-        self[0]
+    fn last_byte(&self) -> u8 {
+        self[31]
     }
 }
 
 struct Entry<V> {
     value: Arc<V>,
-    until: Instant,
+    /// Milliseconds after the cache's `epoch` when the entry expires (8 bytes, not the 16 of
+    /// an `Instant`: with 100k entries that is most of a MiB).
+    until: u64,
 }
+
+/// Hashes a random key by its first eight bytes. Keys are linkgate's own random ids, or
+/// SHA-256 digests inserted only for tokens that verified, so no client can choose keys that
+/// collide; SipHash would only cost time on every request.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The length prefix of a fixed-size key says nothing.
+    }
+}
+
+type Map<K, V> = HashMap<K, Entry<V>, BuildHasherDefault<KeyHasher>>;
 
 /// A bounded cache of `Arc<V>` by session id (or another random key), each entry valid for
 /// at most `ttl`.
@@ -54,6 +81,8 @@ pub struct SessionCache<V, K: RandomKey = OpaqueId> {
     shards: Box<[Shard<K, V>]>,
     per_shard: usize,
     ttl: Duration,
+    /// Where entry expiries count from.
+    epoch: Instant,
 }
 
 impl<V, K: RandomKey> std::fmt::Debug for SessionCache<V, K> {
@@ -73,14 +102,20 @@ impl<V, K: RandomKey> SessionCache<V, K> {
             .div_ceil(SHARDS)
             .max(1);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             per_shard,
             ttl,
+            epoch: Instant::now(),
         }
     }
 
-    fn shard(&self, id: &K) -> MutexGuard<'_, HashMap<K, Entry<V>>> {
-        let index = usize::from(id.first_byte()) % SHARDS;
+    /// Milliseconds since the epoch.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, id: &K) -> MutexGuard<'_, Map<K, V>> {
+        let index = usize::from(id.last_byte()) % SHARDS;
         // A poisoned shard only means a panic elsewhere while it was held; its map is
         // still a valid map, so keep serving it.
         self.shards[index]
@@ -90,7 +125,7 @@ impl<V, K: RandomKey> SessionCache<V, K> {
 
     /// The entry of `id`, unless absent or older than the TTL (then it is dropped).
     pub fn get(&self, id: &K) -> Option<Arc<V>> {
-        let now = Instant::now();
+        let now = self.now();
         let mut shard = self.shard(id);
         match shard.get(id) {
             Some(entry) if entry.until > now => Some(entry.value.clone()),
@@ -104,7 +139,7 @@ impl<V, K: RandomKey> SessionCache<V, K> {
 
     /// Caches `value` for `id` for the TTL, making room if the shard is full.
     pub fn insert(&self, id: K, value: Arc<V>) {
-        let now = Instant::now();
+        let now = self.now();
         let mut shard = self.shard(&id);
         if shard.len() >= self.per_shard && !shard.contains_key(&id) {
             shard.retain(|_, e| e.until > now);
@@ -123,7 +158,7 @@ impl<V, K: RandomKey> SessionCache<V, K> {
             id,
             Entry {
                 value,
-                until: now + self.ttl,
+                until: now.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)),
             },
         );
     }
@@ -137,7 +172,7 @@ impl<V, K: RandomKey> SessionCache<V, K> {
     pub fn clear(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            *shard = HashMap::new();
+            *shard = Map::default();
         }
     }
 
@@ -175,6 +210,21 @@ mod tests {
         cache.clear();
         assert!(cache.get(&b).is_none());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn keys_of_one_shard_spread_over_its_buckets() {
+        // The shard is the key's last byte, the hash its first eight: within a shard the
+        // low bits of the hash (hashbrown's bucket index) must still vary.
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        let buckets: std::collections::HashSet<u64> = std::iter::repeat_with(OpaqueId::random)
+            .filter(|id| usize::from(id.last_byte()) % SHARDS == 7)
+            .take(4096)
+            .map(|id| build.hash_one(id) & 4095)
+            .collect();
+        // 4096 random keys in 4096 buckets fill ~2589 of them (1 - 1/e).
+        assert!(buckets.len() > 2300, "{} buckets", buckets.len());
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Sessions {
         let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
         let mut resident = passport(record);
         resident.expires_at = expires_at;
-        resident.refresh_at = refresh_at;
+        resident.refresh_at = refresh_at.unwrap_or(i64::MAX);
         let resident = Arc::new(resident);
         if let Some(cache) = &self.cache {
             if self.generation.load(Ordering::SeqCst) == generation {
@@ -638,6 +638,10 @@ mod tests {
             at(due).await.refresh_due(now()),
             "30 s left, refresh_before = 60 s"
         );
-        assert_eq!(at(never).await.refresh_at, None, "nothing to refresh with");
+        assert_eq!(
+            at(never).await.refresh_at,
+            i64::MAX,
+            "nothing to refresh with"
+        );
     }
 }
