@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
@@ -21,6 +22,9 @@ use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
 use crate::proxy::Gate;
+
+/// The read buffer of a plain-HTTP client connection, in bytes (0: none).
+const DOWNSTREAM_READ_BUFFER: usize = 0;
 
 /// How the process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,7 +89,13 @@ pub fn run_with(
             settings.enable_h2();
             proxy.add_tls_with_settings(&listen, None, settings);
         }
-        None => proxy.add_tcp(&listen),
+        // Plain HTTP: no 64 KiB read buffer per client connection (Pingora's default). The
+        // HTTP/1 layer reads request heads into its own buffer; the L4 buffer only doubled
+        // the memory of every keep-alive connection (4 MiB at 64 connections).
+        None => proxy.add_listener(
+            ListenerConfig::tcp(listen.clone())
+                .l4_buffer(L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER)),
+        ),
     }
     server.add_service(proxy);
 
