@@ -49,6 +49,8 @@ pub struct App {
     pub router: Router,
     /// What to strip from requests before the upstream sees them.
     pub hygiene: Hygiene,
+    /// The identity header names as written upstream.
+    pub cased_names: crate::passport::CasedNames,
     /// Every metric.
     pub metrics: Arc<Metrics>,
     /// What pages need to know.
@@ -169,10 +171,12 @@ impl App {
             domains.push(host.to_string());
         }
         let redirects = RedirectPolicy::new(domains);
+        let cased_names = crate::passport::CasedNames::new(&config.headers.names);
         Ok(Self {
             config: Arc::new(config),
             router,
             hygiene,
+            cased_names,
             metrics,
             pages,
             inflight: Arc::new(AtomicUsize::new(0)),

@@ -372,10 +372,15 @@ impl IdentityHeaders {
         &'a self,
         names: &'a HeaderNames,
     ) -> impl Iterator<Item = (&'a HeaderName, HeaderValue)> + 'a {
+        self.fields().map(|(field, v)| (field.name(names), v))
+    }
+
+    /// The same headers by field (for [`CasedNames`]).
+    pub fn fields(&self) -> impl Iterator<Item = (Field, HeaderValue)> + '_ {
         Field::IDENTITY
             .into_iter()
             .filter(|f| self.forward_user || !f.is_user())
-            .filter_map(move |field| self.get(field).map(|v| (field.name(names), v)))
+            .filter_map(move |field| self.get(field).map(|v| (field, v)))
     }
 
     /// How many identity headers go upstream.
@@ -391,6 +396,60 @@ impl IdentityHeaders {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The identity header names as written to the upstream: title-cased once
+/// (`X-Forwarded-User`) and handed to Pingora as shared bytes, which it keeps as the header's
+/// case as they are. (Given a `HeaderName`, Pingora copies it into a new buffer on every
+/// insert.)
+#[derive(Debug, Clone)]
+pub struct CasedNames {
+    fields: [Bytes; Field::COUNT],
+    link_status: Bytes,
+}
+
+impl CasedNames {
+    /// The names of `names`, title-cased.
+    pub fn new(names: &HeaderNames) -> Self {
+        let cased = |name: &HeaderName| Bytes::from(title_case(name.as_str()));
+        let fields = [
+            Field::User,
+            Field::Email,
+            Field::Groups,
+            Field::PreferredUsername,
+            Field::SsoSubject,
+            Field::AccountId,
+            Field::AccessToken,
+            Field::Authorization,
+        ];
+        debug_assert!(fields.iter().enumerate().all(|(i, f)| *f as usize == i));
+        CasedNames {
+            fields: fields.map(|f| cased(f.name(names))),
+            link_status: cased(&names.link_status),
+        }
+    }
+
+    /// The name of `field`.
+    pub fn field(&self, field: Field) -> Bytes {
+        self.fields[field as usize].clone()
+    }
+
+    /// The name of the link status header.
+    pub fn link_status(&self) -> Bytes {
+        self.link_status.clone()
+    }
+}
+
+/// `x-forwarded-user` -> `X-Forwarded-User`.
+fn title_case(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper { c.to_ascii_uppercase() } else { c };
+            upper = c == '-';
+            out
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -469,6 +528,19 @@ mod tests {
         assert_eq!(packed.len(), 4);
         assert_eq!(packed.get(Field::Groups), None);
         assert!(IdentityHeaders::default().is_empty());
+    }
+
+    #[test]
+    fn upstream_names_are_title_cased_once() {
+        let names = HeaderNames {
+            user: HeaderName::from_static("x-remote-user"),
+            ..HeaderNames::default()
+        };
+        let cased = CasedNames::new(&names);
+        assert_eq!(cased.field(Field::User), "X-Remote-User");
+        assert_eq!(cased.field(Field::SsoSubject), "X-Linkgate-Sso-Subject");
+        assert_eq!(cased.field(Field::Authorization), "Authorization");
+        assert_eq!(cased.link_status(), "X-Linkgate-Link-Status");
     }
 
     #[test]

@@ -139,20 +139,25 @@ impl Reply {
 /// `Sec-Fetch-Mode` decides when the browser sends it; otherwise `Accept` must prefer
 /// `text/html` and the method must be `GET` or `HEAD`.
 pub fn is_navigation(req: &http::request::Parts) -> bool {
+    // Names, not strings: a lookup by `&str` parses the name on every request.
+    const SEC_FETCH_MODE: header::HeaderName = header::HeaderName::from_static("sec-fetch-mode");
+    const SEC_FETCH_DEST: header::HeaderName = header::HeaderName::from_static("sec-fetch-dest");
+    const X_REQUESTED_WITH: header::HeaderName =
+        header::HeaderName::from_static("x-requested-with");
     if req.method != http::Method::GET && req.method != http::Method::HEAD {
         return false;
     }
-    if let Some(mode) = req.headers.get("sec-fetch-mode") {
+    if let Some(mode) = req.headers.get(SEC_FETCH_MODE) {
         return mode.as_bytes().eq_ignore_ascii_case(b"navigate");
     }
-    if let Some(dest) = req.headers.get("sec-fetch-dest") {
+    if let Some(dest) = req.headers.get(SEC_FETCH_DEST) {
         if !dest.as_bytes().eq_ignore_ascii_case(b"document") {
             return false;
         }
     }
     if req
         .headers
-        .get("x-requested-with")
+        .get(X_REQUESTED_WITH)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
     {
         return false;

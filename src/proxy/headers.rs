@@ -71,6 +71,27 @@ pub struct Hygiene {
     trusted: Vec<IpNet>,
 }
 
+/// An address as text, IPv4 without the formatting machinery (this runs on every request).
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 /// The folded form of a header name: lower case with `_` read as `-`. Header names from
 /// the request are already lower case, so the common case borrows and allocates nothing.
 fn fold(name: &str) -> std::borrow::Cow<'_, str> {
@@ -159,7 +180,7 @@ impl Hygiene {
         host: Option<&str>,
         peer_trusted: bool,
     ) -> Result<()> {
-        let peer_text = peer.map(|ip| ip.to_string()).unwrap_or_default();
+        let peer_text = peer.map(ip_text).unwrap_or_default();
         let xff = match req
             .headers
             .get(&X_FORWARDED_FOR)
@@ -170,15 +191,17 @@ impl Hygiene {
             }
             _ => peer_text,
         };
+        // Names as `&'static str`: Pingora keeps them as the header's case without copying
+        // (a `HeaderName` would be title-cased into a new buffer on every insert).
         if !xff.is_empty() {
-            req.insert_header(X_FORWARDED_FOR, xff)?;
+            req.insert_header("X-Forwarded-For", xff)?;
         }
         if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
-            req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
+            req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(scheme))?;
         }
         if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_HOST)) {
             if let Some(host) = host {
-                req.insert_header(X_FORWARDED_HOST, host)?;
+                req.insert_header("X-Forwarded-Host", host)?;
             }
         }
         Ok(())
@@ -229,6 +252,21 @@ impl Hygiene {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_as_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.0.2.9",
+            "::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     fn hygiene() -> Hygiene {
         Hygiene::new(

@@ -424,14 +424,15 @@ impl ProxyHttp for Gate {
             ctx.peer_trusted,
         )?;
         if let Some(passport) = &ctx.passport {
-            for (name, value) in passport.headers.iter(&self.app.config.headers.names) {
-                upstream.insert_header(name.clone(), value)?;
+            let cased = &self.app.cased_names;
+            for (field, value) in passport.headers.fields() {
+                upstream.insert_header(cased.field(field), value)?;
             }
-            if let Some((name, value)) = link_status_header(&self.app, ctx.link_status) {
-                upstream.insert_header(name, value)?;
+            if let Some((_, value)) = link_status_header(&self.app, ctx.link_status) {
+                upstream.insert_header(cased.link_status(), value)?;
             }
             if let Some(authorization) = passport.headers.get(Field::Authorization) {
-                upstream.insert_header(http::header::AUTHORIZATION, authorization)?;
+                upstream.insert_header(cased.field(Field::Authorization), authorization)?;
             }
         }
         if let Some(route) = ctx.route.and_then(|i| self.app.router.get(i)) {
