@@ -1029,7 +1029,14 @@ def half_load(args, rig, table, results):
             "runs": rs,
         })
     by = {m["key"]: m for m in out}
+    base = {r["round"]: r for r in by["skip_auth"]["runs"]}
     for m in out:
+        # Paired by round: each target's p99 minus the skip-auth row's p99 of the same round
+        # (run minutes apart at most), which cancels most of the drift of a shared machine.
+        diffs = [(r["p99_us"] - base[r["round"]]["p99_us"]) / 1000
+                 for r in m["runs"] if r["round"] in base]
+        m["added_p99_paired_ms"] = median(diffs) if diffs else None
+        m["added_p99_paired_range_ms"] = [min(diffs), max(diffs)] if diffs else None
         m["added_p99_vs_passthrough_ms"] = m["p99_ms"] - by["skip_auth"]["p99_ms"]
         m["added_p99_vs_origin_ms"] = m["p99_ms"] - by["origin"]["p99_ms"]
         m["added_p999_vs_passthrough_ms"] = m["p999_ms"] - by["skip_auth"]["p999_ms"]
@@ -1110,6 +1117,12 @@ def print_half_table(half, args):
     print(f"Target p99 added <= {limit} ms over the passthrough at half load: linkgate cached "
           f"session {added:+.2f} ms over skip-auth ({verdict}; this run, medians of "
           f"{len(c['runs'])} rounds).")
+    if c.get("added_p99_paired_ms") is not None:
+        lo, hi = c["added_p99_paired_range_ms"]
+        paired = c["added_p99_paired_ms"]
+        print(f"Paired by round (cached p99 minus skip-auth p99 of the same round): median "
+              f"{paired:+.2f} ms, range {lo:+.2f} to {hi:+.2f} ms over {len(c['runs'])} rounds "
+              f"({'within' if paired <= limit else 'ABOVE'} the target).")
 
 
 def fmt(x, spec, none="-"):
@@ -1390,7 +1403,7 @@ def parse_args(argv):
     p.add_argument("--half-duration", type=int,
                    help="half-load phase: seconds per wrk run (10; --quick 1)")
     p.add_argument("--half-rounds", type=int,
-                   help="half-load phase: alternating rounds, 0 skips the phase (3)")
+                   help="half-load phase: alternating rounds, 0 skips the phase (5)")
     p.add_argument("--half-calibration", type=int,
                    help="half-load phase: seconds per calibration run, up to 3 per target "
                         "(2; --quick 1)")
@@ -1416,7 +1429,7 @@ def parse_args(argv):
         p.error("--rounds: at least 3 (medians of alternating rounds)")
     a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
     a.half_duration = a.half_duration or (1 if q else 10)
-    a.half_rounds = a.half_rounds if a.half_rounds is not None else 3
+    a.half_rounds = a.half_rounds if a.half_rounds is not None else 5
     a.half_calibration = a.half_calibration or (1 if q else 2)
     if a.half_rounds < 0:
         p.error("--half-rounds: 0 or more")

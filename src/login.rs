@@ -510,7 +510,7 @@ fn account_view(app: &App, id: &OpaqueId, names: &Names, req: &RequestHeader) ->
 /// The page for an SSO session without a linked account, while the rule is enforced.
 pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
     // An unlinked passport keeps the names (with `[account]` configured, as it is here).
-    let names = passport.names.as_deref().cloned().unwrap_or_default();
+    let names = passport.names().cloned().unwrap_or_default();
     let id = passport.session.unwrap_or_else(OpaqueId::random);
     let mut view = account_view(app, &id, &names, req);
     if let Some(url) = &mut view.account_sign_in {
@@ -728,7 +728,7 @@ async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refu
             if !p.anyone() {
                 return Err(Refusal::Unauthenticated);
             }
-            if let Some(forbidden) = &p.forbidden {
+            if let Some(forbidden) = p.forbidden() {
                 return Err(Refusal::Forbidden {
                     who: forbidden.who.clone(),
                     reason: forbidden.reason.clone(),
@@ -777,7 +777,11 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         }
     };
     let mut reply = Reply::text(StatusCode::ACCEPTED, Vec::<u8>::new());
-    for (name, value) in passport.headers.iter(&app.config.headers.names) {
+    let forward_user = app.config.headers.pass_user_headers;
+    for (name, value) in passport
+        .headers
+        .iter(&app.config.headers.names, forward_user)
+    {
         reply = reply.with_header_value(name.clone(), value);
     }
     if let Some((name, value)) = crate::proxy::link_status_header(app, status) {

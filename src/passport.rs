@@ -40,18 +40,22 @@ pub struct Passport {
     /// Unix seconds from which the session's access token should be refreshed
     /// (`session.refresh_before` ahead of its expiry); `i64::MAX` when it cannot be.
     pub refresh_at: i64,
-    /// `[authz]`'s verdict on the primary identity, decided once: who was refused and why.
-    pub forbidden: Option<Box<Forbidden>>,
-    /// How the identities are shown, kept only while they are not linked (the link page is
-    /// the only place that shows them to a request of the gate).
-    pub names: Option<Box<Names>>,
-    /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
-    pub set_cookie: Option<Box<str>>,
+    /// What few passports carry (a refusal, names, a cookie to set), boxed so that the
+    /// others do not pay for its slots: a passport fits 112 bytes.
+    rare: Option<Box<Rare>>,
     /// The header values for the upstream and for forward-auth answers, every one already
     /// checked as header text. The access token is among them when `headers.pass_access_token`
     /// and the upstream `Authorization` when `headers.set_authorization`; tokens are kept
     /// nowhere else.
     pub headers: IdentityHeaders,
+}
+
+/// The parts of a passport most do not have.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    forbidden: Option<Forbidden>,
+    names: Option<Names>,
+    set_cookie: Option<String>,
 }
 
 /// An `[authz]` refusal: who, and why in words.
@@ -154,15 +158,21 @@ impl Passport {
             values.push((Field::Authorization, authorization));
         }
         let forbidden = match primary.map(|i| (i, crate::authz::check(rules.authz, i))) {
-            Some((i, Err(reason))) => Some(Box::new(Forbidden {
+            Some((i, Err(reason))) => Some(Forbidden {
                 who: i.display().to_string(),
                 reason,
-            })),
+            }),
             _ => None,
         };
         let linked = proof.sso.is_some() && proof.account.is_some();
-        let names =
-            (rules.linking && !linked).then(|| Box::new(Names::new(proof.sso, proof.account)));
+        let names = (rules.linking && !linked).then(|| Names::new(proof.sso, proof.account));
+        let rare = (forbidden.is_some() || names.is_some()).then(|| {
+            Box::new(Rare {
+                forbidden,
+                names,
+                set_cookie: None,
+            })
+        });
         Passport {
             via: proof.via,
             session: proof.session,
@@ -170,11 +180,32 @@ impl Passport {
             account: proof.account.is_some(),
             expires_at: proof.expires_at,
             refresh_at: i64::MAX,
-            forbidden,
-            names,
-            set_cookie: None,
-            headers: IdentityHeaders::pack(values, headers.pass_user_headers),
+            rare,
+            headers: IdentityHeaders::pack(values),
         }
+    }
+
+    /// `[authz]`'s verdict on the primary identity, decided once: who was refused and why.
+    pub fn forbidden(&self) -> Option<&Forbidden> {
+        self.rare.as_ref()?.forbidden.as_ref()
+    }
+
+    /// How the identities are shown, kept only while they are not linked and `[account]`
+    /// is configured (the link page is the only place that shows them to a request of the
+    /// gate).
+    pub fn names(&self) -> Option<&Names> {
+        self.rare.as_ref()?.names.as_ref()
+    }
+
+    /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.rare.as_ref()?.set_cookie.as_deref()
+    }
+
+    /// Sends `cookie` with the answer.
+    pub fn with_cookie(mut self, cookie: String) -> Self {
+        self.rare.get_or_insert_with(Default::default).set_cookie = Some(cookie);
+        self
     }
 
     /// Whether there is an identity at all.
@@ -287,8 +318,6 @@ pub struct IdentityHeaders {
     /// `(start, end)` of each field's value in `buf`, indexed by `Field as usize`;
     /// `ABSENT` when the field has no value.
     spans: [(u16, u16); Field::COUNT],
-    /// Whether the user headers go upstream (`headers.pass_user_headers`).
-    forward_user: bool,
 }
 
 const ABSENT: (u16, u16) = (u16::MAX, u16::MAX);
@@ -300,7 +329,6 @@ impl Default for IdentityHeaders {
         Self {
             buf: Bytes::new(),
             spans: [ABSENT; Field::COUNT],
-            forward_user: true,
         }
     }
 }
@@ -312,10 +340,7 @@ impl IdentityHeaders {
 
     /// Packs the values that are valid header text; the others are left out (and so is any
     /// value that would take the whole past [`Self::MAX`]), with a warning.
-    pub fn pack<'a>(
-        values: impl IntoIterator<Item = (Field, &'a str)>,
-        forward_user: bool,
-    ) -> Self {
+    pub fn pack<'a>(values: impl IntoIterator<Item = (Field, &'a str)>) -> Self {
         let values: Vec<(Field, &str)> = values.into_iter().collect();
         // Exactly as long as needed: the buffer lives as long as the cached session.
         let mut buf = Vec::with_capacity(
@@ -351,7 +376,6 @@ impl IdentityHeaders {
         Self {
             buf: Bytes::from(buf),
             spans,
-            forward_user,
         }
     }
 
@@ -366,33 +390,32 @@ impl IdentityHeaders {
         HeaderValue::from_maybe_shared(value).ok()
     }
 
-    /// The identity headers for the upstream, each with its configured name (the user
-    /// headers only with `headers.pass_user_headers`; `Authorization` is not among them).
+    /// The identity headers for the upstream, each with its configured name: the user
+    /// headers only when `forward_user` (`headers.pass_user_headers`); `Authorization` is
+    /// not among them.
     pub fn iter<'a>(
         &'a self,
         names: &'a HeaderNames,
+        forward_user: bool,
     ) -> impl Iterator<Item = (&'a HeaderName, HeaderValue)> + 'a {
-        self.fields().map(|(field, v)| (field.name(names), v))
+        self.fields(forward_user)
+            .map(|(field, v)| (field.name(names), v))
     }
 
     /// The same headers by field (for [`CasedNames`]).
-    pub fn fields(&self) -> impl Iterator<Item = (Field, HeaderValue)> + '_ {
+    pub fn fields(&self, forward_user: bool) -> impl Iterator<Item = (Field, HeaderValue)> + '_ {
         Field::IDENTITY
             .into_iter()
-            .filter(|f| self.forward_user || !f.is_user())
+            .filter(move |f| forward_user || !f.is_user())
             .filter_map(move |field| self.get(field).map(|v| (field, v)))
     }
 
-    /// How many identity headers go upstream.
+    /// How many values are packed.
     pub fn len(&self) -> usize {
-        Field::IDENTITY
-            .into_iter()
-            .filter(|f| self.forward_user || !f.is_user())
-            .filter(|f| self.spans[*f as usize] != ABSENT)
-            .count()
+        self.spans.iter().filter(|&&span| span != ABSENT).count()
     }
 
-    /// Whether none go upstream.
+    /// Whether none are.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -486,9 +509,9 @@ mod tests {
         }
     }
 
-    fn seen(headers: &IdentityHeaders, names: &HeaderNames) -> Vec<(String, String)> {
+    fn seen(headers: &IdentityHeaders, names: &HeaderNames, user: bool) -> Vec<(String, String)> {
         headers
-            .iter(names)
+            .iter(names, user)
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
             .collect()
     }
@@ -505,18 +528,15 @@ mod tests {
             user: HeaderName::from_static("x-remote-user"),
             ..HeaderNames::default()
         };
-        let packed = IdentityHeaders::pack(
-            [
-                (Field::User, "alice"),
-                (Field::Email, "alice@shop.test"),
-                (Field::Groups, "bad\nvalue"),
-                (Field::SsoSubject, ""),
-                (Field::AccountId, "acct-7"),
-            ],
-            true,
-        );
+        let packed = IdentityHeaders::pack([
+            (Field::User, "alice"),
+            (Field::Email, "alice@shop.test"),
+            (Field::Groups, "bad\nvalue"),
+            (Field::SsoSubject, ""),
+            (Field::AccountId, "acct-7"),
+        ]);
         assert_eq!(
-            seen(&packed, &names),
+            seen(&packed, &names, true),
             pairs(&[
                 ("x-remote-user", "alice"),
                 ("x-forwarded-email", "alice@shop.test"),
@@ -546,14 +566,11 @@ mod tests {
     #[test]
     fn values_past_64_kib_in_all_are_left_out_not_cut() {
         let big = "g".repeat(IdentityHeaders::MAX - 2);
-        let packed = IdentityHeaders::pack(
-            [
-                (Field::User, "bob"),
-                (Field::Groups, big.as_str()),
-                (Field::Email, "b@x.test"),
-            ],
-            true,
-        );
+        let packed = IdentityHeaders::pack([
+            (Field::User, "bob"),
+            (Field::Groups, big.as_str()),
+            (Field::Email, "b@x.test"),
+        ]);
         assert_eq!(packed.get(Field::User).unwrap(), "bob");
         assert!(packed.get(Field::Groups).is_none(), "3 + MAX - 2 bytes");
         assert_eq!(packed.get(Field::Email).unwrap(), "b@x.test");
@@ -572,7 +589,7 @@ mod tests {
         let plain = config("");
         let p = Passport::new(&rules(&plain, true), proof(Some(&alice), Some(&acct)));
         assert_eq!(
-            seen(&p.headers, &names),
+            seen(&p.headers, &names, true),
             pairs(&[
                 ("x-forwarded-user", "alice"),
                 ("x-forwarded-email", "alice@example.test"),
@@ -584,15 +601,15 @@ mod tests {
         );
         assert_eq!(p.headers.get(Field::AccessToken), None);
         assert_eq!(p.headers.get(Field::Authorization), None);
-        assert!(p.linked() && p.forbidden.is_none());
-        assert!(p.names.is_none(), "a linked passport keeps no names");
+        assert!(p.linked() && p.forbidden().is_none());
+        assert!(p.names().is_none(), "a linked passport keeps no names");
 
         let tokens = config(
             "[headers]\npass_user_headers = false\npass_access_token = true\nset_authorization = true\n",
         );
         let p = Passport::new(&rules(&tokens, false), proof(Some(&alice), None));
         assert_eq!(
-            seen(&p.headers, &names),
+            seen(&p.headers, &names, false),
             pairs(&[("x-forwarded-access-token", "at-1")]),
             "no user headers upstream"
         );
@@ -618,7 +635,7 @@ mod tests {
             ..Identity::sample("https://sso.test", "ann")
         };
         let p = Passport::new(&rules(&strict, false), proof(Some(&outsider), None));
-        let forbidden = p.forbidden.as_deref().expect("refused");
+        let forbidden = p.forbidden().expect("refused");
         assert_eq!(forbidden.who, "eve@example.test");
         assert!(forbidden.reason.contains("example.test"), "{forbidden:?}");
         // The Magento.com identity speaks for the user, not the account.
@@ -626,9 +643,9 @@ mod tests {
             &rules(&strict, false),
             proof(Some(&insider), Some(&outsider)),
         );
-        assert!(p.forbidden.is_none());
+        assert!(p.forbidden().is_none());
         let p = Passport::new(&rules(&strict, false), proof(None, Some(&insider)));
-        assert!(p.forbidden.is_none());
+        assert!(p.forbidden().is_none());
         assert!(p.anyone() && !p.linked());
     }
 
@@ -638,22 +655,25 @@ mod tests {
         let alice = Identity::sample("https://sso.test", "alice");
         let p = Passport::new(&rules(&plain, true), proof(Some(&alice), None));
         assert_eq!(
-            p.names.as_deref(),
+            p.names(),
             Some(&Names {
                 sso: Some("alice@example.test".into()),
                 account: None
             })
         );
         let p = Passport::new(&rules(&plain, false), proof(Some(&alice), None));
-        assert!(p.names.is_none(), "no [account]: never asked to link");
+        assert!(p.names().is_none(), "no [account]: never asked to link");
+        let p = p.with_cookie("c=1".into());
+        assert_eq!(p.set_cookie(), Some("c=1"));
     }
 
     #[test]
     fn a_passport_stays_small() {
         // The session cache holds one per session: 100k sessions within the RSS target
-        // (bench/run --soak) need it to stay a few hundred bytes with its buffer.
+        // (bench/run --soak) need it to stay a few hundred bytes with its buffer. With its
+        // `Arc` counts, 112 bytes is mimalloc's 128-byte class.
         assert!(
-            std::mem::size_of::<Passport>() <= 144,
+            std::mem::size_of::<Passport>() <= 112,
             "{} bytes",
             std::mem::size_of::<Passport>()
         );

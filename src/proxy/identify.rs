@@ -208,8 +208,7 @@ async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
         Ok(created) => created,
         Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
     };
-    let mut passport = from_session(app, id, record);
-    passport.set_cookie = Some(sessions.session_cookie(&id).into());
+    let passport = from_session(app, id, record).with_cookie(sessions.session_cookie(&id));
     Some(Found::Passport(Arc::new(passport)))
 }
 

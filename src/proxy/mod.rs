@@ -225,7 +225,7 @@ impl Gate {
         navigation: bool,
     ) -> Outcome {
         let app = &self.app;
-        let with_cookie = |reply: Reply| match &passport.set_cookie {
+        let with_cookie = |reply: Reply| match passport.set_cookie() {
             Some(cookie) => reply.with_cookie(cookie),
             None => reply,
         };
@@ -234,7 +234,7 @@ impl Gate {
             return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
         }
         // 7. authenticated but refused by [authz] (decided when the passport was made).
-        if let Some(forbidden) = &passport.forbidden {
+        if let Some(forbidden) = passport.forbidden() {
             ctx.decision = Decision::Forbidden;
             let refusal = Refusal::Forbidden {
                 who: forbidden.who.clone(),
@@ -425,7 +425,8 @@ impl ProxyHttp for Gate {
         )?;
         if let Some(passport) = &ctx.passport {
             let cased = &self.app.cased_names;
-            for (field, value) in passport.headers.fields() {
+            let forward_user = self.app.config.headers.pass_user_headers;
+            for (field, value) in passport.headers.fields(forward_user) {
                 upstream.insert_header(cased.field(field), value)?;
             }
             if let Some((_, value)) = link_status_header(&self.app, ctx.link_status) {
@@ -459,8 +460,8 @@ impl ProxyHttp for Gate {
     where
         Self::CTX: Send + Sync,
     {
-        if let Some(cookie) = ctx.passport.as_ref().and_then(|p| p.set_cookie.as_ref()) {
-            upstream_response.append_header(http::header::SET_COOKIE, &**cookie)?;
+        if let Some(cookie) = ctx.passport.as_ref().and_then(|p| p.set_cookie()) {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         Ok(())
     }
