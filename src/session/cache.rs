@@ -6,11 +6,11 @@
 //! issues (a cookie must carry a valid tag before its id is looked up, and an id is inserted
 //! only after the store returned its session), every entry lives at most `cache_ttl`, and an
 //! eviction costs one store read later. So: a fixed number of shards, each a `HashMap` under
-//! its own mutex, an expiry instant per entry checked on read, and, when a shard is full,
-//! expired entries dropped first and then arbitrary ones (ids are random, so a map's order is
-//! as good as a random choice). About 40 bytes per entry on top of the value, against ~360
-//! for moka with a TTL and a capacity (measured with 100k entries); a hit is a hash, a lock
-//! and an `Arc` clone.
+//! its own mutex, an expiry per entry checked on read, and, when a shard is full, expired
+//! entries dropped first and then arbitrary ones (ids are random, so a map's order is as good
+//! as a random choice). About 40 bytes per entry on top of the value, against ~360 for moka
+//! with a TTL and a capacity (measured with 100k entries); a hit is a hash of the key's own
+//! bytes, a lock and an `Arc` clone.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
