@@ -277,8 +277,8 @@ pub enum Field {
 
 impl Field {
     const COUNT: usize = 8;
-    /// The fields forwarded as identity headers under their configured names.
-    const IDENTITY: [Field; 7] = [
+    /// Every field, in the order of their discriminants.
+    const ALL: [Field; Field::COUNT] = [
         Field::User,
         Field::Email,
         Field::Groups,
@@ -286,7 +286,14 @@ impl Field {
         Field::SsoSubject,
         Field::AccountId,
         Field::AccessToken,
+        Field::Authorization,
     ];
+
+    /// Whether the field goes upstream as an identity header under its configured name
+    /// (all but `Authorization`).
+    fn is_identity(self) -> bool {
+        self != Field::Authorization
+    }
 
     /// The configured name of this header (`Authorization` is not configurable).
     pub fn name(self, names: &HeaderNames) -> &HeaderName {
@@ -404,8 +411,9 @@ impl IdentityHeaders {
 
     /// The same headers by field (for [`CasedNames`]).
     pub fn fields(&self, forward_user: bool) -> impl Iterator<Item = (Field, HeaderValue)> + '_ {
-        Field::IDENTITY
+        Field::ALL
             .into_iter()
+            .filter(|f| f.is_identity())
             .filter(move |f| forward_user || !f.is_user())
             .filter_map(move |field| self.get(field).map(|v| (field, v)))
     }
@@ -435,19 +443,8 @@ impl CasedNames {
     /// The names of `names`, title-cased.
     pub fn new(names: &HeaderNames) -> Self {
         let cased = |name: &HeaderName| Bytes::from(title_case(name.as_str()));
-        let fields = [
-            Field::User,
-            Field::Email,
-            Field::Groups,
-            Field::PreferredUsername,
-            Field::SsoSubject,
-            Field::AccountId,
-            Field::AccessToken,
-            Field::Authorization,
-        ];
-        debug_assert!(fields.iter().enumerate().all(|(i, f)| *f as usize == i));
         CasedNames {
-            fields: fields.map(|f| cased(f.name(names))),
+            fields: Field::ALL.map(|f| cased(f.name(names))),
             link_status: cased(&names.link_status),
         }
     }
@@ -548,6 +545,13 @@ mod tests {
         assert_eq!(packed.len(), 4);
         assert_eq!(packed.get(Field::Groups), None);
         assert!(IdentityHeaders::default().is_empty());
+    }
+
+    #[test]
+    fn every_field_once_in_discriminant_order() {
+        for (i, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field as usize, i, "{field:?}");
+        }
     }
 
     #[test]
