@@ -784,7 +784,8 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
     {
         reply = reply.with_header_value(name.clone(), value);
     }
-    if let Some((name, value)) = crate::proxy::link_status_header(app, status) {
+    if let Some(value) = crate::proxy::link_status_value(app, status) {
+        let name = app.config.headers.names.link_status.clone();
         reply = reply.with_header_value(name, value);
     }
     // The names nginx users know from oauth2-proxy, for `auth_request_set` (sent whether

@@ -348,15 +348,7 @@ impl IdentityHeaders {
     /// Packs the values that are valid header text; the others are left out (and so is any
     /// value that would take the whole past [`Self::MAX`]), with a warning.
     pub fn pack<'a>(values: impl IntoIterator<Item = (Field, &'a str)>) -> Self {
-        let values: Vec<(Field, &str)> = values.into_iter().collect();
-        // Exactly as long as needed: the buffer lives as long as the cached session.
-        let mut buf = Vec::with_capacity(
-            values
-                .iter()
-                .map(|(_, v)| v.len())
-                .sum::<usize>()
-                .min(Self::MAX),
-        );
+        let mut buf = Vec::new();
         let mut spans = [ABSENT; Field::COUNT];
         for (field, value) in values {
             // A value packed already (the subject as user and as SSO subject) is shared.
@@ -379,6 +371,7 @@ impl IdentityHeaders {
             buf.extend_from_slice(value.as_bytes());
             spans[field as usize] = (start, buf.len() as u16);
         }
+        // Exactly as long as needed: the buffer lives as long as the cached session.
         buf.shrink_to_fit();
         Self {
             buf: Bytes::from(buf),

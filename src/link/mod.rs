@@ -230,15 +230,7 @@ mod tests {
     }
 
     fn who(issuer: &str, sub: &str) -> Identity {
-        Identity {
-            issuer: issuer.into(),
-            subject: sub.into(),
-            email: Some(format!("{sub}@example.test")),
-            email_verified: true,
-            name: None,
-            preferred_username: None,
-            groups: vec![],
-        }
+        Identity::sample(issuer, sub)
     }
 
     #[tokio::test]

@@ -18,7 +18,8 @@ use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
 use crate::session::{now, SessionRecord};
 
-pub use crate::passport::{Passport, Proof, Via};
+use crate::passport::Proof;
+pub use crate::passport::{Passport, Via};
 
 /// What [`identify`] found.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -296,16 +296,11 @@ pub fn rules(app: &App) -> crate::passport::Rules<'_> {
     }
 }
 
-/// The link-status header of a request (`linked`, `grace`...), when user headers are passed.
-pub fn link_status_header(
-    app: &App,
-    link_status: Option<&'static str>,
-) -> Option<(HeaderName, HeaderValue)> {
+/// The value of a request's link-status header (`linked`, `grace`...), when user headers
+/// are passed; its name is `headers.names.link_status`.
+pub fn link_status_value(app: &App, link_status: Option<&'static str>) -> Option<HeaderValue> {
     let status = link_status.filter(|_| app.config.headers.pass_user_headers)?;
-    Some((
-        app.config.headers.names.link_status.clone(),
-        HeaderValue::from_static(status),
-    ))
+    Some(HeaderValue::from_static(status))
 }
 
 /// The host the client asked for: `Host`, or the authority of an absolute-form / HTTP/2
@@ -429,7 +424,7 @@ impl ProxyHttp for Gate {
             for (field, value) in passport.headers.fields(forward_user) {
                 upstream.insert_header(cased.field(field), value)?;
             }
-            if let Some((_, value)) = link_status_header(&self.app, ctx.link_status) {
+            if let Some(value) = link_status_value(&self.app, ctx.link_status) {
                 upstream.insert_header(cased.link_status(), value)?;
             }
             if let Some(authorization) = passport.headers.get(Field::Authorization) {
