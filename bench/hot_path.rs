@@ -7,8 +7,8 @@
 //!   cookie is refused by the same arithmetic, before any store lookup.
 //! - `seal/*`: sealing and opening a session record (XChaCha20-Poly1305), and opening plus
 //!   deserialising it, which is what a session-store hit costs besides the network.
-//! - `path/normalise`: the access-decision path normalisation, on a plain path and on a
-//!   hostile one.
+//! - `path/parse`: checking and canonicalising a request target for the decision and the
+//!   upstream, on a plain path, a non-canonical one and a hostile one (refused).
 //! - `rd/*`: the `rd` redirect policy on a local path, an allowed host and an attack.
 //! - `jwt/verify_rs256`: `linkgate::oidc::verify::verify`, the function that checks bearer
 //!   tokens and id_tokens, with an RS256 key from a real JWKS fetched over HTTP from a tiny
@@ -34,7 +34,7 @@ use linkgate::oidc::jwks::Jwks;
 use linkgate::oidc::verify::{verify, Expect};
 use linkgate::oidc::Identity;
 use linkgate::proxy::identify::{identify, Found};
-use linkgate::proxy::path::normalise;
+use linkgate::proxy::path::{parse, EncodedSlashes};
 use linkgate::redirect::RedirectPolicy;
 use linkgate::session::cache::SessionCache;
 use linkgate::session::cookie::{decode, encode, OpaqueId, Purpose};
@@ -179,13 +179,14 @@ fn paths(c: &mut Criterion) {
     let mut g = c.benchmark_group("path");
     for (label, target) in [
         ("plain", "/catalog/product/view/id/42?color=blue&size=m"),
+        ("respelled", "//catalog/caf%c3%a9/view%2Did/42?color=blue"),
         (
             "hostile",
             "/static/..%252f..%2F;jsessionid=1/admin//./%2e%2e/customer\\account/%23frag?x",
         ),
     ] {
-        g.bench_with_input(BenchmarkId::new("normalise", label), target, |b, t| {
-            b.iter(|| normalise(black_box(t)))
+        g.bench_with_input(BenchmarkId::new("parse", label), target, |b, t| {
+            b.iter(|| parse(black_box(t.as_bytes()), EncodedSlashes::Reject).is_ok())
         });
     }
     g.finish();

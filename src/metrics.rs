@@ -41,6 +41,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `linkgate_stripped_identity_headers_total`: client-sent identity headers removed.
     pub stripped_headers: IntCounter,
+    /// `linkgate_refused_targets_total{reason}`: requests refused with 400 because their
+    /// target or `Host` had more than one reading (src/proxy/path.rs).
+    pub refused_targets: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +153,11 @@ impl Metrics {
                 &["upstream", "kind"],
             )?,
             stripped_headers,
+            refused_targets: counter(
+                "linkgate_refused_targets_total",
+                "Requests refused because their target or Host had more than one reading",
+                &["reason"],
+            )?,
             registry,
         })
     }

@@ -40,6 +40,9 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// PID file (`pid_file`, default `/tmp/linkgate.pid`).
     pub pid_file: PathBuf,
+    /// What to do with `%2F` in a path (`encoded_slashes`, default `"reject"`: 400; `"keep"`
+    /// forwards it encoded). See src/proxy/path.rs.
+    pub encoded_slashes: crate::proxy::path::EncodedSlashes,
 }
 
 /// `[server.tls]`: certificate chain and private key, PEM files.
@@ -70,6 +73,7 @@ impl Server {
             graceful_shutdown_timeout: Duration::from_secs(10),
             upgrade_sock: PathBuf::from("/tmp/linkgate_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/linkgate.pid"),
+            encoded_slashes: crate::proxy::path::EncodedSlashes::Reject,
         };
         let Some(mut t) = t else {
             return server;
@@ -120,6 +124,15 @@ impl Server {
         }
         if let Some((p, _)) = t.path(ctx, "pid_file") {
             server.pid_file = p;
+        }
+        {
+            use crate::proxy::path::EncodedSlashes;
+            server.encoded_slashes = t.choice(
+                ctx,
+                "encoded_slashes",
+                &[("reject", EncodedSlashes::Reject), ("keep", EncodedSlashes::Keep)],
+                EncodedSlashes::Reject,
+            );
         }
         if let Some(tls) = t.table(ctx, "tls") {
             server.tls = Tls::read(ctx, tls);

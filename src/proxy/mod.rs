@@ -116,8 +116,11 @@ pub struct RequestCtx {
     peer_trusted: bool,
     passport: Option<Arc<Passport>>,
     link_status: Option<&'static str>,
-    /// The host the client asked for, read once in `decide` (routing, `X-Forwarded-Host`).
+    /// The host the client asked for, canonical, read once in `decide` (routing,
+    /// `X-Forwarded-Host`, the upstream's `Host`).
     host: Option<String>,
+    /// The path and query the upstream gets when the client's spelling was not canonical.
+    upstream_target: Option<String>,
 }
 
 /// What [`Gate::decide`] concluded.
@@ -148,13 +151,22 @@ impl Gate {
         let app = &self.app;
         let req = session.req_header();
         let navigation = respond::is_navigation(req);
-        let Some(path) = path::normalise(req.uri.path()) else {
-            return self.refuse(
-                ctx,
-                Refusal::BadRequest("malformed path".into()),
-                navigation,
-            );
+        // 0. The target and the host, once: the decision reads them and the upstream gets
+        // exactly them (src/proxy/path.rs says why).
+        let target = match path::parse(req.raw_path(), app.config.server.encoded_slashes) {
+            Ok(target) => target,
+            Err(refused) => return self.refuse_target(ctx, refused, navigation),
         };
+        let hosts = req.headers.get_all(http::header::HOST).iter();
+        let authority = target
+            .authority
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        ctx.host = match path::host(hosts.map(|h| h.as_bytes()), authority) {
+            Ok(host) => host,
+            Err(refused) => return self.refuse_target(ctx, refused, navigation),
+        };
+        ctx.upstream_target = target.upstream.clone();
+        let path = target.decision;
 
         // 1. linkgate's own endpoints.
         if let Some(endpoint) = path::under_prefix(&path, app.prefix()) {
@@ -166,7 +178,6 @@ impl Gate {
             return Outcome::Reply(login::handle(app, &endpoint, session, info).await);
         }
 
-        ctx.host = request_host(req);
         let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
             return self.refuse(ctx, Refusal::NoRoute, navigation);
         };
@@ -281,6 +292,17 @@ impl Gate {
         }
     }
 
+    /// A target or host with more than one reading: 400, and a log line for the operator.
+    fn refuse_target(&self, ctx: &mut RequestCtx, refused: path::Refused, html: bool) -> Outcome {
+        tracing::info!(peer = ?ctx.peer, reason = refused.reason(), "refused an ambiguous request target");
+        self.app
+            .metrics
+            .refused_targets
+            .with_label_values(&[refused.code()])
+            .inc();
+        self.refuse(ctx, Refusal::BadRequest(refused.reason().into()), html)
+    }
+
     fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
         ctx.decision = Decision::Refused;
         Outcome::Reply(refusal.reply(html, &self.app.pages))
@@ -301,16 +323,6 @@ pub fn rules(app: &App) -> crate::passport::Rules<'_> {
 pub fn link_status_value(app: &App, link_status: Option<&'static str>) -> Option<HeaderValue> {
     let status = link_status.filter(|_| app.config.headers.pass_user_headers)?;
     Some(HeaderValue::from_static(status))
-}
-
-/// The host the client asked for: `Host`, or the authority of an absolute-form / HTTP/2
-/// request.
-fn request_host(req: &RequestHeader) -> Option<String> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
 }
 
 fn peer_ip(session: &Session) -> Option<IpAddr> {
@@ -335,6 +347,7 @@ impl ProxyHttp for Gate {
             passport: None,
             link_status: None,
             host: None,
+            upstream_target: None,
         }
     }
 
@@ -431,15 +444,27 @@ impl ProxyHttp for Gate {
                 upstream.insert_header(cased.field(Field::Authorization), authorization)?;
             }
         }
-        if let Some(route) = ctx.route.and_then(|i| self.app.router.get(i)) {
-            if !route.base_path.is_empty() {
-                let target = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                let uri = format!("{}{}", route.base_path, target)
-                    .parse::<http::Uri>()
-                    .map_err(|e| {
-                        Error::because(InternalError, "while prefixing the upstream path", e)
-                    })?;
-                upstream.set_uri(uri);
+        // The upstream gets the target the decision read: the canonical spelling (and
+        // origin-form) when the client's differed, under the route's base path.
+        let base = ctx
+            .route
+            .and_then(|i| self.app.router.get(i))
+            .map_or("", |r| r.base_path.as_str());
+        if ctx.upstream_target.is_some() || !base.is_empty() {
+            let target = match &ctx.upstream_target {
+                Some(t) => t.as_str(),
+                None => upstream.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            };
+            let uri = format!("{base}{target}")
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(InternalError, "while setting the upstream path", e))?;
+            upstream.set_uri(uri);
+        }
+        // And the host the decision read (lower case, no trailing dot).
+        if let Some(host) = &ctx.host {
+            let sent = upstream.headers.get(http::header::HOST).map(|h| h.as_bytes());
+            if sent != Some(host.as_bytes()) {
+                upstream.insert_header(http::header::HOST, host.as_str())?;
             }
         }
         Ok(())

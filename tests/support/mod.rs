@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod nginx;
 pub mod oidc;
 pub mod sso;
 pub mod tls;
