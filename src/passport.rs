@@ -105,6 +105,33 @@ pub struct Proof<'a> {
     pub expires_at: i64,
 }
 
+/// The `X-Forwarded-Groups` value: the groups joined by `,`. A group whose name holds the
+/// separator (`staff,admins`), surrounding spaces, or no text at all would read as other
+/// groups to an upstream that splits the list, so it is left out, with a warning naming it.
+pub fn header_groups(subject: &str, groups: &[String]) -> Option<String> {
+    let mut value = String::new();
+    for group in groups {
+        let unsafe_name = group.is_empty()
+            || group.trim() != group
+            || group.contains([',', ';', '"'])
+            || group.chars().any(char::is_control);
+        if unsafe_name {
+            tracing::warn!(
+                subject,
+                group = group.as_str(),
+                "group name holds a list separator, quote, control character or surrounding \
+                 spaces; left out of the groups header"
+            );
+            continue;
+        }
+        if !value.is_empty() {
+            value.push(',');
+        }
+        value.push_str(group);
+    }
+    (!value.is_empty()).then_some(value)
+}
+
 /// The parts of the configuration a passport is decided by.
 pub struct Rules<'a> {
     /// `[headers]`.
@@ -123,9 +150,7 @@ impl Passport {
         // primary login), else the cloud account.
         let primary = proof.sso.or(proof.account);
         let mut values: Vec<(Field, &str)> = Vec::new();
-        let groups = primary
-            .filter(|i| !i.groups.is_empty())
-            .map(|i| i.groups.join(","));
+        let groups = primary.and_then(|i| header_groups(&i.subject, &i.groups));
         if let Some(i) = primary {
             values.push((Field::User, &i.subject));
             if let Some(email) = &i.email {
@@ -463,6 +488,31 @@ fn title_case(name: &str) -> String {
             out
         })
         .collect()
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::header_groups;
+
+    #[test]
+    fn no_group_can_smuggle_another_into_the_header() {
+        let groups: Vec<String> = [
+            "staff",
+            "staff,admins",
+            " admins",
+            "",
+            "ops",
+            "a;b",
+            "q\"x",
+            "x\ny",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(header_groups("u", &groups).as_deref(), Some("staff,ops"));
+        assert_eq!(header_groups("u", &["a,b".to_string()]), None);
+        assert_eq!(header_groups("u", &[]), None);
+    }
 }
 
 #[cfg(test)]

@@ -71,7 +71,12 @@ async fn no_spelling_of_a_protected_path_passes_as_a_skip_route() {
     let addr = gate.addr();
 
     // The skip route works, in its canonical and in harmless other spellings.
-    for target in ["/public/x", "//public//x", "/public/%78", "/%70ublic/app.css"] {
+    for target in [
+        "/public/x",
+        "//public//x",
+        "/public/%78",
+        "/%70ublic/app.css",
+    ] {
         let resp = raw_get(addr, target, &[]).await;
         assert_eq!(resp.status, 200, "{target}: {resp:?}");
         assert_eq!(resp.body, PUBLIC_BODY, "{target}");
@@ -87,7 +92,9 @@ async fn no_spelling_of_a_protected_path_passes_as_a_skip_route() {
         // linkgate's own 400 names the reason; a few targets (userinfo) Pingora refuses
         // itself, before linkgate, with an empty 400.
         assert!(
-            resp.body.is_empty() || resp.body.contains("Bad request") || resp.body.contains("bad_request"),
+            resp.body.is_empty()
+                || resp.body.contains("Bad request")
+                || resp.body.contains("bad_request"),
             "{target}: {}",
             resp.body
         );
@@ -100,14 +107,26 @@ async fn no_spelling_of_a_protected_path_passes_as_a_skip_route() {
     );
     // What nginx received for the harmless spellings: the canonical path, never the raw one.
     let seen = nginx.requests();
-    assert!(seen.contains(&"GET /public/x HTTP/1.1".to_string()), "{seen:?}");
-    assert!(seen.contains(&"GET /public/app.css HTTP/1.1".to_string()), "{seen:?}");
-    assert!(!seen.iter().any(|l| l.contains("//") || l.contains('%')), "{seen:?}");
+    assert!(
+        seen.contains(&"GET /public/x HTTP/1.1".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"GET /public/app.css HTTP/1.1".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("//") || l.contains('%')),
+        "{seen:?}"
+    );
 
     let metrics = gate
         .metrics_containing("linkgate_refused_targets_total{reason=\"dot_segment\"}")
         .await;
-    assert!(metrics.contains("reason=\"encoded_delimiter\""), "{metrics}");
+    assert!(
+        metrics.contains("reason=\"encoded_delimiter\""),
+        "{metrics}"
+    );
 }
 
 /// A differential fuzz over the real binary and nginx: random compositions of tricky pieces,
@@ -118,9 +137,40 @@ async fn fuzzed_paths_never_reach_a_protected_file() {
     let gate = gate_before(&nginx, "");
     let addr = gate.addr();
     let pieces = prop::sample::select(vec![
-        "/", "//", "public", "admin", "x", "secret.txt", "index.php", ".", "..", "%2e", "%2E%2e",
-        "%2f", "%2F", "%5c", "\\", "%3f", "%3F", "?", "%23", "%25", "%252e", "%252f", "%253f",
-        ";", "..;", "%3b", "%00", " ", "%20", "%70", "%c0%ae", "%ef%bc%8f", "%", "~",
+        "/",
+        "//",
+        "public",
+        "admin",
+        "x",
+        "secret.txt",
+        "index.php",
+        ".",
+        "..",
+        "%2e",
+        "%2E%2e",
+        "%2f",
+        "%2F",
+        "%5c",
+        "\\",
+        "%3f",
+        "%3F",
+        "?",
+        "%23",
+        "%25",
+        "%252e",
+        "%252f",
+        "%253f",
+        ";",
+        "..;",
+        "%3b",
+        "%00",
+        " ",
+        "%20",
+        "%70",
+        "%c0%ae",
+        "%ef%bc%8f",
+        "%",
+        "~",
     ]);
     let start = prop::sample::select(vec!["/", "/public/", "/public/x/", "/admin/"]);
     let strategy = (start, prop::collection::vec(pieces, 1..8))
@@ -154,7 +204,10 @@ async fn fuzzed_paths_never_reach_a_protected_file() {
         let path = line.split(' ').nth(1).unwrap_or("");
         assert!(path.starts_with("/public/"), "nginx served {line:?}");
     }
-    assert!(forwarded > 0, "the fuzz forwarded nothing: it tested nothing");
+    assert!(
+        forwarded > 0,
+        "the fuzz forwarded nothing: it tested nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +227,10 @@ async fn hosts_have_one_reading() {
     let resp = send("GET /public/x HTTP/1.1\r\nHost: ADMIN.Test.\r\n".into()).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(upstream.last().header("host"), Some("admin.test"));
-    assert_eq!(upstream.last().header("x-forwarded-host"), Some("admin.test"));
+    assert_eq!(
+        upstream.last().header("x-forwarded-host"),
+        Some("admin.test")
+    );
 
     for (what, head) in [
         (
@@ -189,11 +245,26 @@ async fn hosts_have_one_reading() {
             "userinfo in the target",
             "GET http://shop.test@admin.test/public/x HTTP/1.1\r\nHost: admin.test\r\n",
         ),
-        ("a Host with a path", "GET /public/x HTTP/1.1\r\nHost: admin.test/x\r\n"),
-        ("a Host with userinfo", "GET /public/x HTTP/1.1\r\nHost: a@admin.test\r\n"),
-        ("a Host with an escape", "GET /public/x HTTP/1.1\r\nHost: adm%69n.test\r\n"),
-        ("a Host list", "GET /public/x HTTP/1.1\r\nHost: shop.test,admin.test\r\n"),
-        ("a non-http scheme", "GET x:/public/x HTTP/1.1\r\nHost: admin.test\r\n"),
+        (
+            "a Host with a path",
+            "GET /public/x HTTP/1.1\r\nHost: admin.test/x\r\n",
+        ),
+        (
+            "a Host with userinfo",
+            "GET /public/x HTTP/1.1\r\nHost: a@admin.test\r\n",
+        ),
+        (
+            "a Host with an escape",
+            "GET /public/x HTTP/1.1\r\nHost: adm%69n.test\r\n",
+        ),
+        (
+            "a Host list",
+            "GET /public/x HTTP/1.1\r\nHost: shop.test,admin.test\r\n",
+        ),
+        (
+            "a non-http scheme",
+            "GET x:/public/x HTTP/1.1\r\nHost: admin.test\r\n",
+        ),
     ] {
         let before = upstream.count();
         let resp = send(head.to_string()).await;
@@ -202,7 +273,8 @@ async fn hosts_have_one_reading() {
     }
 
     // Absolute-form that agrees with Host is forwarded in origin-form.
-    let resp = send("GET http://admin.test/public/x?a=1 HTTP/1.1\r\nHost: admin.test\r\n".into()).await;
+    let resp =
+        send("GET http://admin.test/public/x?a=1 HTTP/1.1\r\nHost: admin.test\r\n".into()).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(upstream.last().uri, "/public/x?a=1");
     assert_eq!(upstream.last().header("host"), Some("admin.test"));
@@ -212,7 +284,10 @@ async fn hosts_have_one_reading() {
 async fn encoded_slashes_are_refused_unless_kept_and_kept_ones_never_hide_dots() {
     let nginx = Nginx::serve(&[("/public/a/b", PUBLIC_BODY), ("/admin/secret.txt", SECRET)]);
     let strict = gate_before(&nginx, "");
-    assert_eq!(raw_get(strict.addr(), "/public/a%2Fb", &[]).await.status, 400);
+    assert_eq!(
+        raw_get(strict.addr(), "/public/a%2Fb", &[]).await.status,
+        400
+    );
 
     let keep = gate_before(&nginx, "encoded_slashes = \"keep\"");
     let resp = raw_get(keep.addr(), "/public/a%2Fb", &[]).await;

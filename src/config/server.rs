@@ -130,7 +130,10 @@ impl Server {
             server.encoded_slashes = t.choice(
                 ctx,
                 "encoded_slashes",
-                &[("reject", EncodedSlashes::Reject), ("keep", EncodedSlashes::Keep)],
+                &[
+                    ("reject", EncodedSlashes::Reject),
+                    ("keep", EncodedSlashes::Keep),
+                ],
                 EncodedSlashes::Reject,
             );
         }

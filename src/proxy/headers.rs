@@ -50,14 +50,43 @@ const URL_OVERRIDE_HEADERS: &[&str] = &[
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Headers that say where a request came from or how it arrived. Apps (Magento's
+/// `RemoteAddress` among them, configured to) read some of them as the client's address or
+/// scheme, so only a trusted proxy may send them; from anyone else they are removed, and
+/// linkgate writes `X-Forwarded-For`/`-Proto`/`-Host` and `X-Real-IP` from what it saw.
 const TRANSPORT_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-protocol",
+    "x-forwarded-by",
     "x-real-ip",
+    "x-real-port",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "akamai-origin-hop",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-proxyuser-ip",
+    "x-original-host",
+    "x-host",
+    "x-http-host-override",
+    "x-url-scheme",
+    "front-end-https",
+    "x-arr-ssl",
+    "x-appengine-user-ip",
 ];
 
 /// The set of header names to strip from client requests, precomputed at load.
@@ -169,7 +198,7 @@ impl Hygiene {
         identity
     }
 
-    /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. From a trusted proxy the
+    /// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` for the upstream. From a trusted proxy the
     /// incoming chain is kept and the peer appended; from anyone else they were stripped and
     /// are written fresh.
     pub fn set_forwarded(
@@ -189,12 +218,16 @@ impl Hygiene {
             Some(chain) if peer_trusted && !chain.trim().is_empty() => {
                 format!("{}, {}", chain.trim(), peer_text)
             }
-            _ => peer_text,
+            _ => peer_text.clone(),
         };
         // Names as `&'static str`: Pingora keeps them as the header's case without copying
         // (a `HeaderName` would be title-cased into a new buffer on every insert).
         if !xff.is_empty() {
             req.insert_header("X-Forwarded-For", xff)?;
+        }
+        let keep_real_ip = peer_trusted && req.headers.contains_key(&X_REAL_IP);
+        if !keep_real_ip && !peer_text.is_empty() {
+            req.insert_header("X-Real-IP", peer_text)?;
         }
         if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
             req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(scheme))?;
@@ -315,7 +348,32 @@ mod tests {
             .unwrap();
         assert_eq!(req.headers["x-forwarded-for"], "192.0.2.1");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
+        assert_eq!(req.headers["x-real-ip"], "192.0.2.1");
         assert!(!req.headers.contains_key("forwarded"));
+
+        // Every client-address and scheme header of the family, in any spelling.
+        let names = [
+            "True-Client-IP",
+            "X-Real-IP",
+            "X-Client-IP",
+            "Client-IP",
+            "X-Cluster-Client-IP",
+            "Forwarded",
+            "X-Forwarded-Server",
+            "X-Forwarded-Scheme",
+            "X-Forwarded-Ssl",
+            "X-Forwarded-Port",
+            "X-Original-Host",
+            "X_Real_IP",
+            "cf-connecting-ip",
+        ];
+        let mut req = request(&names.map(|n| (n, "6.6.6.6")));
+        h.strip(&mut req, false);
+        h.set_forwarded(&mut req, Some(peer), "http", Some("app.test"), false)
+            .unwrap();
+        for (name, value) in req.headers.iter() {
+            assert_ne!(value, "6.6.6.6", "{name} passed from an untrusted peer");
+        }
 
         let mut req = request(&[
             ("X-Forwarded-For", "1.2.3.4"),

@@ -462,7 +462,10 @@ impl ProxyHttp for Gate {
         }
         // And the host the decision read (lower case, no trailing dot).
         if let Some(host) = &ctx.host {
-            let sent = upstream.headers.get(http::header::HOST).map(|h| h.as_bytes());
+            let sent = upstream
+                .headers
+                .get(http::header::HOST)
+                .map(|h| h.as_bytes());
             if sent != Some(host.as_bytes()) {
                 upstream.insert_header(http::header::HOST, host.as_str())?;
             }
