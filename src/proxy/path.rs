@@ -163,6 +163,15 @@ pub fn parse(raw: &[u8], slashes: EncodedSlashes) -> Result<Target<'_>, Refused>
             return Err(Refused::Byte);
         }
     }
+    if authority.is_none() && is_plain(path) {
+        // The common case: nothing to decode, merge or refuse. No allocation.
+        let decision = std::str::from_utf8(path).map_err(|_| Refused::Byte)?;
+        return Ok(Target {
+            decision: Cow::Borrowed(decision),
+            upstream: None,
+            authority: None,
+        });
+    }
     let canon = canonical_path(path, slashes)?;
     let path_changed = canon.upstream.as_bytes() != path;
     let upstream = if path_changed || authority.is_some() {
@@ -182,6 +191,31 @@ pub fn parse(raw: &[u8], slashes: EncodedSlashes) -> Result<Target<'_>, Refused>
         upstream,
         authority,
     })
+}
+
+/// Whether a path is already canonical and unambiguous without decoding: visible ASCII with
+/// no `%`, `\\`, `;`, `#`, no empty segment (`//`) and no segment that is dots or ends in a
+/// dot. [`canonical_path`] gives the same answer for these, only slower.
+fn is_plain(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev = b'/';
+    for &b in &path[1..] {
+        match b {
+            b'/' => {
+                if prev == b'/' || prev == b'.' {
+                    return false; // `//`, or a segment ending in a dot (`..`, `a.`)
+                }
+            }
+            b'%' | b'\\' | b';' | b'#' => return false,
+            0x21..=0x7e => {}
+            _ => return false,
+        }
+        prev = b;
+    }
+    // The last segment: `/a/..` or `/a.` end in a dot.
+    prev != b'.'
 }
 
 /// Origin-form, or `http(s)` absolute-form reduced to its authority and path.

@@ -373,6 +373,17 @@ proptest! {
         }
     }
 
+    /// The allocation-free fast path agrees with the full canonicalisation.
+    #[test]
+    fn the_fast_path_agrees_with_the_slow_one(raw in target()) {
+        let path = raw.split('?').next().unwrap_or("").as_bytes();
+        if is_plain(path) {
+            let slow = canonical_path(path, EncodedSlashes::Reject);
+            prop_assert!(slow.as_ref().is_ok_and(|c| c.decision.as_bytes() == path && c.upstream.as_bytes() == path),
+                "{:?}", raw);
+        }
+    }
+
     /// Hostile bytes never panic, and whatever is accepted is visible ASCII with no dots.
     #[test]
     fn any_bytes_are_handled(raw in prop::collection::vec(any::<u8>(), 0..64)) {
