@@ -471,15 +471,23 @@ async fn the_platform_jwt_source() {
         .unwrap()
     };
     let projects = s.gate.url("/projects");
+    // A browser the platform signed in: its cookie is in the jar, sent on every request
+    // (a session made from it follows it).
     let visit = |token: String| {
-        let http = user();
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let url = projects.clone();
+        jar.add_cookie_str(
+            &format!("{PLATFORM_COOKIE}={token}; Path=/"),
+            &url::Url::parse(&url).unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar)
+            .no_proxy()
+            .build()
+            .unwrap();
         async move {
-            let resp = navigate(http.get(url))
-                .header("cookie", format!("{PLATFORM_COOKIE}={token}"))
-                .send()
-                .await
-                .unwrap();
+            let resp = navigate(http.get(url)).send().await.unwrap();
             (http, resp)
         }
     };

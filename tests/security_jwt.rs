@@ -76,8 +76,12 @@ impl Platform {
     fn sign_with(pem: &str, claims: &Value) -> String {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some("platform".into());
-        jsonwebtoken::encode(&h, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap())
-            .unwrap()
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     /// A valid JWT for `account`.
@@ -107,7 +111,10 @@ fn commands(redis: &Redis) -> BTreeMap<String, u64> {
 }
 
 /// What ran between two [`commands`] readings.
-fn ran_since(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+fn ran_since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, v)| {
@@ -203,7 +210,11 @@ async fn link(s: &Scenario, p: &Platform, account: &str, sso: &str) -> Browser {
     b.platform(Some(&p.jwt(account)));
     let resp = b.open(s, "/projects").await;
     assert_eq!(resp.status(), 302, "an unlinked account is sent to connect");
-    assert!(location(&resp).contains("intent=connect"), "{}", location(&resp));
+    assert!(
+        location(&resp).contains("intent=connect"),
+        "{}",
+        location(&resp)
+    );
     let (resp, _) = s.follow(&b.http, resp, sso).await;
     assert_eq!(resp.status(), 200, "back on the page, linked");
     let seen = s.upstream.last();
@@ -221,7 +232,12 @@ fn upstream_never_saw(s: &Scenario, from: usize, account: &str) {
             "the upstream was told {account} at {}",
             seen.uri
         );
-        assert_ne!(seen.header("x-forwarded-user"), Some(account), "{}", seen.uri);
+        assert_ne!(
+            seen.header("x-forwarded-user"),
+            Some(account),
+            "{}",
+            seen.uri
+        );
     }
 }
 
@@ -273,7 +289,9 @@ async fn a_valid_jwt_makes_no_session_and_no_store_command_when_repeated() {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert!(
-            set_cookies(&resp).iter().all(|c| !c.starts_with("_linkgate")),
+            set_cookies(&resp)
+                .iter()
+                .all(|c| !c.starts_with("_linkgate")),
             "no session cookie for a JWT alone: {:?}",
             set_cookies(&resp)
         );
@@ -301,7 +319,10 @@ async fn a_valid_jwt_makes_no_session_and_no_store_command_when_repeated() {
         assert_eq!(v["linked"], false);
     }
     let ran = ran_since(&before, &commands(redis));
-    assert!(ran.is_empty(), "120 requests with a remembered JWT ran {ran:?}");
+    assert!(
+        ran.is_empty(),
+        "120 requests with a remembered JWT ran {ran:?}"
+    );
     assert!(sessions(redis).is_empty(), "no session was written");
     assert_eq!(redis.cli(&["DBSIZE"]), keys_before, "Redis did not grow");
     let seen = s.upstream.last();
@@ -392,7 +413,10 @@ async fn a_session_made_from_a_jwt_follows_the_platform_jwt() {
     // Served from the session cache from now on.
     for _ in 0..3 {
         assert_eq!(b.open(&s, "/projects").await.status(), 200);
-        assert_eq!(s.upstream.last().header("x-linkgate-account-id"), Some("cloud-ann"));
+        assert_eq!(
+            s.upstream.last().header("x-linkgate-account-id"),
+            Some("cloud-ann")
+        );
     }
     let from = s.upstream.count();
 
@@ -405,7 +429,10 @@ async fn a_session_made_from_a_jwt_follows_the_platform_jwt() {
     assert!(clears_gate_cookie(&resp), "{:?}", set_cookies(&resp));
     let seen = s.upstream.last();
     assert_eq!(seen.header("x-linkgate-account-id"), Some("cloud-bob"));
-    assert_eq!(seen.header("x-linkgate-sso-subject"), Some("bob@magento.test"));
+    assert_eq!(
+        seen.header("x-linkgate-sso-subject"),
+        Some("bob@magento.test")
+    );
     assert_eq!(sessions(redis).len(), before - 1, "Ann's session is gone");
     upstream_never_saw(&s, from, "cloud-ann");
     upstream_never_saw(&s, from, "ann@magento.test");
@@ -416,7 +443,10 @@ async fn a_session_made_from_a_jwt_follows_the_platform_jwt() {
         .get(s.gate.url("/oauth2/auth"))
         .header(
             "cookie",
-            format!("_linkgate={ann_session}; {PLATFORM_COOKIE}={}", p.jwt("cloud-bob")),
+            format!(
+                "_linkgate={ann_session}; {PLATFORM_COOKIE}={}",
+                p.jwt("cloud-bob")
+            ),
         )
         .send()
         .await
@@ -443,7 +473,11 @@ async fn a_session_made_from_a_jwt_ends_when_the_jwt_names_an_unlinked_account_o
     // The browser's session is gone; navigating now asks Cy to connect.
     let resp = b.open(&s, "/projects").await;
     assert_eq!(resp.status(), 302);
-    assert!(location(&resp).contains("intent=connect"), "{}", location(&resp));
+    assert!(
+        location(&resp).contains("intent=connect"),
+        "{}",
+        location(&resp)
+    );
     upstream_never_saw(&s, from, "cloud-ann");
     assert_eq!(s.upstream.count(), from, "nothing reached the upstream");
 
@@ -459,7 +493,10 @@ async fn a_session_made_from_a_jwt_ends_when_the_jwt_names_an_unlinked_account_o
         .await
         .unwrap();
     assert_eq!(page["status"], "not_connected", "{page}");
-    assert!(page["account"].as_str().unwrap().contains("cloud-cy"), "{page}");
+    assert!(
+        page["account"].as_str().unwrap().contains("cloud-cy"),
+        "{page}"
+    );
 
     // Back to Ann: a session for her account page, then the platform signs her out.
     b.platform(Some(&p.jwt("cloud-ann")));
@@ -502,7 +539,10 @@ async fn an_expired_jwt_sends_a_browser_to_sign_in_and_an_api_client_gets_401() 
     let from = s.upstream.count();
 
     // The platform's JWT expired (past the 60 s leeway).
-    let expired = p.jwt_with("cloud-eve", json!({"iat": now() - 1200, "exp": now() - 600}));
+    let expired = p.jwt_with(
+        "cloud-eve",
+        json!({"iat": now() - 1200, "exp": now() - 600}),
+    );
     b.platform(Some(&expired));
     let resp = b.open(&s, "/projects?tab=2").await;
     assert_eq!(resp.status(), 302);
@@ -518,7 +558,10 @@ async fn an_expired_jwt_sends_a_browser_to_sign_in_and_an_api_client_gets_401() 
     // An API client with the expired JWT: 401 JSON with WWW-Authenticate.
     let resp = b.xhr(&s, "/api/items").await;
     assert_eq!(resp.status(), 401);
-    let www = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let www = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(www.contains("invalid_token"), "{www}");
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -561,8 +604,12 @@ async fn forged_platform_jwts_are_refused() {
     let hmac = |secret: &[u8]| {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("platform".into());
-        jsonwebtoken::encode(&h, &p.claims("cloud-mal", json!({})), &EncodingKey::from_secret(secret))
-            .unwrap()
+        jsonwebtoken::encode(
+            &h,
+            &p.claims("cloud-mal", json!({})),
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     };
     let valid = p.jwt("cloud-mal");
     let mut parts: Vec<&str> = valid.split('.').collect();
@@ -574,19 +621,44 @@ async fn forged_platform_jwts_are_refused() {
         .sign_jwt(&json!({"iss": s.provider.issuer(), "aud": PLATFORM_AUDIENCE, "sub": "cloud-mal", "exp": now() + 600}))
         .await;
     let forged = [
-        ("another key, same kid", Platform::sign_with(&other_key.pem, &p.claims("cloud-mal", json!({})))),
-        ("wrong audience", p.jwt_with("cloud-mal", json!({"aud": "someone-else"}))),
-        ("wrong issuer", p.jwt_with("cloud-mal", json!({"iss": s.provider.issuer()}))),
+        (
+            "another key, same kid",
+            Platform::sign_with(&other_key.pem, &p.claims("cloud-mal", json!({}))),
+        ),
+        (
+            "wrong audience",
+            p.jwt_with("cloud-mal", json!({"aud": "someone-else"})),
+        ),
+        (
+            "wrong issuer",
+            p.jwt_with("cloud-mal", json!({"iss": s.provider.issuer()})),
+        ),
         ("no exp", p.jwt_with("cloud-mal", json!({"exp": null}))),
-        ("not yet valid", p.jwt_with("cloud-mal", json!({"nbf": now() + 3600}))),
-        ("expired", p.jwt_with("cloud-mal", json!({"iat": now() - 1200, "exp": now() - 600}))),
+        (
+            "not yet valid",
+            p.jwt_with("cloud-mal", json!({"nbf": now() + 3600})),
+        ),
+        (
+            "expired",
+            p.jwt_with(
+                "cloud-mal",
+                json!({"iat": now() - 1200, "exp": now() - 600}),
+            ),
+        ),
         ("no subject", p.jwt_with("cloud-mal", json!({"sub": null}))),
         ("empty subject", p.jwt_with("cloud-mal", json!({"sub": ""}))),
         (
             "alg none",
-            format!("{}.{}.", b64(&json!({"alg": "none", "kid": "platform"})), b64(&p.claims("cloud-mal", json!({})))),
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "kid": "platform"})),
+                b64(&p.claims("cloud-mal", json!({})))
+            ),
         ),
-        ("HS256 keyed with the public key", hmac(p.public_pem.as_bytes())),
+        (
+            "HS256 keyed with the public key",
+            hmac(p.public_pem.as_bytes()),
+        ),
         ("HS256 keyed with nothing", hmac(b"")),
         ("claims of another token under a valid signature", spliced),
         ("signed by the Magento.com provider", sso_signed),
@@ -602,7 +674,12 @@ async fn forged_platform_jwts_are_refused() {
             .unwrap();
         assert_eq!(resp.status(), 302, "{what}: a browser is sent to sign in");
         assert!(location(&resp).contains("/oauth2/start?rd="), "{what}");
-        assert!(set_cookies(&resp).iter().all(|c| !c.starts_with("_linkgate=")), "{what}");
+        assert!(
+            set_cookies(&resp)
+                .iter()
+                .all(|c| !c.starts_with("_linkgate=")),
+            "{what}"
+        );
         let resp = http
             .get(s.gate.url("/api/items"))
             .header("cookie", &cookie)
@@ -611,7 +688,10 @@ async fn forged_platform_jwts_are_refused() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401, "{what}");
-        let www = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let www = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(www.contains("invalid_token"), "{what}: {www}");
         let resp = http
             .get(s.gate.url("/oauth2/auth"))
@@ -646,7 +726,10 @@ async fn forged_platform_jwts_are_refused() {
     // The same valid JWT sent twice is one JWT.
     let resp = http
         .get(s.gate.url("/oauth2/auth"))
-        .header("cookie", format!("{PLATFORM_COOKIE}={valid}; {PLATFORM_COOKIE}={valid}"))
+        .header(
+            "cookie",
+            format!("{PLATFORM_COOKIE}={valid}; {PLATFORM_COOKIE}={valid}"),
+        )
         .send()
         .await
         .unwrap();

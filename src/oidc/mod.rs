@@ -799,9 +799,9 @@ impl AccountJwt {
                 if all.next().is_some() {
                     return Err(OidcError::Refused(format!("more than one `{name}` header")));
                 }
-                let v = v.to_str().map_err(|_| {
-                    OidcError::Refused(format!("the `{name}` header is not text"))
-                })?;
+                let v = v
+                    .to_str()
+                    .map_err(|_| OidcError::Refused(format!("the `{name}` header is not text")))?;
                 let v = v.trim();
                 let v = match v.split_once(' ') {
                     Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),

@@ -584,10 +584,7 @@ impl Sessions {
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
-pub fn cookies<'a, 'n>(
-    req: &'a RequestHeader,
-    name: &'n str,
-) -> impl Iterator<Item = &'a str> + 'n
+pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
 where
     'a: 'n,
 {
@@ -679,6 +676,74 @@ mod tests {
         );
         assert_eq!(metrics.session_cache_miss.get(), 1);
         assert_eq!(metrics.session_cache_hit.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_the_platform_jwt_its_account_came_from() {
+        let (sessions, _) = sessions("30s");
+        let binding = JwtBinding {
+            sha256: "ab".repeat(32),
+            valid_until: now() + 300,
+        };
+        let id = sessions.jwt_session_id(&[1; 32]);
+        let (_, record) = sessions
+            .create_as(
+                id,
+                None,
+                Some(identity("acct")),
+                None,
+                Some(binding.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(record.account_jwt.as_ref(), Some(&binding));
+        let loaded = sessions.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.account_jwt, Some(binding.clone()));
+        // No account, nothing to follow.
+        let (_, record) = sessions
+            .create_as(
+                OpaqueId::random(),
+                Some(identity("s")),
+                None,
+                None,
+                Some(binding),
+            )
+            .await
+            .unwrap();
+        assert_eq!(record.account_jwt, None);
+        // Records written before the field existed read as following nothing.
+        let old: SessionRecord =
+            serde_json::from_str(r#"{"account":null,"created_at":1,"expires_at":2}"#).unwrap();
+        assert_eq!(old.account_jwt, None);
+    }
+
+    #[tokio::test]
+    async fn a_jwt_session_id_is_one_per_jwt_and_secret() {
+        let (a, _) = sessions("30s");
+        let (b, _) = sessions("30s");
+        assert_eq!(a.jwt_session_id(&[1; 32]), b.jwt_session_id(&[1; 32]));
+        assert_ne!(a.jwt_session_id(&[1; 32]), a.jwt_session_id(&[2; 32]));
+        let other = Sessions::new(&[9; 32], a.store.clone(), a.config.clone());
+        assert_ne!(a.jwt_session_id(&[1; 32]), other.jwt_session_id(&[1; 32]));
+    }
+
+    #[tokio::test]
+    async fn a_link_change_forgets_every_remembered_jwt() {
+        let (sessions, _) = sessions("30s");
+        let cache = sessions.account_jwts().unwrap();
+        let pass = AccountPass {
+            account: identity("acct"),
+            sso: None,
+            valid_until: now() + 60,
+            passport: Arc::new(Passport::sample(None, Some(&identity("acct")))),
+        };
+        cache.insert([3; 32], Arc::new(pass));
+        let generation = sessions.links_generation();
+        sessions.links_changed().await;
+        assert!(cache.get(&[3; 32]).is_none());
+        assert_ne!(sessions.links_generation(), generation);
+        let (no_cache, _) = self::sessions("0s");
+        assert!(no_cache.account_jwts().is_none());
     }
 
     #[tokio::test]
