@@ -368,8 +368,9 @@ async fn many_jwts_and_navigations_of_an_unlinked_account_do_not_grow_the_store_
     }
     assert!(sessions(redis).is_empty());
     // A browser that ignores cookies and navigates again and again with the same JWT: the
-    // connect step needs a session, but it is the same one every time.
+    // connect step needs a session, but it is the same one every time, written once.
     let mut gate_cookies = std::collections::HashSet::new();
+    let before = commands(redis);
     for _ in 0..20 {
         let resp = navigate(http.get(s.gate.url("/projects")))
             .header("cookie", &cookie)
@@ -386,6 +387,8 @@ async fn many_jwts_and_navigations_of_an_unlinked_account_do_not_grow_the_store_
     }
     assert_eq!(sessions(redis).len(), 1, "one session for one JWT");
     assert_eq!(gate_cookies.len(), 1, "the same session every time");
+    let ran = ran_since(&before, &commands(redis));
+    assert_eq!(ran.get("set"), Some(&1), "written once: {ran:?}");
     // Forward-auth with that session's cookie and no JWT: the session followed the JWT,
     // which is gone, so it is refused (and the session ended).
     let gate_cookie = gate_cookies.into_iter().next().unwrap();
@@ -735,4 +738,32 @@ async fn forged_platform_jwts_are_refused() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.headers()["x-linkgate-account-id"], "cloud-mal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_jwt_of_the_same_account_keeps_the_session() {
+    let s = scenario("enforce").await;
+    let p = Platform::of(&s);
+    let redis = s.redis.as_ref().unwrap();
+    let b = link(&s, &p, "cloud-ray", "ray@magento.test").await;
+    let session = b.gate_cookie().expect("a session");
+    assert_eq!(b.open(&s, "/projects").await.status(), 200);
+    let before = sessions(redis);
+    // The platform issues a new JWT for the same account (another `iat`, another `exp`).
+    let refreshed = p.jwt_with("cloud-ray", json!({"iat": now() + 1, "exp": now() + 900}));
+    assert_ne!(refreshed, p.jwt("cloud-ray"));
+    b.platform(Some(&refreshed));
+    for _ in 0..3 {
+        let resp = b.open(&s, "/projects").await;
+        assert_eq!(resp.status(), 200);
+        assert!(!clears_gate_cookie(&resp));
+        let seen = s.upstream.last();
+        assert_eq!(seen.header("x-linkgate-account-id"), Some("cloud-ray"));
+        assert_eq!(
+            seen.header("x-linkgate-sso-subject"),
+            Some("ray@magento.test")
+        );
+    }
+    assert_eq!(b.gate_cookie(), Some(session), "the same session");
+    assert_eq!(sessions(redis), before, "nothing ended, nothing written");
 }

@@ -327,9 +327,23 @@ pub async fn session_from_jwt(
         sha256: to_hex(&sha256),
         valid_until: pass.valid_until,
     };
+    let id = sessions.jwt_session_id(&sha256);
+    // Asked again with the same JWT (a browser that dropped the cookie, a client repeating a
+    // navigation): the session is there already, unless the link changed since.
+    let sso_key = |sso: Option<&Identity>| sso.map(Identity::key);
+    match sessions.load(&id).await {
+        Ok(Some(record))
+            if record.account_jwt.as_ref() == Some(&binding)
+                && sso_key(record.sso.as_ref()) == sso_key(pass.sso.as_ref()) =>
+        {
+            return Ok(Some((id, record)))
+        }
+        Ok(_) => {}
+        Err(_) => return Err(Refusal::StoreUnavailable),
+    }
     sessions
         .create_as(
-            sessions.jwt_session_id(&sha256),
+            id,
             pass.sso.clone(),
             Some(pass.account.clone()),
             None,
