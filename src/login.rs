@@ -25,7 +25,7 @@ use crate::passport::{Field, Names};
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
-use crate::session::{Flow, Intent, SessionRecord};
+use crate::session::{Flow, Intent, JwtBinding, SessionRecord};
 
 /// What the handlers need to know about the request beyond its header.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +174,9 @@ fn provider_refusal(e: OidcError) -> Refusal {
     }
 }
 
-/// The session of the request, if any (a store failure is a refusal).
+/// The session of the request, if any (a store failure is a refusal). A session whose
+/// account came from the platform's JWT is used only while the request's JWT still names
+/// that account (else it is ended here, as on any request).
 async fn current(
     app: &App,
     req: &RequestHeader,
@@ -186,23 +188,30 @@ async fn current(
         return Ok(None);
     };
     match sessions.load(&id).await {
-        Ok(Some(record)) => Ok(Some((id, record))),
+        Ok(Some(record)) => {
+            if !crate::proxy::identify::session_keeps(app, req, &id, &record).await? {
+                return Ok(None);
+            }
+            Ok(Some((id, record)))
+        }
         Ok(None) => Ok(None),
         Err(_) => Err(Refusal::StoreUnavailable),
     }
 }
 
 /// Replaces the browser's session (if any) with a new one: a new id at every sign-in.
+/// `account_jwt`: the platform JWT `account` came from, which the new session follows.
 async fn replace_session(
     app: &App,
     old: Option<&(OpaqueId, SessionRecord)>,
     sso: Option<Identity>,
     account: Option<Identity>,
     tokens: Option<Tokens>,
+    account_jwt: Option<JwtBinding>,
 ) -> Result<String, Refusal> {
     let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
     let (id, _) = sessions
-        .create(sso, account, tokens)
+        .create_as(OpaqueId::random(), sso, account, tokens, account_jwt)
         .await
         .map_err(|_| Refusal::StoreUnavailable)?;
     if let Some((old_id, old_record)) = old {
@@ -361,6 +370,9 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let (flow, identity, tokens) = finish(app, sso, req).await?;
     let old = current(app, req).await?;
     let linking = app.config.account.is_some();
+    // The account a connect links came from the session; if that came from the platform's
+    // JWT, the new session follows the JWT too.
+    let mut account_jwt = None;
     let account = match (flow.intent, linking) {
         (Intent::Connect, true) => {
             let Some(account) = old.as_ref().and_then(|(_, r)| r.account.clone()) else {
@@ -370,6 +382,7 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
                 });
             };
             link(app, &account, &identity).await?;
+            account_jwt = old.as_ref().and_then(|(_, r)| r.account_jwt.clone());
             Some(account)
         }
         (Intent::Login, true) => {
@@ -382,7 +395,15 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
         }
         (_, false) => None,
     };
-    let cookie = replace_session(app, old.as_ref(), Some(identity), account, Some(tokens)).await?;
+    let cookie = replace_session(
+        app,
+        old.as_ref(),
+        Some(identity),
+        account,
+        Some(tokens),
+        account_jwt,
+    )
+    .await?;
     Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))
 }
 
@@ -400,9 +421,9 @@ async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refus
     let cookie = match waiting_sso {
         Some((sso, tokens)) => {
             link(app, &account, &sso).await?;
-            replace_session(app, old.as_ref(), Some(sso), Some(account), tokens).await?
+            replace_session(app, old.as_ref(), Some(sso), Some(account), tokens, None).await?
         }
-        None => replace_session(app, old.as_ref(), None, Some(account), None).await?,
+        None => replace_session(app, old.as_ref(), None, Some(account), None, None).await?,
     };
     Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))
 }
@@ -414,6 +435,10 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
         .create(account, sso)
         .await
         .map_err(|_| Refusal::StoreUnavailable)?;
+    if let (LinkOutcome::Created(_), Some(sessions)) = (&outcome, &app.sessions) {
+        // The remembered account JWTs hold the link they found.
+        sessions.links_changed().await;
+    }
     let (result, refusal) = match outcome {
         LinkOutcome::Created(_) => ("created", None),
         LinkOutcome::AlreadyLinked(_) => ("unchanged", None),
@@ -528,15 +553,28 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     if app.config.account.is_none() {
         return Err(Refusal::NotFound);
     }
-    let Some((id, record)) = current(app, req).await? else {
-        if respond::is_navigation(req) {
-            return Ok(Reply::redirect(&start_url(
-                app,
-                &link_page_url(app),
-                Intent::Login,
-            )));
-        }
-        return Err(Refusal::Unauthenticated);
+    let mut made = None;
+    let (id, record) = match current(app, req).await? {
+        Some(current) => current,
+        None if !respond::is_navigation(req) => return Err(Refusal::Unauthenticated),
+        // A browser with the platform's JWT alone: the page and its forms need a session.
+        None => match crate::proxy::identify::session_from_jwt(app, req).await? {
+            Some((id, record)) => {
+                made = app.sessions.as_ref().map(|s| s.session_cookie(&id));
+                (id, record)
+            }
+            None => {
+                return Ok(Reply::redirect(&start_url(
+                    app,
+                    &link_page_url(app),
+                    Intent::Login,
+                )))
+            }
+        },
+    };
+    let with_made = |reply: Reply| match &made {
+        Some(cookie) => reply.with_cookie(cookie),
+        None => reply,
     };
     let view = account_view(
         app,
@@ -545,7 +583,7 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
         req,
     );
     if !respond::prefers_html(req) && !respond::is_navigation(req) {
-        return Ok(Reply::json(
+        return Ok(with_made(Reply::json(
             StatusCode::OK,
             &json!({
                 "provider": view.sso_name,
@@ -556,12 +594,12 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
                 "allow_disconnect": view.allow_disconnect,
                 "csrf": view.csrf,
             }),
-        ));
+        )));
     }
-    Ok(Reply::html(
+    Ok(with_made(Reply::html(
         StatusCode::OK,
         pages::account_page(&app.pages, &view),
-    ))
+    )))
 }
 
 fn checked_session(
@@ -600,15 +638,15 @@ async fn connect(
                     encode(&back)
                 )));
             }
-            let jwt = app.account_jwt.as_ref().ok_or(Refusal::NotFound)?;
-            let token = jwt.token_of(req).ok_or_else(|| Refusal::SignInFailed {
-                why: format!("Sign in to {} in this browser first.", app.account_name()),
-                retry: back.clone(),
-            })?;
-            let account = jwt.verify(&token).await.map_err(|e| match e {
-                OidcError::Unavailable(e) => Refusal::ProviderUnavailable(e),
-                other => Refusal::InvalidToken(other.to_string()),
-            })?;
+            if app.account_jwt.is_none() {
+                return Err(Refusal::NotFound);
+            }
+            let (account, binding) = crate::proxy::identify::account_of_jwt(app, req)
+                .await?
+                .ok_or_else(|| Refusal::SignInFailed {
+                    why: format!("Sign in to {} in this browser first.", app.account_name()),
+                    retry: back.clone(),
+                })?;
             link(app, &account, sso).await?;
             let old = Some((id, record.clone()));
             let cookie = replace_session(
@@ -617,6 +655,7 @@ async fn connect(
                 record.sso.clone(),
                 Some(account),
                 record.tokens.clone(),
+                Some(binding),
             )
             .await?;
             Ok(Reply::redirect(&back).with_cookie(&cookie))
@@ -661,7 +700,15 @@ async fn disconnect(
         .map_err(|_| Refusal::StoreUnavailable)?;
     let _ = sessions.destroy(&id, Some(&record)).await;
     tracing::info!(ended, "link disconnected; sessions that relied on it ended");
-    let cookie = replace_session(app, None, None, Some(account.clone()), None).await?;
+    let cookie = replace_session(
+        app,
+        None,
+        None,
+        Some(account.clone()),
+        None,
+        record.account_jwt.clone(),
+    )
+    .await?;
     Ok(Reply::redirect(&link_page_url(app)).with_cookie(&cookie))
 }
 
@@ -738,6 +785,7 @@ async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refu
         }
         Found::Nobody { .. } => Err(Refusal::Unauthenticated),
         Found::Invalid(r) | Found::Unavailable(r) => Err(r),
+        Found::InvalidAccountJwt { refusal, .. } => Err(refusal),
     }
 }
 

@@ -30,10 +30,11 @@ pub struct Metrics {
     pub session_cache_hit: IntCounter,
     /// `linkgate_session_cache_total{result="miss"}`.
     pub session_cache_miss: IntCounter,
-    /// `linkgate_token_cache_total{result="hit"}`: bearer tokens served from the
-    /// verified-token cache.
+    /// `linkgate_token_cache_total{result="hit"}`: bearer tokens and platform account JWTs
+    /// served from the verified-token caches.
     pub token_cache_hit: IntCounter,
-    /// `linkgate_token_cache_total{result="miss"}`: bearer tokens verified in full.
+    /// `linkgate_token_cache_total{result="miss"}`: bearer tokens and platform account JWTs
+    /// verified in full.
     pub token_cache_miss: IntCounter,
     /// The request counter and duration histogram of each decision label, resolved once.
     by_decision: Vec<(&'static str, IntCounter, Histogram)>,
@@ -101,7 +102,7 @@ impl Metrics {
         )?;
         let token_cache = counter(
             "linkgate_token_cache_total",
-            "Verified-token cache lookups for bearer tokens by result",
+            "Verified-token cache lookups for bearer tokens and platform account JWTs by result",
             &["result"],
         )?;
         // Every decision label a request can end with, resolved once; their series exist from

@@ -17,6 +17,9 @@ pub enum Via {
     Session,
     /// An `Authorization: Bearer` JWT.
     Bearer,
+    /// The platform's account JWT (`[account] source = "jwt"`) alone, no session: remembered
+    /// by the token's hash, nothing written to the store.
+    AccountJwt,
 }
 
 /// A proven identity, reduced to what a request needs from it: the identity headers, the
@@ -56,6 +59,21 @@ struct Rare {
     forbidden: Option<Forbidden>,
     names: Option<Names>,
     set_cookie: Option<String>,
+    follows: Option<FollowsJwt>,
+}
+
+/// What a session whose account came from the platform's JWT is checked against on every
+/// request, cache hits included: a request carrying exactly this JWT (same SHA-256) while it
+/// is valid passes at the cost of a hash; any other JWT must verify and name the same
+/// account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowsJwt {
+    /// SHA-256 of the JWT the session's account came from.
+    pub sha256: [u8; 32],
+    /// Unix seconds until which that JWT verifies.
+    pub valid_until: i64,
+    /// The key (issuer and subject) of the account it names.
+    pub account_key: String,
 }
 
 /// An `[authz]` refusal: who, and why in words.
@@ -196,6 +214,7 @@ impl Passport {
                 forbidden,
                 names,
                 set_cookie: None,
+                follows: None,
             })
         });
         Passport {
@@ -222,7 +241,7 @@ impl Passport {
         self.rare.as_ref()?.names.as_ref()
     }
 
-    /// A `Set-Cookie` to send with the answer (a session made from an account JWT).
+    /// A `Set-Cookie` to send with the answer (one that clears a session that ended).
     pub fn set_cookie(&self) -> Option<&str> {
         self.rare.as_ref()?.set_cookie.as_deref()
     }
@@ -230,6 +249,17 @@ impl Passport {
     /// Sends `cookie` with the answer.
     pub fn with_cookie(mut self, cookie: String) -> Self {
         self.rare.get_or_insert_with(Default::default).set_cookie = Some(cookie);
+        self
+    }
+
+    /// The platform JWT a session follows, when its account came from one.
+    pub fn follows(&self) -> Option<&FollowsJwt> {
+        self.rare.as_ref()?.follows.as_ref()
+    }
+
+    /// Makes a session passport follow the platform JWT its account came from.
+    pub fn following(mut self, jwt: FollowsJwt) -> Self {
+        self.rare.get_or_insert_with(Default::default).follows = Some(jwt);
         self
     }
 

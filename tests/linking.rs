@@ -471,15 +471,23 @@ async fn the_platform_jwt_source() {
         .unwrap()
     };
     let projects = s.gate.url("/projects");
+    // A browser the platform signed in: its cookie is in the jar, sent on every request
+    // (a session made from it follows it).
     let visit = |token: String| {
-        let http = user();
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let url = projects.clone();
+        jar.add_cookie_str(
+            &format!("{PLATFORM_COOKIE}={token}; Path=/"),
+            &url::Url::parse(&url).unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar)
+            .no_proxy()
+            .build()
+            .unwrap();
         async move {
-            let resp = navigate(http.get(url))
-                .header("cookie", format!("{PLATFORM_COOKIE}={token}"))
-                .send()
-                .await
-                .unwrap();
+            let resp = navigate(http.get(url)).send().await.unwrap();
             (http, resp)
         }
     };
@@ -526,7 +534,9 @@ async fn the_platform_jwt_source() {
         ("HMAC with the public key", hmac),
     ] {
         let (_, resp) = visit(token).await;
-        assert_eq!(resp.status(), 401, "{what}");
+        // A browser with a JWT that does not verify is sent to sign in (issue 10).
+        assert_eq!(resp.status(), 302, "{what}");
+        assert!(location(&resp).contains("/oauth2/start?rd="), "{what}");
         assert!(
             resp.headers().get("set-cookie").is_none(),
             "{what}: no session"
@@ -553,15 +563,21 @@ async fn the_platform_jwt_source() {
         s.upstream.last().header("x-linkgate-link-status"),
         Some("linked")
     );
-    // Linked now: a fresh browser with only the platform JWT gets straight through.
+    // Linked now: a fresh browser with only the platform JWT gets straight through, and no
+    // session is written for it (the verified JWT is remembered instead).
+    let sessions_before = s.redis.as_ref().unwrap().keys("linkgate:session:*").len();
     let (_, resp) = visit(valid).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()
             .get_all("set-cookie")
             .iter()
-            .any(|c| c.to_str().unwrap().starts_with("_linkgate=")),
-        "the session made from the platform JWT is set alongside the app's own cookies"
+            .all(|c| !c.to_str().unwrap().starts_with("_linkgate")),
+        "no session for the platform JWT alone"
+    );
+    assert_eq!(
+        s.redis.as_ref().unwrap().keys("linkgate:session:*").len(),
+        sessions_before
     );
     assert_eq!(
         s.upstream.last().header("x-linkgate-sso-subject"),

@@ -772,21 +772,49 @@ impl AccountJwt {
         Ok(Self { source, jwks, algs })
     }
 
-    /// The JWT a request carries where the platform puts it.
-    pub fn token_of(&self, req: &pingora::http::RequestHeader) -> Option<String> {
+    /// The JWT a request carries where the platform puts it. `Err` when the request carries
+    /// two different values (two cookies of the platform's name: one may have been planted
+    /// by a sibling subdomain, and which one the platform meant cannot be told), which is
+    /// treated as an invalid JWT.
+    pub fn token_of<'a>(
+        &self,
+        req: &'a pingora::http::RequestHeader,
+    ) -> Result<Option<&'a str>, OidcError> {
         match &self.source.location {
-            crate::config::JwtLocation::Cookie(name) => crate::session::cookies(req, name)
-                .next()
-                .map(str::to_string),
+            crate::config::JwtLocation::Cookie(name) => {
+                let mut values = crate::session::cookies(req, name).filter(|v| !v.is_empty());
+                let first = values.next();
+                if values.any(|v| Some(v) != first) {
+                    return Err(OidcError::Refused(format!(
+                        "more than one `{name}` cookie with different values"
+                    )));
+                }
+                Ok(first)
+            }
             crate::config::JwtLocation::Header(name) => {
-                let v = req.headers.get(name)?.to_str().ok()?.trim();
+                let mut all = req.headers.get_all(name).iter();
+                let Some(v) = all.next() else {
+                    return Ok(None);
+                };
+                if all.next().is_some() {
+                    return Err(OidcError::Refused(format!("more than one `{name}` header")));
+                }
+                let v = v
+                    .to_str()
+                    .map_err(|_| OidcError::Refused(format!("the `{name}` header is not text")))?;
+                let v = v.trim();
                 let v = match v.split_once(' ') {
                     Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
                     _ => v,
                 };
-                (!v.is_empty()).then(|| v.to_string())
+                Ok((!v.is_empty()).then_some(v))
             }
         }
+    }
+
+    /// The clock skew allowed on `exp` (seconds).
+    pub fn leeway_secs(&self) -> i64 {
+        i64::try_from(self.source.leeway.as_secs()).unwrap_or(i64::MAX / 4)
     }
 
     /// Whether the signing keys were loaded (readiness).

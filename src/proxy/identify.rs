@@ -5,6 +5,24 @@
 //! costs one store read; a session near the end of its access token is refreshed here, by
 //! one request at a time across instances (a lock in the store), while concurrent requests
 //! carry on with the tokens they have. Whether the identity may pass is not decided here.
+//!
+//! The platform's account JWT (`[account] source = "jwt"`):
+//! - Alone (no session), a JWT that verifies is remembered by its SHA-256 until its `exp`
+//!   (plus leeway), for at most `session.cache_ttl`, with the link found for its account and
+//!   the passport built from both ([`Via::AccountJwt`]). No session is written: a client
+//!   repeating the JWT (an API client, forward-auth, a browser) costs a hash and a lookup.
+//!   Only a browser navigation whose next step needs a session (connecting the account, the
+//!   account page and its CSRF tokens) gets one, see [`session_from_jwt`]; its id is
+//!   derived from the JWT, so repeating it rewrites one record instead of adding one.
+//! - A session whose account came from a JWT ([`SessionRecord::account_jwt`]) follows the
+//!   platform's current JWT on every request, cache hits included: the same JWT (by hash)
+//!   while valid passes; another JWT passes only if it verifies and names the same account
+//!   (a platform refreshing its JWT); a JWT naming another account, no JWT, or one that does
+//!   not verify ends the session, at once and whole (its Magento.com side too: it was linked
+//!   for the old account), its cookie is cleared, and the request goes on as one without a
+//!   session (step 5 with the JWT it carries, or step 6).
+//! - Sessions whose account came from elsewhere (a Magento.com sign-in finding the link) do
+//!   not follow the JWT: the link speaks for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +34,9 @@ use crate::app::{App, VerifiedToken};
 use crate::oidc::{Identity, OidcError};
 use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
-use crate::session::{now, SessionRecord};
+use crate::session::{now, AccountPass, JwtBinding, SessionRecord};
 
-use crate::passport::Proof;
+use crate::passport::{FollowsJwt, Proof};
 pub use crate::passport::{Passport, Via};
 
 /// What [`identify`] found.
@@ -32,8 +50,16 @@ pub enum Found {
     },
     /// A proven identity.
     Passport(Arc<Passport>),
-    /// A bearer token (or account JWT) that did not verify.
+    /// A bearer token that did not verify.
     Invalid(Refusal),
+    /// A platform account JWT that did not verify (expired, another key, another audience,
+    /// two of them...): a browser is sent to sign in, anything else refused.
+    InvalidAccountJwt {
+        /// Why, for API clients.
+        refusal: Refusal,
+        /// Whether a session cookie was present but useless (or its session just ended).
+        stale_cookie: bool,
+    },
     /// The store or provider is unreachable: nothing can be decided.
     Unavailable(Refusal),
 }
@@ -52,7 +78,109 @@ fn bearer(req: &RequestHeader) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Identifies the sender of `req`: bearer token first (when enabled), then the session, then
+/// Why a platform JWT gave no account.
+#[derive(Debug, Clone)]
+enum JwtError {
+    /// It did not verify (or the request carried two).
+    Invalid(String),
+    /// Its keys could not be fetched.
+    Provider(String),
+    /// The link registry could not be read.
+    Store,
+}
+
+impl JwtError {
+    fn refusal(self) -> Refusal {
+        match self {
+            JwtError::Invalid(e) => Refusal::InvalidToken(e),
+            JwtError::Provider(e) => Refusal::ProviderUnavailable(e),
+            JwtError::Store => Refusal::StoreUnavailable,
+        }
+    }
+}
+
+/// The platform JWT a request carries, and (computed at most once per request) what it
+/// verified to.
+struct Platform<'a> {
+    /// `None`: not configured, or no JWT. `Some(Err)`: two different ones.
+    token: Option<Result<(&'a str, [u8; 32]), String>>,
+    verdict: Option<Result<Arc<AccountPass>, JwtError>>,
+}
+
+impl<'a> Platform<'a> {
+    fn of(app: &App, req: &'a RequestHeader) -> Self {
+        let token = app
+            .account_jwt
+            .as_ref()
+            .and_then(|source| match source.token_of(req) {
+                Ok(token) => token.map(|t| Ok((t, Sha256::digest(t.as_bytes()).into()))),
+                Err(e) => Some(Err(e.to_string())),
+            });
+        Self {
+            token,
+            verdict: None,
+        }
+    }
+
+    /// What the JWT verified to (remembered for the rest of the request).
+    async fn verdict(&mut self, app: &App) -> Option<Result<Arc<AccountPass>, JwtError>> {
+        if self.verdict.is_none() {
+            self.verdict = Some(match self.token.as_ref()? {
+                Ok((token, sha256)) => account_pass(app, token, sha256).await,
+                Err(e) => Err(JwtError::Invalid(e.clone())),
+            });
+        }
+        self.verdict.clone()
+    }
+
+    /// Whether a session's passport may still be used: it does not follow a JWT, or the
+    /// JWT the request carries names the same account. `Err` when that cannot be told (the
+    /// keys or the store are unreachable).
+    async fn keeps(&mut self, app: &App, passport: &Passport) -> Result<bool, Found> {
+        let Some(follows) = passport.follows() else {
+            return Ok(true);
+        };
+        if let Some(Ok((_, sha256))) = &self.token {
+            if *sha256 == follows.sha256 && follows.valid_until > now() {
+                return Ok(true);
+            }
+        }
+        match self.verdict(app).await {
+            None => Ok(false),
+            Some(Ok(pass)) => Ok(pass.account.key() == follows.account_key),
+            Some(Err(JwtError::Invalid(_))) => Ok(false),
+            Some(Err(e)) => Err(Found::Unavailable(e.refusal())),
+        }
+    }
+
+    /// Step 5: what a request without a usable session gets from its JWT.
+    async fn step_5(mut self, app: &App, stale_cookie: bool) -> Found {
+        match self.verdict(app).await {
+            None => Found::Nobody { stale_cookie },
+            Some(Ok(pass)) => {
+                let clear = stale_cookie
+                    .then(|| app.sessions.as_ref().map(|s| s.clear_session_cookie()))
+                    .flatten();
+                Found::Passport(match clear {
+                    // The session this request came with ended: its cookie goes.
+                    Some(cookie) => Arc::new((*pass.passport).clone().with_cookie(cookie)),
+                    None => pass.passport.clone(),
+                })
+            }
+            Some(Err(JwtError::Invalid(e))) => {
+                tracing::info!(error = %e, "account JWT refused");
+                Found::InvalidAccountJwt {
+                    refusal: Refusal::InvalidToken(e),
+                    stale_cookie,
+                }
+            }
+            Some(Err(e)) => Found::Unavailable(e.refusal()),
+        }
+    }
+}
+
+/// Identifies the sender of `req`: bearer token first (when enabled), then the session
+/// (which, when its account came from the platform's JWT, must still agree with it), then
 /// the platform's account JWT.
 pub async fn identify(app: &App, req: &RequestHeader) -> Found {
     if app.config.authz.bearer_tokens {
@@ -65,33 +193,41 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
             stale_cookie: false,
         };
     };
+    let mut platform = Platform::of(app, req);
     let stale_cookie = match sessions.id_of(req) {
         Some(id) => match sessions
             .resident(&id, |record| from_session(app, id, record))
             .await
         {
-            Ok(Some(passport)) if !passport.refresh_due(now()) => return Found::Passport(passport),
-            // Due for a refresh: the tokens are in the store, not in the cache.
-            Ok(Some(_)) => match sessions.load(&id).await {
-                Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
-                    Ok(Some(record)) => {
-                        return Found::Passport(Arc::new(from_session(app, id, record)))
+            Ok(Some(passport)) => match platform.keeps(app, &passport).await {
+                Err(found) => return found,
+                Ok(false) => {
+                    tracing::info!(session = ?id, "the platform's account JWT changed or is gone; ending the session made from it");
+                    if sessions.destroy(&id, None).await.is_err() {
+                        return Found::Unavailable(Refusal::StoreUnavailable);
                     }
+                    true
+                }
+                Ok(true) if !passport.refresh_due(now()) => return Found::Passport(passport),
+                // Due for a refresh: the tokens are in the store, not in the cache.
+                Ok(true) => match sessions.load(&id).await {
+                    Ok(Some(record)) => match refresh_if_due(app, &id, record).await {
+                        Ok(Some(record)) => {
+                            return Found::Passport(Arc::new(from_session(app, id, record)))
+                        }
+                        Ok(None) => true,
+                        Err(refusal) => return Found::Unavailable(refusal),
+                    },
                     Ok(None) => true,
-                    Err(refusal) => return Found::Unavailable(refusal),
+                    Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
                 },
-                Ok(None) => true,
-                Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
             },
             Ok(None) => true,
             Err(_) => return Found::Unavailable(Refusal::StoreUnavailable),
         },
         None => sessions.has_cookie(req),
     };
-    if let Some(found) = from_account_jwt(app, req).await {
-        return found;
-    }
-    Found::Nobody { stale_cookie }
+    platform.step_5(app, stale_cookie).await
 }
 
 /// The passport of a session: its identities and, computed once, the headers it gives the
@@ -110,7 +246,201 @@ fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
     };
     // `refresh_at` is set by `Sessions::resident` for the passports it caches; the others
     // are used once.
-    Passport::new(&crate::proxy::rules(app), proof)
+    let passport = Passport::new(&crate::proxy::rules(app), proof);
+    match (&record.account_jwt, &record.account) {
+        (Some(binding), Some(account)) => passport.following(FollowsJwt {
+            // A hash that does not parse never matches: every JWT is then verified.
+            sha256: from_hex(&binding.sha256).unwrap_or([0; 32]),
+            valid_until: binding.valid_until,
+            account_key: account.key(),
+        }),
+        _ => passport,
+    }
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a session record loaded from the store (the account page, connect, a callback)
+/// may still be used with the JWT `req` carries: as [`identify`] decides for a request.
+/// `Ok(false)`: the session followed another JWT and has been ended.
+pub async fn session_keeps(
+    app: &App,
+    req: &RequestHeader,
+    id: &OpaqueId,
+    record: &SessionRecord,
+) -> Result<bool, Refusal> {
+    if record.account_jwt.is_none() {
+        return Ok(true);
+    }
+    let passport = from_session(app, *id, record.clone());
+    let mut platform = Platform::of(app, req);
+    match platform.keeps(app, &passport).await {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            if let Some(sessions) = &app.sessions {
+                sessions
+                    .destroy(id, Some(record))
+                    .await
+                    .map_err(|_| Refusal::StoreUnavailable)?;
+            }
+            Ok(false)
+        }
+        Err(Found::Unavailable(r)) => Err(r),
+        Err(_) => Err(Refusal::Unauthenticated),
+    }
+}
+
+/// A session for a browser that came with the platform's JWT alone and whose next step
+/// needs one (connecting its account, the account page). Its account follows the JWT, and
+/// its id is derived from the JWT (one record per JWT, however often it is asked for).
+/// `Ok(None)` when the request carries no JWT that verifies.
+pub async fn session_from_jwt(
+    app: &App,
+    req: &RequestHeader,
+) -> Result<Option<(OpaqueId, SessionRecord)>, Refusal> {
+    let Some(sessions) = &app.sessions else {
+        return Ok(None);
+    };
+    let mut platform = Platform::of(app, req);
+    let pass = match platform.verdict(app).await {
+        None | Some(Err(JwtError::Invalid(_))) => return Ok(None),
+        Some(Err(e)) => return Err(e.refusal()),
+        Some(Ok(pass)) => pass,
+    };
+    let Some(Ok((_, sha256))) = platform.token else {
+        return Ok(None);
+    };
+    let binding = JwtBinding {
+        sha256: to_hex(&sha256),
+        valid_until: pass.valid_until,
+    };
+    let id = sessions.jwt_session_id(&sha256);
+    // Asked again with the same JWT (a browser that dropped the cookie, a client repeating a
+    // navigation): the session is there already, unless the link changed since.
+    let sso_key = |sso: Option<&Identity>| sso.map(Identity::key);
+    match sessions.load(&id).await {
+        Ok(Some(record))
+            if record.account_jwt.as_ref() == Some(&binding)
+                && sso_key(record.sso.as_ref()) == sso_key(pass.sso.as_ref()) =>
+        {
+            return Ok(Some((id, record)))
+        }
+        Ok(_) => {}
+        Err(_) => return Err(Refusal::StoreUnavailable),
+    }
+    sessions
+        .create_as(
+            id,
+            pass.sso.clone(),
+            Some(pass.account.clone()),
+            None,
+            Some(binding),
+        )
+        .await
+        .map(Some)
+        .map_err(|_| Refusal::StoreUnavailable)
+}
+
+/// The account the platform's JWT in `req` names, with the binding a session made from it
+/// records (for `link/connect`). `Ok(None)`: no JWT.
+pub async fn account_of_jwt(
+    app: &App,
+    req: &RequestHeader,
+) -> Result<Option<(Identity, JwtBinding)>, Refusal> {
+    let mut platform = Platform::of(app, req);
+    let pass = match platform.verdict(app).await {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(e.refusal()),
+        Some(Ok(pass)) => pass,
+    };
+    let Some(Ok((_, sha256))) = platform.token else {
+        return Ok(None);
+    };
+    let binding = JwtBinding {
+        sha256: to_hex(&sha256),
+        valid_until: pass.valid_until,
+    };
+    Ok(Some((pass.account.clone(), binding)))
+}
+
+/// A platform JWT's account, link and passport: remembered (see the module comment), else
+/// verified, its link read, and remembered. A JWT verified while a link changed is not
+/// remembered (it may hold the old link).
+async fn account_pass(
+    app: &App,
+    token: &str,
+    sha256: &[u8; 32],
+) -> Result<Arc<AccountPass>, JwtError> {
+    let source = app
+        .account_jwt
+        .as_ref()
+        .ok_or_else(|| JwtError::Invalid("no account JWT is configured".into()))?;
+    let sessions = app.sessions.as_ref();
+    let cache = sessions.and_then(|s| s.account_jwts());
+    if let Some(cache) = cache {
+        if let Some(hit) = cache.get(sha256) {
+            if hit.valid_until > now() {
+                app.metrics.token_cache_hit.inc();
+                return Ok(hit);
+            }
+            cache.remove(sha256);
+        }
+        app.metrics.token_cache_miss.inc();
+    }
+    let generation = sessions.map(|s| s.links_generation());
+    let account = match source.verify(token).await {
+        Ok(account) => account,
+        Err(OidcError::Unavailable(e)) => return Err(JwtError::Provider(e)),
+        Err(e) => return Err(JwtError::Invalid(e.to_string())),
+    };
+    let valid_until = crate::oidc::unverified_expiry(token)
+        .map_or(i64::MAX, |exp| exp.saturating_add(source.leeway_secs()));
+    let sso = match &app.registry {
+        Some(registry) => registry
+            .by_account(&account.key())
+            .await
+            .map_err(|_| JwtError::Store)?
+            .map(|l| l.sso),
+        None => None,
+    };
+    let proof = Proof {
+        via: Via::AccountJwt,
+        session: None,
+        sso: sso.as_ref(),
+        account: Some(&account),
+        access_token: None,
+        id_token: None,
+        expires_at: valid_until,
+    };
+    let passport = Arc::new(Passport::new(&crate::proxy::rules(app), proof));
+    let pass = Arc::new(AccountPass {
+        account,
+        sso,
+        valid_until,
+        passport,
+    });
+    if let (Some(cache), Some(sessions)) = (cache, sessions) {
+        if valid_until != i64::MAX
+            && valid_until > now()
+            && generation == Some(sessions.links_generation())
+        {
+            cache.insert(*sha256, pass.clone());
+        }
+    }
+    Ok(pass)
 }
 
 async fn from_bearer(app: &App, token: &str) -> Found {
@@ -159,7 +489,7 @@ async fn bearer_identities(
 /// The identities in full behind a passport `identify` gave for `req` (for the endpoints
 /// that show them; the passport itself keeps only what requests need): the session's from
 /// the store, a bearer token's from the token (verified again, or found in the
-/// verified-token cache).
+/// verified-token cache), an account JWT's from the remembered JWT.
 pub async fn identities(
     app: &App,
     req: &RequestHeader,
@@ -179,38 +509,13 @@ pub async fn identities(
                 Err(_) => Err(Refusal::Unauthenticated),
             }
         }
+        (Via::AccountJwt, _, _) => match Platform::of(app, req).verdict(app).await {
+            Some(Ok(pass)) => Ok((pass.sso.clone(), Some(pass.account.clone()))),
+            Some(Err(e)) => Err(e.refusal()),
+            None => Err(Refusal::Unauthenticated),
+        },
         _ => Err(Refusal::Unauthenticated),
     }
-}
-
-/// Step 5: no session, but the platform put a signed account JWT in a cookie or header. A
-/// linked account gets a full session from its link record; an unlinked one an account-only
-/// session (which the link policy then sends to connect, or lets pass in grace).
-async fn from_account_jwt(app: &App, req: &RequestHeader) -> Option<Found> {
-    let source = app.account_jwt.as_ref()?;
-    let token = source.token_of(req)?;
-    let account = match source.verify(&token).await {
-        Ok(account) => account,
-        Err(OidcError::Unavailable(e)) => {
-            return Some(Found::Unavailable(Refusal::ProviderUnavailable(e)))
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "account JWT refused");
-            return Some(Found::Invalid(Refusal::InvalidToken(e.to_string())));
-        }
-    };
-    let (sessions, registry) = (app.sessions.as_ref()?, app.registry.as_ref()?);
-    let link = match registry.by_account(&account.key()).await {
-        Ok(link) => link,
-        Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
-    };
-    let sso = link.map(|l| l.sso);
-    let (id, record) = match sessions.create(sso, Some(account), None).await {
-        Ok(created) => created,
-        Err(_) => return Some(Found::Unavailable(Refusal::StoreUnavailable)),
-    };
-    let passport = from_session(app, id, record).with_cookie(sessions.session_cookie(&id));
-    Some(Found::Passport(Arc::new(passport)))
 }
 
 /// A bearer token's identity: from the verified-token cache when this exact token verified
@@ -389,6 +694,82 @@ mod tests {
         assert!(app.verified_tokens.as_ref().unwrap().get(&key).is_none());
         // Another token, even one differing in a byte, is never a hit.
         assert!(verify_bearer(&app, "token-A").await.is_err());
+    }
+
+    fn jwt_app() -> App {
+        let config = Config::parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+             [sso]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nhttp_timeout = \"200ms\"\n\
+             [account]\nsource = \"jwt\"\ncookie = \"pjwt\"\nissuer = \"http://127.0.0.1:1\"\n\
+             audience = \"x\"\njwks_url = \"http://127.0.0.1:1/jwks\"\nhttp_timeout = \"200ms\"\n\
+             [session]\nstore = \"memory\"\n\
+             cookie_secret = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        App::new(config).unwrap()
+    }
+
+    fn request(cookie: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(cookie) = cookie {
+            req.insert_header("cookie", cookie).unwrap();
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn a_session_following_a_jwt_checks_it_by_hash_and_verifies_only_a_changed_one() {
+        let app = jwt_app();
+        let account = Identity::sample("http://127.0.0.1:1", "acct");
+        let follows = |valid_until| FollowsJwt {
+            sha256: Sha256::digest(b"jwt-one").into(),
+            valid_until,
+            account_key: account.key(),
+        };
+        let passport = Passport::sample(None, Some(&account)).following(follows(now() + 60));
+        // The same JWT, still valid: kept for a hash, nothing verified (the JWKS is
+        // unreachable, so any verification would fail as unavailable).
+        let same = request(Some("pjwt=jwt-one"));
+        assert!(matches!(
+            Platform::of(&app, &same).keeps(&app, &passport).await,
+            Ok(true)
+        ));
+        // No JWT, or two different ones: the session's account is not used.
+        for req in [request(None), request(Some("pjwt=jwt-one; pjwt=jwt-two"))] {
+            assert!(matches!(
+                Platform::of(&app, &req).keeps(&app, &passport).await,
+                Ok(false)
+            ));
+        }
+        // Another JWT, or the same one past its validity: verified again.
+        let expired = Passport::sample(None, Some(&account)).following(follows(now() - 1));
+        for (req, passport) in [
+            (request(Some("pjwt=jwt-two")), &passport),
+            (request(Some("pjwt=jwt-one")), &expired),
+        ] {
+            let kept = Platform::of(&app, &req).keeps(&app, passport).await;
+            assert!(
+                matches!(kept, Ok(false) | Err(Found::Unavailable(_))),
+                "{kept:?}"
+            );
+        }
+        // A passport that follows nothing is kept whatever the request carries.
+        let plain = Passport::sample(None, Some(&account));
+        assert!(matches!(
+            Platform::of(&app, &request(None)).keeps(&app, &plain).await,
+            Ok(true)
+        ));
+    }
+
+    #[test]
+    fn hashes_go_to_hex_and_back() {
+        let digest: [u8; 32] = Sha256::digest(b"x").into();
+        assert_eq!(from_hex(&to_hex(&digest)), Some(digest));
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex(&"g".repeat(64)), None);
     }
 
     #[tokio::test]

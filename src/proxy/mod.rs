@@ -196,17 +196,21 @@ impl Gate {
         }
 
         // 3. bearer token, 4. session cookie, 5. account JWT.
-        let stale_cookie = match identify::identify(app, req).await {
+        let (stale_cookie, refusal) = match identify::identify(app, req).await {
             Found::Passport(passport) => {
-                let reply = self.admit(ctx, passport, req, navigation);
-                return reply;
+                return self.admit(ctx, passport, req, navigation).await;
             }
             Found::Invalid(refusal) => {
                 ctx.decision = Decision::Unauthenticated;
                 return Outcome::Reply(refusal.reply(false, &app.pages));
             }
             Found::Unavailable(refusal) => return self.refuse(ctx, refusal, navigation),
-            Found::Nobody { stale_cookie } => stale_cookie,
+            // An expired or invalid platform JWT: a person signs in again, as with nothing.
+            Found::InvalidAccountJwt {
+                refusal,
+                stale_cookie,
+            } => (stale_cookie, refusal),
+            Found::Nobody { stale_cookie } => (stale_cookie, Refusal::Unauthenticated),
         };
 
         // 6. Nothing: send a browser to sign in, refuse anything else.
@@ -219,7 +223,7 @@ impl Gate {
             Reply::redirect(&login::start_url(app, rd, crate::session::Intent::Login))
         } else {
             ctx.decision = Decision::Unauthenticated;
-            Refusal::Unauthenticated.reply(false, &app.pages)
+            refusal.reply(false, &app.pages)
         };
         Outcome::Reply(match clear {
             Some(cookie) => reply.with_cookie(&cookie),
@@ -228,7 +232,7 @@ impl Gate {
     }
 
     /// Steps 4 and 7 for a proven identity: `[authz]`, then the link rule.
-    fn admit(
+    async fn admit(
         &self,
         ctx: &mut RequestCtx,
         passport: Arc<Passport>,
@@ -264,7 +268,8 @@ impl Gate {
         match verdict {
             crate::link::Verdict::Pass(status) => {
                 ctx.decision = match passport.via {
-                    Via::Session => Decision::Session,
+                    // The platform's JWT stands in for a session.
+                    Via::Session | Via::AccountJwt => Decision::Session,
                     Via::Bearer => Decision::Bearer,
                 };
                 ctx.link_status = status;
@@ -279,7 +284,23 @@ impl Gate {
                 ctx.decision = Decision::RedirectLogin;
                 let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
                 let location = login::start_url(app, rd, crate::session::Intent::Connect);
-                Outcome::Reply(with_cookie(Reply::redirect(&location)))
+                if passport.via != Via::AccountJwt {
+                    return Outcome::Reply(with_cookie(Reply::redirect(&location)));
+                }
+                // Connecting needs a session (the callback links the session's account):
+                // made now, from the JWT, for this navigation only.
+                match identify::session_from_jwt(app, req).await {
+                    Ok(Some((id, _))) => {
+                        let cookie = app.sessions.as_ref().map(|s| s.session_cookie(&id));
+                        let reply = Reply::redirect(&location);
+                        Outcome::Reply(match cookie {
+                            Some(cookie) => reply.with_cookie(&cookie),
+                            None => reply,
+                        })
+                    }
+                    Ok(None) => Outcome::Reply(with_cookie(Reply::redirect(&location))),
+                    Err(refusal) => self.refuse(ctx, refusal, navigation),
+                }
             }
             crate::link::Verdict::LinkRequired | crate::link::Verdict::Connect => {
                 ctx.decision = Decision::LinkRequired;

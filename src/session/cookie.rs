@@ -28,6 +28,11 @@ impl OpaqueId {
         Self(rand::random())
     }
 
+    /// An id from given bytes (derived ones; see `Sessions::jwt_session_id`).
+    pub fn from_bytes(bytes: [u8; ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// The id as lower-case hex (store keys).
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()

@@ -44,6 +44,37 @@ pub struct SessionRecord {
     pub created_at: i64,
     /// Unix seconds when the session ends.
     pub expires_at: i64,
+    /// Set when `account` came from the platform's account JWT (`[account] source = "jwt"`):
+    /// the session then follows that JWT. Every request compares the JWT it carries with this
+    /// one; another account, no JWT, or an invalid or expired one ends the session (see
+    /// `proxy::identify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_jwt: Option<JwtBinding>,
+}
+
+/// The platform JWT a session's account identity came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JwtBinding {
+    /// Lower-case hex SHA-256 of the JWT that was verified (a request carrying exactly this
+    /// JWT needs no verification).
+    pub sha256: String,
+    /// Unix seconds until which that JWT verifies (its `exp` plus the configured leeway).
+    pub valid_until: i64,
+}
+
+/// A verified platform account JWT, remembered by the SHA-256 of the token (see
+/// [`Sessions::account_jwts`]): who it names, the link found for that account when it was
+/// verified, and the passport a request carrying it gets (no session is written for it).
+#[derive(Debug)]
+pub struct AccountPass {
+    /// The cloud account the JWT names.
+    pub account: Identity,
+    /// The Magento.com identity linked to it, if any.
+    pub sso: Option<Identity>,
+    /// Unix seconds until which the JWT verifies (`exp` plus the leeway).
+    pub valid_until: i64,
+    /// What a request carrying this JWT (and no session) gets.
+    pub passport: Arc<Passport>,
 }
 
 /// Why a sign-in was started.
@@ -96,7 +127,18 @@ pub struct Sessions {
     generation: Arc<AtomicU64>,
     /// This process, so that it ignores its own invalidation messages.
     instance: String,
+    /// Platform account JWTs verified recently, by SHA-256 of the token, each until its
+    /// `exp` (plus leeway) and for at most `cache_ttl`: a request repeating a JWT costs a
+    /// hash and a lookup, no signature check and no store command. Emptied on every
+    /// instance whenever a link is made or removed (an entry holds the link it found).
+    account_jwts: Option<Arc<cache::SessionCache<AccountPass, [u8; 32]>>>,
+    /// Counts link changes (this instance's and the others'): a JWT verified while one
+    /// happened is not remembered, as for sessions.
+    links_generation: Arc<AtomicU64>,
 }
+
+/// The invalidation message (after `{instance}:`) that says a link was made or removed.
+const LINKS_CHANGED: &str = "links";
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +165,12 @@ impl Sessions {
                 config.cache_ttl,
             ))
         });
+        let account_jwts = (!config.cache_ttl.is_zero()).then(|| {
+            Arc::new(cache::SessionCache::new(
+                config.cache_capacity,
+                config.cache_ttl,
+            ))
+        });
         Self {
             keys: Keys::derive(secret),
             store,
@@ -130,6 +178,8 @@ impl Sessions {
             cache,
             generation: Arc::new(AtomicU64::new(0)),
             instance: OpaqueId::random().to_hex(),
+            account_jwts,
+            links_generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -151,11 +201,17 @@ impl Sessions {
                     tracing::warn!(error = %e, "session invalidation listener disconnected");
                 }
             });
+            // Messages may have been missed while (re)subscribing.
+            self.forget_account_jwts();
             while let Some(message) = rx.recv().await {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 match message.split_once(':') {
-                    None => cache.clear(),
+                    None => {
+                        cache.clear();
+                        self.forget_account_jwts();
+                    }
                     Some((from, _)) if from == self.instance => {}
+                    Some((_, LINKS_CHANGED)) => self.forget_account_jwts(),
                     Some((_, id)) => {
                         if let Some(id) = OpaqueId::from_hex(id) {
                             cache.remove(&id);
@@ -179,6 +235,48 @@ impl Sessions {
         if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
             tracing::warn!(error = %e, "could not publish a session invalidation");
         }
+    }
+
+    /// The remembered account JWTs (none when `cache_ttl` is zero).
+    pub fn account_jwts(&self) -> Option<&cache::SessionCache<AccountPass, [u8; 32]>> {
+        self.account_jwts.as_deref()
+    }
+
+    /// The link generation, read before a lookup whose result is to be remembered.
+    pub fn links_generation(&self) -> u64 {
+        self.links_generation.load(Ordering::SeqCst)
+    }
+
+    fn forget_account_jwts(&self) {
+        self.links_generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.account_jwts {
+            cache.clear();
+        }
+    }
+
+    /// A link was made or removed: the remembered account JWTs (which hold the link they
+    /// found) are dropped here and on every other instance.
+    pub async fn links_changed(&self) {
+        self.forget_account_jwts();
+        let message = format!("{}:{LINKS_CHANGED}", self.instance);
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a link change");
+        }
+    }
+
+    /// The id of the session made from the platform JWT whose SHA-256 is `sha256`: derived
+    /// from it under the cookie key, so that the same JWT always makes the same session (a
+    /// client repeating a JWT overwrites one record instead of adding one per request), and
+    /// nobody without the cookie secret can tell the id from the JWT.
+    pub fn jwt_session_id(&self, sha256: &[u8; 32]) -> OpaqueId {
+        use hmac::Mac;
+        let mut mac = self.keys.cookie_mac();
+        mac.update(b"jwt-session");
+        mac.update(sha256);
+        let tag = mac.finalize().into_bytes();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&tag[..16]);
+        OpaqueId::from_bytes(id)
     }
 
     /// The store (readiness probe).
@@ -273,14 +371,29 @@ impl Sessions {
         account: Option<Identity>,
         tokens: Option<Tokens>,
     ) -> Result<(OpaqueId, SessionRecord), StoreError> {
-        let id = OpaqueId::random();
+        self.create_as(OpaqueId::random(), sso, account, tokens, None)
+            .await
+    }
+
+    /// Stores a session under `id` (a fresh random id, or the id of a platform JWT), with
+    /// the platform JWT its account came from, if it did.
+    pub async fn create_as(
+        &self,
+        id: OpaqueId,
+        sso: Option<Identity>,
+        account: Option<Identity>,
+        tokens: Option<Tokens>,
+        account_jwt: Option<JwtBinding>,
+    ) -> Result<(OpaqueId, SessionRecord), StoreError> {
         let created_at = now();
+        let account_jwt = account.as_ref().and(account_jwt);
         let record = SessionRecord {
             sso,
             account,
             tokens,
             created_at,
             expires_at: created_at + self.ttl_secs(),
+            account_jwt,
         };
         if let Some(sso) = &record.sso {
             // Index first: a failure between the two leaves an index entry without a
@@ -341,8 +454,11 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends every session of an SSO identity; returns how many there were.
+    /// Ends every session of an SSO identity (after its link was removed), and drops the
+    /// remembered account JWTs everywhere (they hold the link they found); returns how many
+    /// sessions there were.
     pub async fn destroy_all_for(&self, sso_key: &str) -> Result<usize, StoreError> {
+        self.links_changed().await;
         let index = store_keys::sso_sessions(sso_key);
         let ids = self.store.set_members(&index).await?;
         for id in &ids {
@@ -468,7 +584,10 @@ impl Sessions {
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
-pub fn cookies<'a>(req: &'a RequestHeader, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+where
+    'a: 'n,
+{
     req.headers
         .get_all(http::header::COOKIE)
         .into_iter()
@@ -557,6 +676,74 @@ mod tests {
         );
         assert_eq!(metrics.session_cache_miss.get(), 1);
         assert_eq!(metrics.session_cache_hit.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_the_platform_jwt_its_account_came_from() {
+        let (sessions, _) = sessions("30s");
+        let binding = JwtBinding {
+            sha256: "ab".repeat(32),
+            valid_until: now() + 300,
+        };
+        let id = sessions.jwt_session_id(&[1; 32]);
+        let (_, record) = sessions
+            .create_as(
+                id,
+                None,
+                Some(identity("acct")),
+                None,
+                Some(binding.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(record.account_jwt.as_ref(), Some(&binding));
+        let loaded = sessions.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.account_jwt, Some(binding.clone()));
+        // No account, nothing to follow.
+        let (_, record) = sessions
+            .create_as(
+                OpaqueId::random(),
+                Some(identity("s")),
+                None,
+                None,
+                Some(binding),
+            )
+            .await
+            .unwrap();
+        assert_eq!(record.account_jwt, None);
+        // Records written before the field existed read as following nothing.
+        let old: SessionRecord =
+            serde_json::from_str(r#"{"account":null,"created_at":1,"expires_at":2}"#).unwrap();
+        assert_eq!(old.account_jwt, None);
+    }
+
+    #[tokio::test]
+    async fn a_jwt_session_id_is_one_per_jwt_and_secret() {
+        let (a, _) = sessions("30s");
+        let (b, _) = sessions("30s");
+        assert_eq!(a.jwt_session_id(&[1; 32]), b.jwt_session_id(&[1; 32]));
+        assert_ne!(a.jwt_session_id(&[1; 32]), a.jwt_session_id(&[2; 32]));
+        let other = Sessions::new(&[9; 32], a.store.clone(), a.config.clone());
+        assert_ne!(a.jwt_session_id(&[1; 32]), other.jwt_session_id(&[1; 32]));
+    }
+
+    #[tokio::test]
+    async fn a_link_change_forgets_every_remembered_jwt() {
+        let (sessions, _) = sessions("30s");
+        let cache = sessions.account_jwts().unwrap();
+        let pass = AccountPass {
+            account: identity("acct"),
+            sso: None,
+            valid_until: now() + 60,
+            passport: Arc::new(Passport::sample(None, Some(&identity("acct")))),
+        };
+        cache.insert([3; 32], Arc::new(pass));
+        let generation = sessions.links_generation();
+        sessions.links_changed().await;
+        assert!(cache.get(&[3; 32]).is_none());
+        assert_ne!(sessions.links_generation(), generation);
+        let (no_cache, _) = self::sessions("0s");
+        assert!(no_cache.account_jwts().is_none());
     }
 
     #[tokio::test]
