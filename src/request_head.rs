@@ -209,8 +209,12 @@ impl AsyncRead for HeadLimited {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match this.phase {
-            Phase::Passthrough | Phase::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
-            Phase::Head if this.deadline.is_elapsed() => return Poll::Ready(Err(this.timed_out(cx))),
+            Phase::Passthrough | Phase::Body => {
+                return Pin::new(&mut this.inner).poll_read(cx, buf)
+            }
+            Phase::Head if this.deadline.is_elapsed() => {
+                return Poll::Ready(Err(this.timed_out(cx)))
+            }
             Phase::Head | Phase::Idle => {}
         }
         // Never hand Pingora more head than the limit (and one byte to know it was passed).
@@ -247,10 +251,7 @@ impl AsyncRead for HeadLimited {
         this.head_bytes += in_head;
         if this.phase == Phase::Head && this.head_bytes > this.limits.max_size {
             this.refuse(cx, TOO_LARGE);
-            tracing::debug!(
-                bytes = this.head_bytes,
-                "request head too large; closing"
-            );
+            tracing::debug!(bytes = this.head_bytes, "request head too large; closing");
             this.phase = Phase::Passthrough;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -514,7 +514,8 @@ mod tests {
     #[test]
     fn internal_detail_never_reaches_the_client() {
         let ctx = pages::PageContext::default();
-        let detail = "discovery at http://10.0.0.7:8080/.well-known/openid-configuration: status 500";
+        let detail =
+            "discovery at http://10.0.0.7:8080/.well-known/openid-configuration: status 500";
         for refusal in [
             Refusal::ProviderUnavailable(detail.into()),
             Refusal::InvalidToken(detail.into()),

@@ -142,8 +142,12 @@ impl Server {
         if let Some(n) = t.int_in(ctx, "max_header_size", 4096, 1024 * 1024) {
             server.max_header_size = usize::try_from(n).unwrap_or(DEFAULT_MAX_HEADER_SIZE);
         }
-        server.header_read_timeout =
-            t.duration(ctx, "header_read_timeout", server.header_read_timeout, false);
+        server.header_read_timeout = t.duration(
+            ctx,
+            "header_read_timeout",
+            server.header_read_timeout,
+            false,
+        );
         server.keepalive_timeout =
             t.duration(ctx, "keepalive_timeout", server.keepalive_timeout, false);
         if let Some(tls) = t.table(ctx, "tls") {

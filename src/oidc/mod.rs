@@ -715,7 +715,11 @@ fn same_principal(before: &Claims, after: &Claims) -> Result<(), OidcError> {
 /// id_token's, except the registered ones that only the signed token may assert. An email
 /// from userinfo that differs from the id_token's brings its own `email_verified` (absent:
 /// unverified): the id_token vouched for another address, not for this one.
-fn merge_userinfo(mut claims: Claims, info: Claims, email_claim: &str) -> Result<Claims, OidcError> {
+fn merge_userinfo(
+    mut claims: Claims,
+    info: Claims,
+    email_claim: &str,
+) -> Result<Claims, OidcError> {
     match (info.get("sub"), claims.get("sub")) {
         (Some(Value::String(u)), Some(Value::String(t))) if u == t && !u.is_empty() => {}
         (None, _) => return Err(OidcError::Refused("userinfo names no subject".into())),

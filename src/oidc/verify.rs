@@ -121,10 +121,10 @@ pub async fn verify(jwks: &Jwks, token: &str, expect: &Expect<'_>) -> Result<Cla
     let claims = data.claims;
     // `sub` names who the token is about: a token about nobody (an empty or non-string
     // `sub`) must never become an identity, whatever its signature.
-    if !claims
+    if claims
         .get("sub")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.trim().is_empty())
+        .is_none_or(|s| s.trim().is_empty())
     {
         return Err(VerifyError::Invalid("empty or missing sub".into()));
     }

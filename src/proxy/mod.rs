@@ -341,7 +341,11 @@ impl ProxyHttp for Gate {
     /// Before anything else: an idle keep-alive connection waits `server.keepalive_timeout`
     /// for its next request (Pingora would wait forever after the first request), unless
     /// the client asked for no keep-alive.
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
         if session.get_keepalive().is_some() {
             let idle = self.app.config.server.keepalive_timeout.as_secs().max(1);
             session.set_keepalive(Some(idle));
