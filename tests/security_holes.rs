@@ -553,6 +553,7 @@ async fn oversized_heads_get_431_and_cannot_hold_memory() {
         peak = peak.max(rss_kib(pid));
     }
     let grown = peak.saturating_sub(before);
+    eprintln!("RSS {before} KiB before, peak {peak} KiB with 200 oversized heads");
     assert!(
         grown < 48 * 1024,
         "RSS grew by {grown} KiB for 200 oversized heads"
