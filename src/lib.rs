@@ -22,6 +22,7 @@ pub mod pages;
 pub mod passport;
 pub mod proxy;
 pub mod redirect;
+pub mod request_head;
 pub mod respond;
 pub mod secret;
 pub mod server;

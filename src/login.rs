@@ -1,7 +1,8 @@
 //! linkgate's own endpoints under `server.proxy_prefix`: sign-in with Magento.com (`start`,
 //! `callback`) and with the cloud account (`account/start`, `account/callback`), the account
-//! page (`link`, `link/connect`, `link/disconnect`), `sign_out`, `signed_out`, `userinfo`
-//! and `auth` (forward-auth).
+//! page (`link`, `link/connect`, `link/disconnect`), `sign_out` (a confirmation page on
+//! `GET`, the sign-out itself on a same-site `POST` with the CSRF token), `signed_out`,
+//! `userinfo` and `auth` (forward-auth).
 //!
 //! Each handler reads the request, talks to the store and the providers, and returns one
 //! [`Reply`]. A handler never leaves anything half-written: a flow is stored only once the
@@ -57,7 +58,11 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             Ok(f) => disconnect(app, &req, &f).await,
             Err(r) => Err(r),
         },
-        "sign_out" if get || post => sign_out(app, &req, info).await,
+        "sign_out" if get => sign_out_page(app, &req, info).await,
+        "sign_out" if post => match form(session, &req, app, info).await {
+            Ok(f) => sign_out(app, &req, &f, info).await,
+            Err(r) => Err(r),
+        },
         "signed_out" if get => Ok(signed_out(app, &req)),
         "userinfo" if get => userinfo(app, &req).await,
         "auth" if get || post => forward_auth(app, &req).await,
@@ -303,15 +308,14 @@ async fn finish(
         });
     }
     let endpoints = provider.endpoints().await.map_err(provider_refusal)?;
-    if let Some(iss) = query_param(req, "iss") {
-        // RFC 9207: a mix-up attack shows up as another issuer here.
-        if iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
-            logins("wrong_issuer");
-            return Err(Refusal::SignInFailed {
-                why: "The sign-in answer came from an unexpected provider.".into(),
-                retry,
-            });
-        }
+    // RFC 9207: a mix-up attack shows up as another issuer here, or as none.
+    if let Err(e) = endpoints.check_response_issuer(query_param(req, "iss").as_deref()) {
+        logins("wrong_issuer");
+        tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
+        return Err(Refusal::SignInFailed {
+            why: "The sign-in answer came from an unexpected provider.".into(),
+            retry,
+        });
     }
     let Some(code) = query_param(req, "code").filter(|c| !c.is_empty()) else {
         logins("no_code");
@@ -714,9 +718,64 @@ async fn disconnect(
 
 // === sign-out, userinfo, forward-auth ===
 
-/// `GET|POST sign_out?rd=`: deletes the session, then ends the provider session too
-/// (RP-initiated logout with `id_token_hint`) when the provider has an end-session endpoint.
-async fn sign_out(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Reply, Refusal> {
+/// `GET sign_out?rd=`: never signs out by itself (a cross-site link or image must not end
+/// anyone's sessions). With a session it answers a page that asks to confirm, whose button
+/// POSTs with the session's CSRF token (JSON clients get the action and token); without
+/// one there is nothing to end, and it goes on to `rd`.
+async fn sign_out_page(
+    app: &App,
+    req: &RequestHeader,
+    info: RequestInfo,
+) -> Result<Reply, Refusal> {
+    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
+    let Some(sessions) = &app.sessions else {
+        return Ok(Reply::redirect(&rd));
+    };
+    let Some(id) = sessions.id_of(req) else {
+        return Ok(Reply::redirect(&rd).with_cookie(&sessions.clear_session_cookie()));
+    };
+    let who = match current(app, req).await {
+        Ok(Some((_, record))) => record
+            .sso
+            .as_ref()
+            .or(record.account.as_ref())
+            .map(|i| i.display().to_string()),
+        _ => None,
+    };
+    let action = format!("{}/sign_out?rd={}", app.prefix(), encode(&rd));
+    let csrf = sessions.csrf_token(&id);
+    if !respond::prefers_html(req) && !respond::is_navigation(req) {
+        return Ok(Reply::json(
+            StatusCode::OK,
+            &json!({
+                "sign_out": format!("{}{action}", base_url(app, req, info)),
+                "method": "POST",
+                "csrf": csrf,
+            }),
+        ));
+    }
+    let page = pages::sign_out_page(
+        &app.pages,
+        &pages::SignOutView {
+            signed_in_as: who,
+            action,
+            csrf,
+            back: rd,
+            provider_too: app.sso.is_some(),
+        },
+    );
+    Ok(Reply::html(StatusCode::OK, page))
+}
+
+/// `POST sign_out?rd=` (same-site, with the session's CSRF token): deletes the session, then
+/// ends the provider session too (RP-initiated logout with `id_token_hint`) when the
+/// provider has an end-session endpoint.
+async fn sign_out(
+    app: &App,
+    req: &RequestHeader,
+    form: &HashMap<String, String>,
+    info: RequestInfo,
+) -> Result<Reply, Refusal> {
     let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
@@ -724,6 +783,12 @@ async fn sign_out(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<R
     let mut id_token = None;
     let had_session = sessions.id_of(req).is_some();
     if let Some(id) = sessions.id_of(req) {
+        let token = form.get("csrf").map(String::as_str).unwrap_or("");
+        if !sessions.csrf_ok(&id, token) {
+            return Err(Refusal::BadRequest(
+                "the sign-out form expired; open the sign-out page again".into(),
+            ));
+        }
         let record = sessions
             .load(&id)
             .await

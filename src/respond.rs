@@ -215,8 +215,9 @@ pub enum Refusal {
     /// The request itself is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// A bearer token that did not verify.
-    #[error("the bearer token is not valid: {0}")]
+    /// A bearer token that did not verify. The detail is logged, never sent: it may name the
+    /// provider's internal URLs.
+    #[error("the token is not valid")]
     InvalidToken(String),
     /// A sign-in that cannot complete (expired or replayed flow, another browser, the
     /// provider refused or cancelled). `retry` starts a fresh sign-in.
@@ -258,8 +259,10 @@ pub enum Refusal {
     /// The session store is unreachable.
     #[error("the session store is unavailable")]
     StoreUnavailable,
-    /// The identity provider could not be reached or answered nonsense.
-    #[error("the sign-in provider is unavailable: {0}")]
+    /// The identity provider could not be reached or answered nonsense. The detail (which
+    /// URL, which status) is logged, never sent: an anonymous client learns nothing about
+    /// the provider's internals.
+    #[error("the sign-in provider is unavailable")]
     ProviderUnavailable(String),
     /// The upstream refused the connection or broke it.
     #[error("the application could not be reached")]
@@ -362,7 +365,17 @@ impl Refusal {
     }
 
     /// The reply for this refusal: an HTML page for a browser navigation, JSON otherwise.
+    /// Internal detail a refusal carries is logged here and left out of the reply.
     pub fn reply(&self, html: bool, ctx: &pages::PageContext) -> Reply {
+        match self {
+            Refusal::ProviderUnavailable(detail) => {
+                tracing::warn!(detail = %detail, "sign-in provider unavailable");
+            }
+            Refusal::InvalidToken(detail) => {
+                tracing::debug!(detail = %detail, "token refused");
+            }
+            _ => {}
+        }
         let status = self.status();
         let reply = if html {
             let who = match self {
@@ -496,6 +509,24 @@ mod tests {
         let j = Reply::json(StatusCode::UNAUTHORIZED, &json!({"a": 1}));
         let h = j.header().unwrap();
         assert_eq!(h.headers["content-length"], j.body().len().to_string());
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_client() {
+        let ctx = pages::PageContext::default();
+        let detail =
+            "discovery at http://10.0.0.7:8080/.well-known/openid-configuration: status 500";
+        for refusal in [
+            Refusal::ProviderUnavailable(detail.into()),
+            Refusal::InvalidToken(detail.into()),
+        ] {
+            for html in [true, false] {
+                let reply = refusal.reply(html, &ctx);
+                let body = String::from_utf8_lossy(reply.body());
+                assert!(!body.contains("10.0.0.7"), "{body}");
+                assert!(!body.contains("status 500"), "{body}");
+            }
+        }
     }
 
     #[test]

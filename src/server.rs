@@ -12,7 +12,6 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ExecutionPhase;
 use pingora::services::listening::Service;
@@ -22,6 +21,7 @@ use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
 use crate::proxy::Gate;
+use crate::request_head::{Guarded, Limits};
 
 /// The read buffer of a plain-HTTP client connection, in bytes (0: none).
 const DOWNSTREAM_READ_BUFFER: usize = 0;
@@ -75,10 +75,15 @@ pub fn run_with(
         o.h2c = tls.is_none();
         o
     };
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Gate::new(app.clone()))
-        .name("linkgate proxy")
-        .server_options(server_options)
-        .build();
+    // Pingora's proxy app, wrapped so that every connection's request heads are bounded in
+    // size and time (see `request_head`).
+    let mut gate = pingora::proxy::http_proxy(&server.configuration, Gate::new(app.clone()));
+    gate.server_options = Some(server_options);
+    let limits = Limits {
+        max_size: app.config.server.max_header_size,
+        read_timeout: app.config.server.header_read_timeout,
+    };
+    let mut proxy = Service::new("linkgate proxy".to_string(), Guarded::new(gate, limits));
     match &tls {
         Some(tls) => {
             let mut settings = TlsSettings::intermediate(

@@ -110,9 +110,22 @@ async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once() {
             "instance B serves (and caches) the session"
         );
     }
-    let resp = plain
+    let page: serde_json::Value = plain
         .get(s.gate.url("/oauth2/sign_out"))
         .header("cookie", cookie.as_str())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = plain
+        .post(s.gate.url("/oauth2/sign_out"))
+        .header("cookie", cookie.as_str())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .body(format!("csrf={}", page["csrf"].as_str().unwrap()))
         .send()
         .await
         .unwrap();

@@ -396,12 +396,19 @@ async fn method_1_end_to_end_with_a_new_magento_account_then_sign_out_and_ctrl_c
         "the account created in this run"
     );
 
-    // Sign out (the sample application's button): linkgate, then Magento.com, then the guide.
+    // Sign out (the sample application's link, then linkgate's confirmation button):
+    // linkgate, then Magento.com, then the guide.
+    let app_page = page(&http, &demo.url("/")).await;
+    assert!(
+        app_page.contains("href=\"/oauth2/sign_out?rd=%2Fwelcome\""),
+        "{app_page}"
+    );
+    let confirm = page(&http, &demo.url("/oauth2/sign_out?rd=%2Fwelcome")).await;
     let resp = submit(
         &http,
         &demo.url(""),
         &demo.url("/oauth2/sign_out?rd=%2Fwelcome"),
-        &[],
+        &[("csrf", &hidden(&confirm, "csrf"))],
     )
     .await;
     assert_eq!(resp.status(), 302);

@@ -339,11 +339,7 @@ async fn sign_out_removes_the_session_and_ends_the_provider_session() {
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "heidi").await.status(), 200);
     assert_eq!(redis.keys("linkgate:session:*").len(), 1);
-    let resp = http
-        .get(s.gate.url("/oauth2/sign_out?rd=%2Fbye"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.sign_out(&http, "?rd=%2Fbye").await;
     assert_eq!(resp.status(), 302);
     assert!(resp.headers()["set-cookie"]
         .to_str()
@@ -392,7 +388,7 @@ async fn rd_never_leaves_for_a_foreign_site() {
         "/%5Cevil.com",
         "http://evilshop.test",
     ];
-    // sign_out follows rd at once.
+    // sign_out without a session follows rd at once.
     for rd in corpus {
         let url = format!(
             "{}?rd={}",

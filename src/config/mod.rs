@@ -33,6 +33,8 @@ mod session;
 mod upstream;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -43,7 +43,22 @@ pub struct Server {
     /// What to do with `%2F` in a path (`encoded_slashes`, default `"reject"`: 400; `"keep"`
     /// forwards it encoded). See src/proxy/path.rs.
     pub encoded_slashes: crate::proxy::path::EncodedSlashes,
+    /// The largest HTTP/1 request head (request line and headers) a client may send
+    /// (`max_header_size`, bytes, default 64 KiB); more is answered `431` and the
+    /// connection closed.
+    pub max_header_size: usize,
+    /// The time a client has to send a whole request head, counted from the connection's
+    /// start or from the first byte of a further request on it (`header_read_timeout`,
+    /// default `10s`).
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request
+    /// (`keepalive_timeout`, default `75s`).
+    pub keepalive_timeout: Duration,
 }
+
+/// Default `server.max_header_size`: Envoy's default (60 KiB) rounded up; browsers' largest
+/// cookie sets fit, and a client can no longer make a connection hold Pingora's 1 MiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
 
 /// `[server.tls]`: certificate chain and private key, PEM files.
 #[derive(Debug, Clone)]
@@ -74,6 +89,9 @@ impl Server {
             upgrade_sock: PathBuf::from("/tmp/linkgate_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/linkgate.pid"),
             encoded_slashes: crate::proxy::path::EncodedSlashes::Reject,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
         };
         let Some(mut t) = t else {
             return server;
@@ -137,6 +155,17 @@ impl Server {
                 EncodedSlashes::Reject,
             );
         }
+        if let Some(n) = t.int_in(ctx, "max_header_size", 4096, 1024 * 1024) {
+            server.max_header_size = usize::try_from(n).unwrap_or(DEFAULT_MAX_HEADER_SIZE);
+        }
+        server.header_read_timeout = t.duration(
+            ctx,
+            "header_read_timeout",
+            server.header_read_timeout,
+            false,
+        );
+        server.keepalive_timeout =
+            t.duration(ctx, "keepalive_timeout", server.keepalive_timeout, false);
         if let Some(tls) = t.table(ctx, "tls") {
             server.tls = Tls::read(ctx, tls);
         }

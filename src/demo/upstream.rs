@@ -145,8 +145,7 @@ impl SampleApp {
         let _ = write!(
             main,
             "<nav aria-label=\"linkgate\"><p><a class=\"button\" href=\"{p}/link\">Account Settings</a> \
-             <form class=\"inline\" method=\"post\" action=\"{p}/sign_out?rd=%2Fwelcome\">\
-             <button type=\"submit\" class=\"secondary\">Sign out</button></form></p>\
+             <a class=\"button secondary\" href=\"{p}/sign_out?rd=%2Fwelcome\">Sign out</a></p>\
              <p><a href=\"/welcome\">The demo guide</a></p></nav>"
         );
         page(TITLE, SITE, ACCENT, &main)

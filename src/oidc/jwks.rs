@@ -4,7 +4,9 @@
 //! refetch, one at a time (single flight): the first unknown `kid` after a scheduled load may
 //! refetch at once, so a key rotation at the provider never breaks a login, but a second
 //! refetch triggered by unknown `kid`s waits out a cooldown, so a flood of forged `kid`s
-//! cannot turn linkgate into a load generator against the provider. Keys older than
+//! cannot turn linkgate into a load generator against the provider. A failed fetch arms
+//! the same cooldown: while the provider's JWKS endpoint fails, tokens (whatever their
+//! `kid`) are refused without asking it again until [`COOLDOWN`] has passed. Keys older than
 //! [`MAX_AGE`] are refreshed on next use.
 
 use std::collections::HashMap;
@@ -37,6 +39,9 @@ struct State {
     fetched_at: Option<Instant>,
     /// Whether the last fetch was caused by an unknown `kid` (and so starts a cooldown).
     last_was_unknown_kid: bool,
+    /// When the last fetch failed, if it did: the next one on a request's behalf waits
+    /// out the cooldown from then.
+    failed_at: Option<Instant>,
 }
 
 /// Why no key could be found.
@@ -128,11 +133,19 @@ impl Jwks {
         }
         let _flight = self.flight.lock().await;
         // Someone else may have fetched while we waited.
-        let (fetched_at, last_unknown) = {
+        let (fetched_at, last_unknown, failed_at) = {
             let s = self.state.read().map_err(|_| JwksError::UnknownKid(None))?;
-            (s.fetched_at, s.last_was_unknown_kid)
+            (s.fetched_at, s.last_was_unknown_kid, s.failed_at)
         };
         let stale = fetched_at.is_none_or(|t| t.elapsed() >= MAX_AGE);
+        if failed_at.is_some_and(|t| t.elapsed() < COOLDOWN) {
+            // The provider failed us a moment ago: answer from the keys we have (even stale
+            // ones), or refuse, but do not ask again yet.
+            return self.lookup(kid).ok_or_else(|| JwksError::Fetch {
+                url: self.url.to_string(),
+                reason: "the last fetch failed; retrying after a cooldown".into(),
+            });
+        }
         if !stale {
             if let Some(k) = self.lookup(kid) {
                 return Ok(k);
@@ -160,9 +173,15 @@ impl Jwks {
             url: self.url.to_string(),
             reason,
         };
-        let set: JwkSet = super::get_json(self.http.get(self.url.clone()))
-            .await
-            .map_err(fail)?;
+        let set: JwkSet = match super::get_json(self.http.get(self.url.clone())).await {
+            Ok(set) => set,
+            Err(reason) => {
+                if let Ok(mut state) = self.state.write() {
+                    state.failed_at = Some(Instant::now());
+                }
+                return Err(fail(reason));
+            }
+        };
         let mut keys = HashMap::new();
         let mut anonymous = Vec::new();
         for jwk in set.keys {
@@ -197,6 +216,7 @@ impl Jwks {
         state.anonymous = anonymous;
         state.fetched_at = Some(Instant::now());
         state.last_was_unknown_kid = caused_by_unknown_kid;
+        state.failed_at = None;
         Ok(())
     }
 }

@@ -55,6 +55,31 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
 >;
 
+/// The last failure to reach a provider's discovery document: requests do not retry it
+/// before [`jwks::COOLDOWN`] has passed, so that anonymous requests cannot make linkgate
+/// hammer a provider that is down (they get the same error without a fetch).
+#[derive(Default)]
+struct Cooldown(std::sync::Mutex<Option<(std::time::Instant, OidcError)>>);
+
+// === impl Cooldown ===
+
+impl Cooldown {
+    /// The remembered error while the cooldown runs.
+    fn check(&self) -> Result<(), OidcError> {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((at, e)) if at.elapsed() < jwks::COOLDOWN => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers a failure (and when).
+    fn arm(&self, e: &OidcError) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some((std::time::Instant::now(), e.clone()));
+    }
+}
+
 /// The provider's endpoints, from discovery or from the configuration.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -70,6 +95,29 @@ pub struct Endpoints {
     pub jwks: Url,
     /// RP-initiated logout, if any.
     pub end_session: Option<Url>,
+    /// Whether the provider puts `iss` in its authorization responses (RFC 9207, from
+    /// discovery's `authorization_response_iss_parameter_supported`).
+    pub iss_in_response: bool,
+}
+
+// === impl Endpoints ===
+
+impl Endpoints {
+    /// Checks the `iss` parameter of an authorization response (RFC 9207, against mix-up
+    /// attacks): when present it must name this provider; when the provider advertises that
+    /// it sends one, it must be present.
+    pub fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        match iss {
+            Some(iss) if iss.trim_end_matches('/') == self.issuer.trim_end_matches('/') => Ok(()),
+            Some(_) => Err(OidcError::Refused(
+                "the authorization response names another issuer".into(),
+            )),
+            None if self.iss_in_response => Err(OidcError::Refused(
+                "the authorization response has no iss, and the provider promises one".into(),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 struct Ready {
@@ -180,6 +228,7 @@ pub struct Provider {
     http: reqwest::Client,
     algs: Vec<Algorithm>,
     ready: OnceCell<Ready>,
+    failed: Cooldown,
 }
 
 impl std::fmt::Debug for Provider {
@@ -249,6 +298,7 @@ fn identity_of(issuer: &str, claims: &Claims, names: &ClaimNames<'_>) -> Identit
         issuer: issuer.to_string(),
         subject: text(names.subject)
             .or_else(|| text("sub"))
+            .filter(|s| !s.trim().is_empty())
             .unwrap_or_default(),
         email: text(names.email),
         email_verified: claims
@@ -285,6 +335,8 @@ struct Discovery {
     jwks_uri: Url,
     #[serde(default)]
     end_session_endpoint: Option<Url>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 // === impl Provider ===
@@ -300,6 +352,7 @@ impl Provider {
             http,
             algs,
             ready: OnceCell::new(),
+            failed: Cooldown::default(),
         })
     }
 
@@ -348,7 +401,15 @@ impl Provider {
     }
 
     async fn ready(&self) -> Result<&Ready, OidcError> {
-        self.ready.get_or_try_init(|| self.resolve()).await
+        if let Some(ready) = self.ready.get() {
+            return Ok(ready);
+        }
+        self.failed.check()?;
+        let result = self.ready.get_or_try_init(|| self.resolve()).await;
+        if let Err(e) = &result {
+            self.failed.arm(e);
+        }
+        result
     }
 
     async fn resolve(&self) -> Result<Ready, OidcError> {
@@ -395,6 +456,7 @@ impl Provider {
                 .end_session_url
                 .clone()
                 .or(d.and_then(|d| d.end_session_endpoint.clone())),
+            iss_in_response: d.is_some_and(|d| d.authorization_response_iss_parameter_supported),
         };
         let mut client = oauth2::Client::new(ClientId::new(c.client_id.clone()))
             .set_auth_uri(AuthUrl::from_url(endpoints.authorize.clone()))
@@ -481,7 +543,10 @@ impl Provider {
         Ok((identity, tokens))
     }
 
-    /// Uses a refresh token. The provider may rotate it; a new id_token, if any, must verify.
+    /// Uses a refresh token. The provider may rotate it; a new id_token, if any, must verify
+    /// and be about the same person for the same client as the one it replaces (OIDC Core
+    /// 12.2: same `iss`, `sub` and `aud`). A refusal ends the session (the caller's rule for
+    /// every error but [`OidcError::Unavailable`]).
     pub async fn refresh(&self, previous: &Tokens) -> Result<Tokens, OidcError> {
         let ready = self.ready().await?;
         let refresh = previous
@@ -496,9 +561,14 @@ impl Provider {
             .await
             .map_err(token_error)?;
         let tokens = tokens_of(&response, Some(previous));
-        if let (Some(id_token), true) = (&response.extra_fields().id_token, true) {
-            self.verify_id_token(&ready.jwks, &ready.endpoints, id_token, None)
+        if let Some(id_token) = &response.extra_fields().id_token {
+            let claims = self
+                .verify_id_token(&ready.jwks, &ready.endpoints, id_token, None)
                 .await?;
+            let before = previous.id_token.as_deref().and_then(unverified_claims);
+            if let Some(before) = before {
+                same_principal(&before, &claims)?;
+            }
         }
         Ok(tokens)
     }
@@ -551,30 +621,31 @@ impl Provider {
     }
 
     /// Builds the identity from id_token claims, merged with userinfo when the provider has
-    /// it (userinfo's `sub` must be the id_token's, per OIDC Core 5.3.2).
+    /// it.
     async fn identity(
         &self,
         endpoints: &Endpoints,
-        mut claims: Claims,
+        claims: Claims,
         access_token: &str,
     ) -> Result<Identity, OidcError> {
-        if let Some(userinfo) = &endpoints.userinfo {
-            let info: Claims = get_json(self.http.get(userinfo.clone()).bearer_auth(access_token))
-                .await
-                .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
-            if info.get("sub").is_some() && info.get("sub") != claims.get("sub") {
-                return Err(OidcError::Refused("userinfo names another subject".into()));
+        let claims = match &endpoints.userinfo {
+            Some(userinfo) => {
+                let info: Claims =
+                    get_json(self.http.get(userinfo.clone()).bearer_auth(access_token))
+                        .await
+                        .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
+                merge_userinfo(claims, info, &self.config.email_claim)?
             }
-            for (k, v) in info {
-                if !matches!(
-                    k.as_str(),
-                    "iss" | "aud" | "exp" | "iat" | "nbf" | "nonce" | "azp"
-                ) {
-                    claims.insert(k, v);
-                }
-            }
+            None => claims,
+        };
+        let identity = self.identity_from_claims(&endpoints.issuer, &claims);
+        if identity.subject.is_empty() {
+            return Err(OidcError::Refused(format!(
+                "no {} claim",
+                self.config.subject_claim
+            )));
         }
-        Ok(self.identity_from_claims(&endpoints.issuer, &claims))
+        Ok(identity)
     }
 
     fn identity_from_claims(&self, issuer: &str, claims: &Claims) -> Identity {
@@ -604,6 +675,71 @@ impl Provider {
         }
         Some(url)
     }
+}
+
+/// Checks that a refreshed id_token (`after`, verified) names the same issuer, subject and
+/// audience as the session's id_token (`before`, verified when it was stored).
+fn same_principal(before: &Claims, after: &Claims) -> Result<(), OidcError> {
+    fn audiences(claims: &Claims) -> Vec<String> {
+        let mut list: Vec<String> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        list.sort();
+        list.dedup();
+        list
+    }
+    for claim in ["iss", "sub"] {
+        if before.get(claim) != after.get(claim) {
+            return Err(OidcError::Refused(format!(
+                "the refreshed id_token names another {claim}"
+            )));
+        }
+    }
+    if audiences(before) != audiences(after) {
+        return Err(OidcError::Refused(
+            "the refreshed id_token names another aud".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Merges a userinfo answer into verified id_token claims.
+///
+/// Userinfo must name the id_token's `sub`, present and equal (OIDC Core 5.3.2: otherwise
+/// its values must not be used; here the sign-in is refused). Its claims replace the
+/// id_token's, except the registered ones that only the signed token may assert. An email
+/// from userinfo that differs from the id_token's brings its own `email_verified` (absent:
+/// unverified): the id_token vouched for another address, not for this one.
+fn merge_userinfo(
+    mut claims: Claims,
+    info: Claims,
+    email_claim: &str,
+) -> Result<Claims, OidcError> {
+    match (info.get("sub"), claims.get("sub")) {
+        (Some(Value::String(u)), Some(Value::String(t))) if u == t && !u.is_empty() => {}
+        (None, _) => return Err(OidcError::Refused("userinfo names no subject".into())),
+        _ => return Err(OidcError::Refused("userinfo names another subject".into())),
+    }
+    let email_changes = info
+        .get(email_claim)
+        .is_some_and(|e| Some(e) != claims.get(email_claim));
+    if email_changes {
+        claims.remove("email_verified");
+    }
+    for (k, v) in info {
+        if !matches!(
+            k.as_str(),
+            "iss" | "aud" | "exp" | "iat" | "nbf" | "nonce" | "azp" | "sub"
+        ) {
+            claims.insert(k, v);
+        }
+    }
+    Ok(claims)
 }
 
 fn claim_text(v: &Value) -> Option<String> {
@@ -656,6 +792,7 @@ pub struct Issuer {
     http: reqwest::Client,
     algs: Vec<Algorithm>,
     jwks: OnceCell<Arc<Jwks>>,
+    failed: Cooldown,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -675,6 +812,7 @@ impl Issuer {
             http,
             algs,
             jwks: OnceCell::new(),
+            failed: Cooldown::default(),
         }
     }
 
@@ -684,7 +822,12 @@ impl Issuer {
     }
 
     async fn jwks(&self) -> Result<Arc<Jwks>, OidcError> {
-        self.jwks
+        if let Some(jwks) = self.jwks.get() {
+            return Ok(jwks.clone());
+        }
+        self.failed.check()?;
+        let result = self
+            .jwks
             .get_or_try_init(|| async {
                 let url = Url::parse(&format!(
                     "{}/.well-known/openid-configuration",
@@ -695,7 +838,11 @@ impl Issuer {
                 Ok(Jwks::new(doc.jwks_uri, self.http.clone()))
             })
             .await
-            .cloned()
+            .cloned();
+        if let Err(e) = &result {
+            self.failed.arm(e);
+        }
+        result
     }
 
     /// Verifies a bearer JWT of this issuer.

@@ -5,7 +5,8 @@
 //! key comes from the issuer's JWKS by `kid` and must be of the family the `alg` claims (an
 //! RSA key never verifies an `ES256` token, a key that names its own `alg` only that one);
 //! then signature, `iss`, `aud`, `exp`, `nbf` and `iat` with a small leeway, `azp` when the
-//! audience is shared, and the `nonce` of the login that asked for the token.
+//! audience is shared, and the `nonce` of the login that asked for the token. A token whose
+//! `sub` is empty (or not a string) is refused: it names nobody.
 //!
 //! The signature arithmetic is jsonwebtoken's `aws_lc_rs` backend (AWS-LC): ~23 µs for an
 //! RS256 token where the `rust_crypto` backend took ~190 µs. AWS-LC verifies RSA signatures
@@ -118,6 +119,15 @@ pub async fn verify(jwks: &Jwks, token: &str, expect: &Expect<'_>) -> Result<Cla
     let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
         .map_err(|e| VerifyError::Invalid(e.to_string()))?;
     let claims = data.claims;
+    // `sub` names who the token is about: a token about nobody (an empty or non-string
+    // `sub`) must never become an identity, whatever its signature.
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(|s| s.trim().is_empty())
+    {
+        return Err(VerifyError::Invalid("empty or missing sub".into()));
+    }
 
     let now = jsonwebtoken::get_current_timestamp();
     if claims

@@ -23,6 +23,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "link_required.html",
         include_str!("templates/link_required.html"),
     ),
+    ("sign_out.html", include_str!("templates/sign_out.html")),
 ];
 
 /// What every page needs to know about the deployment, and the compiled templates.
@@ -97,7 +98,7 @@ fn environment(dir: Option<&Path>) -> Result<Environment<'static>, String> {
     for (name, _) in TEMPLATES {
         let template = env.get_template(name).map_err(|e| format!("{name}: {e}"))?;
         template
-            .render(context! { title => "check", site => "check", v => AccountView::default() })
+            .render(context! { title => "check", site => "check", v => AccountView::default(), s => SignOutView::default() })
             .map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(env)
@@ -246,6 +247,27 @@ pub fn link_required(ctx: &PageContext, v: &AccountView) -> String {
     )
 }
 
+/// What the sign-out confirmation page shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignOutView {
+    /// Who is signed in (email or id), when known.
+    pub signed_in_as: Option<String>,
+    /// Where the form posts (`{prefix}/sign_out?rd=…`).
+    pub action: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// Where "Stay signed in" goes (the validated `rd`).
+    pub back: String,
+    /// Whether the provider's session ends too.
+    pub provider_too: bool,
+}
+
+/// The page `GET sign_out` answers: a button that signs out (a POST with the CSRF token),
+/// so that a link or an image from another site never signs anyone out.
+pub fn sign_out_page(ctx: &PageContext, v: &SignOutView) -> String {
+    ctx.render("sign_out.html", "Sign out", context! { s => v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +291,7 @@ mod tests {
         assert!(!html.contains("<img src=x>"));
         assert!(html.contains("Access &lt;denied&gt;"));
         assert!(html.contains("do &amp; retry"));
-        assert!(html.contains("action=\"/oauth2/sign_out\""));
+        assert!(html.contains("href=\"/oauth2/sign_out\""));
         assert!(
             html.contains("<title>Access &lt;denied&gt; · Magento.com sign-in</title>"),
             "{html}"

@@ -372,6 +372,21 @@ impl ProxyHttp for Gate {
         }
     }
 
+    /// Before anything else: an idle keep-alive connection waits `server.keepalive_timeout`
+    /// for its next request (Pingora would wait forever after the first request), unless
+    /// the client asked for no keep-alive.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if session.get_keepalive().is_some() {
+            let idle = self.app.config.server.keepalive_timeout.as_secs().max(1);
+            session.set_keepalive(Some(idle));
+        }
+        Ok(())
+    }
+
     /// Runs the decision; a reply is written here and ends the request (`Ok(true)`), a
     /// forward continues to `upstream_peer` (`Ok(false)`).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {

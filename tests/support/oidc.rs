@@ -626,6 +626,17 @@ impl OidcProvider {
         serde_json::from_str(&text).expect("JWKS JSON")
     }
 
+    /// Makes the provider misbehave (the switches of `/__test/misbehave` in provider.mjs;
+    /// `{}` makes it behave again).
+    pub async fn misbehave(&self, switches: &Value) {
+        self.control(
+            reqwest::Method::POST,
+            "misbehave",
+            Some(switches.to_string()),
+        )
+        .await;
+    }
+
     /// A compact RS256 JWS over `claims`, signed with the provider's signing key (its `kid` is in
     /// the provider's JWKS): for "account JWT" tests. Nothing is added to the claims.
     pub async fn sign_jwt(&self, claims: &Value) -> String {

@@ -351,6 +351,30 @@ impl Scenario {
         v["csrf"].as_str().expect("csrf").to_string()
     }
 
+    /// Signs out as a person does: opens `sign_out{query}` (the confirmation page) and
+    /// presses its button (a same-site POST with the CSRF token). Returns the POST's answer.
+    pub async fn sign_out(&self, http: &reqwest::Client, query: &str) -> reqwest::Response {
+        let url = self.gate.url(&format!("/oauth2/sign_out{query}"));
+        let page: serde_json::Value = http
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("sign-out page")
+            .json()
+            .await
+            .expect("sign-out JSON");
+        let csrf = page["csrf"].as_str().expect("csrf");
+        http.post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", self.gate.url(""))
+            .header("sec-fetch-site", "same-origin")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .expect("sign out")
+    }
+
     /// Posts a form on the account page (`link/connect` or `link/disconnect`).
     pub async fn post_link(
         &self,

@@ -25,6 +25,13 @@
 //   GET  /__test/private-jwks  the private JWKS in use (to restart with the same keys)
 //   POST /__test/sign          body: JSON claims; answer: a compact JWS (RS256) signed with the
 //                              provider's first signing key (for "account JWT" style tests)
+//   POST /__test/misbehave     body: JSON switches, replacing the previous ones ({} = behave):
+//     "jwks_status": N               /jwks answers status N
+//     "userinfo": {claim: v|null}    /me answers with these claims changed (null removes one)
+//     "id_token": {claim: v|null}    the id_token of a code exchange, changed and re-signed
+//     "refresh_id_token": {...}      the id_token of a refresh, changed and re-signed
+//     "authorization_iss": s|null    the `iss` of authorization responses: replaced, or removed
+//     "discovery": {key: v}          discovery document entries, replaced
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -345,6 +352,52 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// Misbehaviour switches (POST /__test/misbehave), for tests of how linkgate treats a provider
+// that lies or fails. Registered after the counters, so that a failing /jwks still counts.
+let misbehave = {};
+
+function patched(claims, patch) {
+  const out = { ...claims };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+function patchJwt(token, patch) {
+  const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+  return signJwt(patched(payload, patch));
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/jwks' && misbehave.jwks_status) {
+    ctx.status = misbehave.jwks_status;
+    ctx.body = { error: 'misbehaving on purpose' };
+    return;
+  }
+  await next();
+  if (ctx.path === '/me' && misbehave.userinfo && ctx.body && typeof ctx.body === 'object') {
+    ctx.body = patched(ctx.body, misbehave.userinfo);
+  }
+  if (ctx.path === '/token' && ctx.method === 'POST' && ctx.body && ctx.body.id_token) {
+    const grant = ctx.oidc?.params?.grant_type;
+    const patch = grant === 'refresh_token' ? misbehave.refresh_id_token : misbehave.id_token;
+    if (patch) ctx.body = { ...ctx.body, id_token: patchJwt(ctx.body.id_token, patch) };
+  }
+  if (ctx.path === '/.well-known/openid-configuration' && misbehave.discovery && ctx.body) {
+    const doc = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : ctx.body;
+    ctx.body = { ...doc, ...misbehave.discovery };
+  }
+  const location = ctx.response.get('location');
+  if ('authorization_iss' in misbehave && location && /[?&](code|error)=/.test(location)) {
+    const url = new URL(location);
+    if (misbehave.authorization_iss === null) url.searchParams.delete('iss');
+    else url.searchParams.set('iss', misbehave.authorization_iss);
+    ctx.set('location', url.toString());
+  }
+});
+
 async function finish(ctx, result, mergeWithLastSubmission) {
   const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
   ctx.redirect(returnTo);
@@ -381,6 +434,11 @@ provider.use(async (ctx, next) => {
     }
     if (path === '/__test/private-jwks' && method === 'GET') {
       ctx.body = jwks;
+      return undefined;
+    }
+    if (path === '/__test/misbehave' && method === 'POST') {
+      misbehave = JSON.parse(await readBody(ctx));
+      ctx.body = misbehave;
       return undefined;
     }
     if (path === '/__test/sign' && method === 'POST') {
