@@ -33,6 +33,11 @@ impl OpaqueId {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The id of these raw bytes (sealed flows carry it so).
+    pub fn from_bytes(bytes: [u8; ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// The raw bytes (AEAD associated data).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
