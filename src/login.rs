@@ -34,7 +34,7 @@ use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
 use crate::session::flow::{self, AskedBy};
-use crate::session::{now, Flow, FlowRefusal, Intent, SessionRecord, FLOW_TTL};
+use crate::session::{Flow, FlowRefusal, Intent, SessionRecord, FLOW_TTL};
 
 /// What the handlers need to know about the request beyond its header.
 #[derive(Debug, Clone, Copy)]
@@ -330,7 +330,7 @@ async fn begin(
         rd,
         redirect_uri,
         asked_by,
-        expires_at: now() + FLOW_TTL.as_secs() as i64,
+        expires_at_ms: flow::now_ms() + FLOW_TTL.as_millis() as i64,
     };
     let Some(cookies) = sessions.flow_cookies(req, &state, &flow) else {
         return Err(Refusal::BadRequest("the sign-in request is too large".into()));

@@ -103,8 +103,15 @@ pub struct Flow {
     /// The session that started it, when it was started by one (connect flows, and account
     /// sign-ins of a session waiting for its account).
     pub asked_by: Option<AskedBy>,
-    /// Unix seconds after which the flow is refused.
-    pub expires_at: i64,
+    /// Unix milliseconds after which the flow is refused (milliseconds: the oldest of
+    /// several flows started within a second is still the one dropped first).
+    pub expires_at_ms: i64,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 /// A fresh random `state` ([`STATE_LEN`] hex characters).
@@ -172,7 +179,7 @@ impl Flow {
     fn encode(&self, state: &str) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(256 + self.rd.len() + self.redirect_uri.len());
         out.push(VERSION);
-        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
         out.extend_from_slice(&state_hash(state));
         out.push(match self.intent {
             Intent::Login => 0,
@@ -204,7 +211,7 @@ impl Flow {
         if r.byte()? != VERSION {
             return None;
         }
-        let expires_at = i64::from_be_bytes(r.array()?);
+        let expires_at_ms = i64::from_be_bytes(r.array()?);
         let hash: [u8; 32] = r.array()?;
         let intent = match r.byte()? {
             0 => Intent::Login,
@@ -227,7 +234,7 @@ impl Flow {
             redirect_uri: r.string()?,
             rd: r.string()?,
             asked_by,
-            expires_at,
+            expires_at_ms,
         };
         r.0.is_empty().then_some((flow, hash))
     }
@@ -282,9 +289,9 @@ impl Flow {
         Self::decode(&plain)
     }
 
-    /// Whether the flow is past its ten minutes at `now` (unix seconds).
-    pub fn expired(&self, now: i64) -> bool {
-        now >= self.expires_at
+    /// Whether the flow is past its ten minutes at `now_ms` (unix milliseconds).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms
     }
 }
 
@@ -306,7 +313,7 @@ mod tests {
             rd: rd.into(),
             redirect_uri: "https://shop.example.com/oauth2/callback".into(),
             asked_by: Some(AskedBy::new(OpaqueId::random(), "https://acc|42")),
-            expires_at: 1_900_000_000,
+            expires_at_ms: 1_900_000_000_000,
         }
     }
 

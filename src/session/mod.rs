@@ -220,7 +220,7 @@ impl Sessions {
             return Err(FlowRefusal::Duplicate(name));
         }
         match Flow::open(&self.keys, &value, state) {
-            Some(f) if !f.expired(now()) => Ok(Some((name, f))),
+            Some(f) if !f.expired(flow::now_ms()) => Ok(Some((name, f))),
             Some(_) => Err(FlowRefusal::Expired(name)),
             None => Err(FlowRefusal::Invalid(name)),
         }
@@ -248,8 +248,8 @@ impl Sessions {
             .filter(|(k, _)| k.starts_with(&prefix) && *k != name)
             .map(|(k, v)| {
                 let expires = Flow::open_any(&self.keys, v)
-                    .filter(|f| !f.expired(now()))
-                    .map_or(i64::MIN, |f| f.expires_at);
+                    .filter(|f| !f.expired(flow::now_ms()))
+                    .map_or(i64::MIN, |f| f.expires_at_ms);
                 (expires, k, k.len() + v.len())
             })
             .collect();
@@ -293,12 +293,12 @@ impl Sessions {
     /// already was (a replay). The mark expires with the flow. The only store write of a
     /// sign-in before its session, and it comes after the provider vouched for the code.
     pub async fn mark_flow_used(&self, state: &str, f: &Flow) -> Result<bool, StoreError> {
-        let remaining = (f.expires_at - now()).clamp(1, FLOW_TTL.as_secs() as i64) as u64;
+        let remaining = (f.expires_at_ms - flow::now_ms()).clamp(1, FLOW_TTL.as_millis() as i64);
         self.store
             .try_lock(
                 &store_keys::flow(state),
                 "used",
-                Duration::from_secs(remaining),
+                Duration::from_millis(remaining as u64),
             )
             .await
     }
