@@ -457,16 +457,7 @@ async fn start(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Repl
         Some("connect") => Intent::Connect,
         _ => Intent::Login,
     };
-    let asked_by = match intent {
-        // A store read only for a cookie whose tag verified: never for an anonymous client.
-        Intent::Connect => current(app, req).await?.and_then(|(id, record)| {
-            record
-                .account
-                .as_ref()
-                .map(|account| AskedBy::new(id, &account.key()))
-        }),
-        Intent::Login => None,
-    };
+    let asked_by = asked_by_current(app, req).await?;
     begin(app, sso, intent, asked_by, req, info).await
 }
 
@@ -478,13 +469,48 @@ async fn account_start(
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
     let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
-    let asked_by = current(app, req).await?.and_then(|(id, record)| {
-        match (&record.sso, &record.account) {
-            (Some(sso), None) => Some(AskedBy::new(id, &sso.key())),
-            _ => None,
-        }
-    });
+    let asked_by = asked_by_current(app, req).await?;
     begin(app, provider, Intent::Login, asked_by, req, info).await
+}
+
+/// The identity a session is known by: its Magento.com identity, else its cloud account.
+fn primary_key(record: &SessionRecord) -> Option<String> {
+    record
+        .sso
+        .as_ref()
+        .or(record.account.as_ref())
+        .map(|i| i.key())
+}
+
+/// The session of the request as the starter of a flow, if it has one. A store read only
+/// for a cookie whose tag verified: never for an anonymous client.
+async fn asked_by_current(app: &App, req: &RequestHeader) -> Result<Option<AskedBy>, Refusal> {
+    Ok(current(app, req)
+        .await?
+        .and_then(|(id, record)| primary_key(&record).map(|key| AskedBy::new(id, &key))))
+}
+
+/// Whether `flow` was started by the session `old` (same id, same identity).
+fn started_by(flow: &Flow, old: &(OpaqueId, SessionRecord)) -> bool {
+    let (id, record) = old;
+    match (flow.asked_by, primary_key(record)) {
+        (Some(asked), Some(key)) => asked.is(id, &key),
+        _ => false,
+    }
+}
+
+/// Whether a sign-in as `identity` may replace the browser's session `old`: when that
+/// session started it (switching users on purpose), or is already this person. Otherwise a
+/// planted flow cookie would sign a signed-in victim into the attacker's account (login
+/// CSRF), from where one more click could link her account to his.
+fn may_replace(flow: &Flow, old: Option<&(OpaqueId, SessionRecord)>, identity_key: &str) -> bool {
+    old.is_none_or(|old| {
+        let same_person = [&old.1.sso, &old.1.account]
+            .into_iter()
+            .flatten()
+            .any(|i| i.key() == identity_key);
+        same_person || started_by(flow, old)
+    })
 }
 
 /// The page for a flow that would link an identity to a session other than the one that
@@ -495,8 +521,12 @@ fn not_this_session(app: &App) -> Refusal {
         .with_label_values(&["wrong_session"])
         .inc();
     Refusal::SignInFailed {
-        why: "This connection was started from another session (or another browser). Nothing was connected; start it again from your account page.".into(),
-        retry: link_page_url(app),
+        why: "This sign-in was started from another session (or another browser). Nothing was connected and your session is unchanged; start again from your account page.".into(),
+        retry: if app.config.account.is_some() {
+            link_page_url(app)
+        } else {
+            start_url(app, "/", Intent::Login)
+        },
     }
 }
 
@@ -511,24 +541,24 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let linking = app.config.account.is_some();
     let account = match (flow.intent, linking) {
         (Intent::Connect, true) => {
-            let Some((id, account)) = old
-                .as_ref()
-                .and_then(|(id, r)| r.account.clone().map(|a| (*id, a)))
-            else {
+            let Some(account) = old.as_ref().and_then(|(_, r)| r.account.clone()) else {
                 return Err(Refusal::SignInFailed {
                     why: "Sign in to your cloud account first, then connect it.".into(),
                     retry: link_page_url(app),
                 });
             };
-            if !flow
-                .asked_by
-                .is_some_and(|asked| asked.is(&id, &account.key()))
-            {
+            if !old.as_ref().is_some_and(|old| started_by(&flow, old)) {
                 tracing::warn!("connect callback for another session refused; nothing linked");
                 return Err(not_this_session(app));
             }
             link(app, &account, &identity).await?;
             Some(account)
+        }
+        (Intent::Login, _) | (Intent::Connect, false)
+            if !may_replace(&flow, old.as_ref(), &identity.key()) =>
+        {
+            tracing::warn!("sign-in into another session's browser refused; session kept");
+            return Err(not_this_session(app));
         }
         (Intent::Login, true) => {
             let registry = app.registry.as_ref().ok_or(Refusal::NotFound)?;
@@ -555,15 +585,19 @@ async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refus
     let waiting_sso = old
         .as_ref()
         .filter(|(_, r)| r.account.is_none())
-        .and_then(|(id, r)| r.sso.clone().map(|s| (*id, s, r.tokens.clone())));
+        .and_then(|(_, r)| r.sso.clone().map(|s| (s, r.tokens.clone())));
     let cookie = match waiting_sso {
-        Some((id, sso, tokens)) => {
-            if !flow.asked_by.is_some_and(|asked| asked.is(&id, &sso.key())) {
+        Some((sso, tokens)) => {
+            if !old.as_ref().is_some_and(|old| started_by(&flow, old)) {
                 tracing::warn!("account callback for another session refused; nothing linked");
                 return Err(not_this_session(app));
             }
             link(app, &account, &sso).await?;
             replace_session(app, old.as_ref(), Some(sso), Some(account), tokens).await?
+        }
+        None if !may_replace(&flow, old.as_ref(), &account.key()) => {
+            tracing::warn!("sign-in into another session's browser refused; session kept");
+            return Err(not_this_session(app));
         }
         None => replace_session(app, old.as_ref(), None, Some(account), None).await?,
     };

@@ -582,10 +582,34 @@ async fn a_planted_login_flow_never_links_the_victims_account() {
         .send()
         .await
         .unwrap();
-    // A sign-in (login CSRF, which the __Host- prefix prevents in production), but never a
-    // link: a login only looks links up.
-    assert_eq!(resp.status(), 302);
+    // Her browser has a session the flow was not started by, of someone else: the sign-in
+    // is refused (no login CSRF into a signed-in browser), her session stays, nothing links.
+    assert_eq!(resp.status(), 400);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("started from another session"));
     assert!(links(&s).is_empty(), "{:?}", links(&s));
+    let json: serde_json::Value = victim
+        .get(s.gate.url("/oauth2/link"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(json["account"].as_str().unwrap().starts_with("cloud-xena"), "{json}");
+    assert_eq!(json["connected_as"], serde_json::Value::Null);
+    // Switching users on purpose still works: a sign-in started from her own session.
+    let resp = navigate(victim.get(start_url(&s, "/")))
+        .send()
+        .await
+        .unwrap();
+    let outcome = oidc::login(&victim, &location(&resp), "xena@magento.test").await;
+    assert_eq!(s.finish_sign_in(&victim, &outcome).await.status(), 302);
+    assert!(links(&s).is_empty(), "a login never links");
 }
 
 // === cookie names, readiness ===
@@ -601,7 +625,8 @@ async fn secure_cookies_carry_the_host_prefix_by_default() {
         .upstream("app", &upstream)
         .toml(&format!(
             "[sso]\nissuer = \"{}\"\nclient_id = \"linkgate\"\nclient_secret = \"linkgate-secret\"\n\
-             [session]\ncookie_secret = \"{COOKIE_SECRET}\"\n",
+             [session]\ncookie_secret = \"{COOKIE_SECRET}\"\n\
+             [authz]\nskip_auth_routes = [\"^/public/\"]\n",
             provider.issuer()
         ))
         .start();
@@ -630,6 +655,18 @@ async fn secure_cookies_carry_the_host_prefix_by_default() {
     let clear = set_cookies(&resp).join("\n");
     assert!(clear.starts_with("__Host-linkgate=;"), "{clear}");
     assert!(clear.contains("; Secure") && clear.contains("; Path=/"));
+    // Neither the prefixed cookies nor a pre-upgrade `_linkgate` one reach the upstream.
+    let resp = support::client_without_cookies()
+        .get(gate.url("/public/x"))
+        .header(
+            "cookie",
+            "_linkgate=old-session; theme=dark; __Host-linkgate=s; __Host-linkgate_bind_0123456789ab=f",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.last().header("cookie"), Some("theme=dark"));
     // `linkgate check` refuses cookie_domain with a __Host- name (here the default).
     let config = gate.dir().join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
