@@ -188,8 +188,8 @@ const MAX_HOST: usize = 261;
 
 /// Whether linkgate may build its own URLs (`redirect_uri`, the sign-out return) on `host`:
 /// a name an upstream's `hosts` lists (exactly or by `*.` pattern), or the address the
-/// connection came in on (`127.0.0.1:4180` when the browser opened that; the port may be
-/// left out when it is the scheme's default). Without `public_url` and without `hosts`, a
+/// connection came in on (`127.0.0.1:4180` when the browser opened that, `localhost:4180`
+/// on a loopback listener; the port may be left out when it is the scheme's default). Without `public_url` and without `hosts`, a
 /// gate reached by a DNS name therefore refuses to start sign-ins: set `public_url`. Why
 /// not any well-formed host: a provider that accepts redirect URIs by pattern, a cache keyed
 /// without `Host`, or a log reader would each trust a name the client chose.
@@ -211,10 +211,24 @@ fn host_is_ours(app: &App, host: &str, scheme: &str, info: RequestInfo) -> bool 
     if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
         return addr == local;
     }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let default_port = if scheme == "https" { 443 } else { 80 };
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip == local.ip() && local.port() == default_port)
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && !host.ends_with(']') => {
+            (name, port.parse::<u16>().ok())
+        }
+        _ => (host, Some(default_port)),
+    };
+    if port != Some(local.port()) {
+        return false;
+    }
+    // `localhost` is the loopback listener's own name (the demo, development).
+    if name.eq_ignore_ascii_case("localhost") {
+        return local.ip().is_loopback();
+    }
+    name.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == local.ip())
 }
 
 fn encode(text: &str) -> String {

@@ -219,6 +219,8 @@ async fn a_host_the_configuration_does_not_name_is_refused() {
         format!("{}.example", "h".repeat(300)),
         "127.0.0.1:1".to_string(),
         "127.0.0.1".to_string(),
+        "localhost:1".to_string(),
+        "localhost.evil.example".to_string(),
     ] {
         let resp = navigate(user().get(start_url(&s, "/")))
             .header("host", &host)
@@ -242,6 +244,19 @@ async fn a_host_the_configuration_does_not_name_is_refused() {
         .map(|(_, v)| v.into_owned())
         .unwrap();
     assert_eq!(redirect_uri, s.gate.url("/oauth2/callback"));
+    // `localhost` with the listener's port is the loopback listener's own name.
+    let port = s.gate.addr().port();
+    let resp = navigate(user().get(start_url(&s, "/")))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert!(
+        location(&resp).contains(&format!("localhost%3A{port}%2Foauth2%2Fcallback")),
+        "{}",
+        location(&resp)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
