@@ -55,12 +55,9 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
     let info = RequestInfo {
-        local: info.local.or_else(|| {
-            session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .copied()
-        }),
+        local: info
+            .local
+            .or_else(|| session.server_addr().and_then(|a| a.as_inet()).copied()),
         ..info
     };
     let result = match name {
@@ -347,7 +344,9 @@ async fn begin(
         expires_at_ms: flow::now_ms() + FLOW_TTL.as_millis() as i64,
     };
     let Some(cookies) = sessions.flow_cookies(req, &state, &flow) else {
-        return Err(Refusal::BadRequest("the sign-in request is too large".into()));
+        return Err(Refusal::BadRequest(
+            "the sign-in request is too large".into(),
+        ));
     };
     let mut reply = Reply::redirect(request.url.as_str());
     for cookie in &cookies {

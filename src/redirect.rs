@@ -197,11 +197,57 @@ mod tests {
     /// Pieces an attacker strings together: separators and their encodings (once and
     /// twice), whitespace and control characters, user info, schemes, hosts.
     const PIECES: &[&str] = &[
-        "/", "//", "\\", "/\\", "%2f", "%2F", "%5c", "%5C", "%252f", "%255c", "%2e", ".", "..",
-        "%2e%2e", "?", "#", "%3f", "%23", "@", "%40", ":", "%3a", "\t", "\n", "\r", " ", "%09",
-        "%0a", "%0d", "%00", "%20", "\u{3000}", "%E3%80%80", "\u{200b}", "\u{ff0f}", "evil.com",
-        "example.com", "app.example.com", "shop.test", "x", "https:", "http:", "https://",
-        "HTTPS://", "javascript:", "data:", "user:pw@", "%ff", "%", "\u{0}", "\u{7f}",
+        "/",
+        "//",
+        "\\",
+        "/\\",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%5C",
+        "%252f",
+        "%255c",
+        "%2e",
+        ".",
+        "..",
+        "%2e%2e",
+        "?",
+        "#",
+        "%3f",
+        "%23",
+        "@",
+        "%40",
+        ":",
+        "%3a",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "%09",
+        "%0a",
+        "%0d",
+        "%00",
+        "%20",
+        "\u{3000}",
+        "%E3%80%80",
+        "\u{200b}",
+        "\u{ff0f}",
+        "evil.com",
+        "example.com",
+        "app.example.com",
+        "shop.test",
+        "x",
+        "https:",
+        "http:",
+        "https://",
+        "HTTPS://",
+        "javascript:",
+        "data:",
+        "user:pw@",
+        "%ff",
+        "%",
+        "\u{0}",
+        "\u{7f}",
     ];
 
     fn pieces() -> impl Strategy<Value = String> {
@@ -217,10 +263,15 @@ mod tests {
                 && u.username().is_empty()
                 && u.password().is_none()
                 && u.host_str().is_some_and(|h| {
-                    h == "gate.test" || h == "shop.test" || h == "example.com" || h.ends_with(".example.com")
+                    h == "gate.test"
+                        || h == "shop.test"
+                        || h == "example.com"
+                        || h.ends_with(".example.com")
                 })
         };
-        let decoded = percent_encoding::percent_decode_str(out).decode_utf8_lossy().into_owned();
+        let decoded = percent_encoding::percent_decode_str(out)
+            .decode_utf8_lossy()
+            .into_owned();
         [out, decoded.as_str()]
             .iter()
             .all(|text| base.join(text).is_ok_and(|u| allowed(&u)))

@@ -142,7 +142,11 @@ async fn anonymous_starts_write_no_redis_key_and_hold_no_memory() {
             0 | 1 => {
                 assert_eq!(resp.status(), 302);
                 let cookie = set_cookies(&resp).join("\n");
-                assert!(cookie.len() < 4096, "one flow cookie: {} bytes", cookie.len());
+                assert!(
+                    cookie.len() < 4096,
+                    "one flow cookie: {} bytes",
+                    cookie.len()
+                );
                 redirected += 1;
             }
             _ => assert_eq!(resp.status(), 400, "request {i}"),
@@ -235,7 +239,10 @@ async fn a_host_the_configuration_does_not_name_is_refused() {
     assert_eq!(dbsize(&s), 0);
     // The listener's own address (what the browser opened) is fine, and so is a name an
     // upstream lists, or anything once public_url is set.
-    let resp = navigate(user().get(start_url(&s, "/"))).send().await.unwrap();
+    let resp = navigate(user().get(start_url(&s, "/")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 302);
     let redirect_uri = url::Url::parse(&location(&resp))
         .unwrap()
@@ -311,7 +318,11 @@ async fn a_sign_in_writes_the_store_only_after_the_provider_honoured_the_code() 
     let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
     let http = user();
     let outcome = s.begin_sign_in(&http, "/x", "pia").await;
-    assert_eq!(dbsize(&s), 0, "nothing stored while signing in at the provider");
+    assert_eq!(
+        dbsize(&s),
+        0,
+        "nothing stored while signing in at the provider"
+    );
     // A forged code with the right flow cookie: the exchange fails, nothing is written.
     let forged = outcome.callback_url.replace("code=", "code=forged");
     let resp = navigate(http.get(&forged)).send().await.unwrap();
@@ -343,7 +354,10 @@ async fn a_sign_in_writes_the_store_only_after_the_provider_honoured_the_code() 
 async fn a_replayed_callback_fails_even_with_a_copy_of_the_flow_cookie() {
     let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
     let http = user();
-    let resp = navigate(http.get(start_url(&s, "/r"))).send().await.unwrap();
+    let resp = navigate(http.get(start_url(&s, "/r")))
+        .send()
+        .await
+        .unwrap();
     let cookie = flow_cookie(&resp);
     let outcome = oidc::login(&http, &location(&resp), "quinn").await;
     let first = s.finish_sign_in(&http, &outcome).await;
@@ -425,7 +439,9 @@ async fn two_cookies_of_one_name_are_refused_never_tried_in_turn() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{cookie}");
         assert!(
-            set_cookies(&resp).iter().any(|c| c.starts_with("_linkgate=;")),
+            set_cookies(&resp)
+                .iter()
+                .any(|c| c.starts_with("_linkgate=;")),
             "the cookies are cleared"
         );
         let seen = s.upstream.count();
@@ -439,7 +455,10 @@ async fn two_cookies_of_one_name_are_refused_never_tried_in_turn() {
     }
     // Two flow cookies of one flow's name: the callback refuses both and clears them.
     let (carl, _) = browser();
-    let resp = navigate(carl.get(start_url(&s, "/c"))).send().await.unwrap();
+    let resp = navigate(carl.get(start_url(&s, "/c")))
+        .send()
+        .await
+        .unwrap();
     let mine = flow_cookie(&resp);
     let name = mine.split('=').next().unwrap().to_string();
     let outcome = oidc::login(&carl, &location(&resp), "carl").await;
@@ -540,7 +559,11 @@ async fn a_planted_account_sign_in_does_not_link_a_waiting_magento_session() {
     // The victim signed in with Magento.com; her session waits for its cloud account.
     let (victim, jar) = browser();
     let resp = s.sign_in(&victim, "/projects", "wendy@magento.test").await;
-    assert_eq!(resp.status(), 403, "the link rule asks for the cloud account");
+    assert_eq!(
+        resp.status(),
+        403,
+        "the link rule asks for the cloud account"
+    );
     // The attacker starts a cloud-account sign-in (anonymously) as himself.
     let (attacker, _) = browser();
     let accounts = s.accounts.as_ref().unwrap();
@@ -615,7 +638,10 @@ async fn a_planted_login_flow_never_links_the_victims_account() {
         .json()
         .await
         .unwrap();
-    assert!(json["account"].as_str().unwrap().starts_with("cloud-xena"), "{json}");
+    assert!(
+        json["account"].as_str().unwrap().starts_with("cloud-xena"),
+        "{json}"
+    );
     assert_eq!(json["connected_as"], serde_json::Value::Null);
     // Switching users on purpose still works: a sign-in started from her own session.
     let resp = navigate(victim.get(start_url(&s, "/")))
@@ -634,7 +660,11 @@ async fn secure_cookies_carry_the_host_prefix_by_default() {
     let upstream = support::upstream::Upstream::start().await;
     let builder = GateBuilder::new();
     let provider = OidcProvider::start(ProviderOptions::new("sso").client(
-        ClientConfig::confidential("linkgate", "linkgate-secret", &builder.url("/oauth2/callback")),
+        ClientConfig::confidential(
+            "linkgate",
+            "linkgate-secret",
+            &builder.url("/oauth2/callback"),
+        ),
     ));
     let gate = builder
         .upstream("app", &upstream)
@@ -730,5 +760,8 @@ async fn an_eviction_policy_that_could_evict_links_is_reported() {
     );
     let (code, _, err) = check();
     assert_eq!(code, 0, "a warning, not an error: {err}");
-    assert!(err.contains("warning: Redis maxmemory-policy is allkeys-lru"), "{err}");
+    assert!(
+        err.contains("warning: Redis maxmemory-policy is allkeys-lru"),
+        "{err}"
+    );
 }
