@@ -388,7 +388,35 @@ mod tests {
 
         #[test]
         fn decode_never_panics_on_arbitrary_plaintext(plain in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = Flow::decode(&plain);
+            let decoded = Flow::decode(&plain);
+            prop_assert!(decoded.is_none() || plain.first() == Some(&VERSION));
+        }
+
+        #[test]
+        fn every_flow_round_trips(
+            rd in "/\\PC{0,200}",
+            verifier in "[A-Za-z0-9_-]{43,128}",
+            uri in "https?://[a-z.]{1,40}(:[0-9]{1,5})?/oauth2/callback",
+            connect in any::<bool>(),
+            session in proptest::option::of(any::<[u8; 16]>()),
+            expires_at_ms in any::<i64>(),
+        ) {
+            let k = keys();
+            let state = new_state();
+            let f = Flow {
+                provider: "account".into(),
+                intent: if connect { Intent::Connect } else { Intent::Login },
+                verifier,
+                nonce: "n".into(),
+                rd,
+                redirect_uri: uri,
+                asked_by: session.map(|s| AskedBy::new(OpaqueId::from_bytes(s), "iss|sub")),
+                expires_at_ms,
+            };
+            let value = f.seal(&k, &state).unwrap();
+            prop_assert!(value.len() <= MAX_VALUE);
+            prop_assert_eq!(Flow::open(&k, &value, &state), Some(f.clone()));
+            prop_assert_eq!(Flow::open_any(&k, &value), Some(f));
         }
     }
 }
