@@ -409,6 +409,37 @@ async fn tabs_sign_in_at_once_and_a_browser_keeps_at_most_four_flows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_flows_share_a_byte_budget_so_the_cookie_header_stays_small() {
+    let s = ScenarioBuilder::new(StoreKind::Memory).start().await;
+    let (http, jar) = browser();
+    let long_rd = format!("/{}", "z".repeat(2000));
+    let mut names = Vec::new();
+    for round in 0..4 {
+        let resp = navigate(http.get(start_url(&s, &long_rd)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302);
+        let lines = set_cookies(&resp);
+        names.push(flow_cookie(&resp).split('=').next().unwrap().to_string());
+        let cleared: Vec<&String> = lines.iter().filter(|l| l.contains("Max-Age=0")).collect();
+        if round < 2 {
+            assert!(cleared.is_empty(), "round {round}: {cleared:?}");
+        } else {
+            // A third ~2.8 KB flow would pass 6 KiB: the oldest one goes.
+            assert_eq!(cleared.len(), 1, "round {round}: {lines:?}");
+            assert!(cleared[0].starts_with(&format!("{}=;", names[round - 2])));
+        }
+    }
+    // What the browser sends back stays within the budget (nginx: 8 KB a header line).
+    let sent =
+        reqwest::cookie::CookieStore::cookies(&*jar, &url::Url::parse(&s.gate.url("/")).unwrap())
+            .unwrap();
+    assert!(sent.len() <= 6144 + 64, "{} bytes", sent.len());
+    assert_eq!(sent.to_str().unwrap().matches("_linkgate_bind_").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cookies_of_one_name_are_refused_never_tried_in_turn() {
     let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
     // Two signed-in users: each cookie alone is valid.
