@@ -82,6 +82,10 @@ def main(argv):
     ap.add_argument("--linkgate", required=True)
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=400,
+                    help="requests sent before the first measurement")
+    ap.add_argument("--kinds", default="plain,long,huge_rd,huge_host,foreign",
+                    help="which requests to send (comma-separated subset)")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="linkgate-anon-")
     procs = driver.Procs(tmp)
@@ -110,15 +114,20 @@ def main(argv):
         )
         pool = concurrent.futures.ThreadPoolExecutor(args.concurrency)
         # Warm-up: provider discovery, allocator arenas, connection pools.
-        list(pool.map(lambda i: one_start(port, KINDS[i % len(KINDS)]), range(400)))
+        kinds = [k for k in KINDS if k in args.kinds.split(",")]
+        list(pool.map(lambda i: one_start(port, kinds[i % len(kinds)]), range(args.warmup)))
         mem0 = int(redis_info(redis_port, "memory")["used_memory"])
         keys0 = dbsize(redis_port)
         rss0 = driver.rss_kib(gate.pid)
         started = time.monotonic()
         statuses = {}
-        for status in pool.map(lambda i: one_start(port, KINDS[i % len(KINDS)]),
-                               range(args.requests)):
-            statuses[status] = statuses.get(status, 0) + 1
+        samples = []  # RSS (KiB) after each tenth of the requests: growth, or a plateau?
+        step = max(1, args.requests // 10)
+        for done in range(0, args.requests, step):
+            batch = range(done, min(done + step, args.requests))
+            for status in pool.map(lambda i: one_start(port, kinds[i % len(kinds)]), batch):
+                statuses[status] = statuses.get(status, 0) + 1
+            samples.append(driver.rss_kib(gate.pid))
         elapsed = time.monotonic() - started
         pool.shutdown()
         mem1 = int(redis_info(redis_port, "memory")["used_memory"])
@@ -134,6 +143,7 @@ def main(argv):
             "linkgate_rss_kib_before": rss0,
             "linkgate_rss_kib_after": rss1,
             "linkgate_rss_growth_kib": rss1 - rss0,
+            "linkgate_rss_kib_every_tenth": samples,
         }
         print(json.dumps(result, indent=2))
         ok = (mem1 - mem0) < 1024 * 1024 and (rss1 - rss0) < 8 * 1024 and keys1 == 0

@@ -50,6 +50,16 @@ const MAX_FORM: usize = 16 * 1024;
 
 /// Dispatches an endpoint by its name (the path below the prefix).
 pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestInfo) -> Reply {
+    // No DNS name is longer: refused before the header is copied or read any further.
+    let host_len = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .map_or(0, |h| h.len());
+    if host_len > MAX_HOST {
+        let html = respond::prefers_html(session.req_header());
+        return Refusal::BadRequest("the Host header is too long".into()).reply(html, &app.pages);
+    }
     let req = session.req_header().clone();
     let html = respond::is_navigation(&req) || respond::prefers_html(&req);
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
