@@ -413,6 +413,57 @@ fn build_deps_names_a_missing_tool_and_the_demo_and_tests_run_it_first() {
     assert!(read("deploy/Dockerfile").contains("RUN scripts/build-deps"));
 }
 
+/// Every `.rs` file under `tests/` (the rig included), as (path, text).
+fn test_sources() -> Vec<(String, String)> {
+    files_under("tests")
+        .into_iter()
+        .filter(|f| f.ends_with(".rs"))
+        .map(|f| {
+            let text = read(&f);
+            (f, text)
+        })
+        .collect()
+}
+
+#[test]
+fn scripts_test_installs_every_tool_the_tests_require() {
+    // The programs scripts/test installs ("program:package" pairs, as in build-deps).
+    let script = read("scripts/test");
+    let start = script.find("needs=(").expect("needs in scripts/test");
+    let body = &script[start..];
+    let body = &body[..body.find("\n)").expect("end of needs")];
+    let installed: BTreeSet<&str> = body
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim().strip_prefix('"')?.split(':').next())
+        .collect();
+    // What the tests insist on (`require("program", ...)`): a fresh machine gets it from
+    // scripts/test, or the suite fails there.
+    let mut required = BTreeSet::new();
+    for (file, text) in test_sources() {
+        if file == "tests/deploy.rs" {
+            continue; // this file names `require` in its prose only
+        }
+        for (i, _) in text.match_indices("require(\"") {
+            let rest = &text[i + 9..];
+            let program = &rest[..rest.find('"').expect("quoted")];
+            if program != "systemd-analyze" {
+                required.insert((program.to_string(), file.clone()));
+            }
+        }
+    }
+    assert!(
+        required.iter().any(|(p, _)| p == "redis-server"),
+        "{required:?}"
+    );
+    for (program, file) in &required {
+        assert!(
+            installed.contains(program.as_str()),
+            "{file} requires `{program}`, which scripts/test does not install ({installed:?})"
+        );
+    }
+}
+
 // === 2. configs and YAML ===
 
 /// The files under deploy/ and the test that exercises each.
