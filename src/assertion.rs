@@ -505,10 +505,11 @@ impl Signer {
         };
         if due {
             let (pem, kid) = generate(self.config.algorithm)?;
-            // The first key signs at once: nobody can have cached an older JWKS.
+            // The first key signs at once: nobody can have cached an older JWKS. A later one
+            // waits `publish_ahead` and the rest of the current second.
             let signs_from = match newest {
                 None => now,
-                Some(_) => now + ahead,
+                Some(_) => now + ahead + 1,
             };
             tracing::info!(kid, signs_from, "new assertion key published");
             set.keys.push(StoredKey {
