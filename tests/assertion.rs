@@ -486,3 +486,84 @@ async fn two_instances_rotate_one_key_set_publishing_each_key_before_it_signs() 
     let redis = s.redis.as_ref().unwrap();
     assert_eq!(redis.keys("linkgate:assertion:keys").len(), 1);
 }
+
+/// The njs module of Debian's nginx.
+const NJS_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_js_module.so";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_with_the_njs_example_verifies_the_assertion() {
+    require("nginx", "apt-get install nginx");
+    assert!(
+        std::path::Path::new(NJS_MODULE).is_file(),
+        "nginx's njs module is not installed: apt-get install libnginx-mod-http-js (or run scripts/test)"
+    );
+    let s = scenario("").await;
+    // nginx as the upstream "web", verifying with examples/assertion/assertion.js as
+    // examples/assertion/nginx-njs.conf does.
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let d = dir.path().display();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/assertion/assertion.js");
+    let conf = format!(
+        "load_module {NJS_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         js_import assertion from {script};\n\
+         js_var $assertion_jwks {jwks};\n  js_var $assertion_issuer {iss};\n\
+         js_var $assertion_audience web;\n  js_var $assertion_header x-linkgate-jwt-assertion;\n\
+         server {{\n    listen 127.0.0.1:{port};\n\
+         location / {{\n      auth_request /_linkgate_assertion;\n\
+         auth_request_set $assertion_sub $upstream_http_x_assertion_sub;\n\
+         auth_request_set $assertion_groups $upstream_http_x_assertion_groups;\n\
+         return 200 \"sub=$assertion_sub groups=$assertion_groups\\n\";\n    }}\n\
+         location = /_linkgate_assertion {{ internal; js_content assertion.check; }}\n  }}\n}}\n",
+        jwks = s.gate.admin_url("/.well-known/jwks.json"),
+        iss = issuer(&s),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    support::wait_until("nginx to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let web = GateBuilder::new()
+        .server(&s.server_lines)
+        .upstream_with("web", &format!("http://127.0.0.1:{port}"), "")
+        .toml(&s.sections)
+        .start();
+    let http = user();
+    s.sign_in(&http, "/orders", "ann").await;
+    let resp = http.get(web.url("/checkout")).send().await.unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{log}");
+    assert_eq!(body.trim(), "sub=ann groups=staff,admins");
+
+    // Around the gate: nothing, a bare X-Forwarded-User, and the shop's assertion (another
+    // audience) are all refused by nginx.
+    let direct = client();
+    let url = format!("http://127.0.0.1:{port}/checkout");
+    let shop_token = assertion_seen(&s, &http).await;
+    for (name, value) in [
+        ("x-forwarded-user", "ann"),
+        (HEADER, shop_token.as_str()),
+        (HEADER, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbm4ifQ."),
+    ] {
+        let resp = direct.get(&url).header(name, value).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{name}: {value}");
+    }
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(log.contains("assertion refused: aud"), "{log}");
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+}
