@@ -501,9 +501,13 @@ async fn nginx_with_the_njs_example_verifies_the_assertion() {
     // nginx as the upstream "web", verifying with examples/assertion/assertion.js as
     // examples/assertion/nginx-njs.conf does.
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let (port, app) = (support::free_port(), support::free_port());
     let d = dir.path().display();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/assertion/assertion.js");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/assertion/assertion.js"
+    );
+    // The verified claims go on to the "application" (a second server) as headers.
     let conf = format!(
         "load_module {NJS_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
          pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
@@ -514,10 +518,14 @@ async fn nginx_with_the_njs_example_verifies_the_assertion() {
          js_var $assertion_audience web;\n  js_var $assertion_header x-linkgate-jwt-assertion;\n\
          server {{\n    listen 127.0.0.1:{port};\n\
          location / {{\n      auth_request /_linkgate_assertion;\n\
-         auth_request_set $assertion_sub $upstream_http_x_assertion_sub;\n\
-         auth_request_set $assertion_groups $upstream_http_x_assertion_groups;\n\
-         return 200 \"sub=$assertion_sub groups=$assertion_groups\\n\";\n    }}\n\
-         location = /_linkgate_assertion {{ internal; js_content assertion.check; }}\n  }}\n}}\n",
+         auth_request_set $assertion_sub $sent_http_x_assertion_sub;\n\
+         auth_request_set $assertion_groups $sent_http_x_assertion_groups;\n\
+         proxy_set_header X-Verified-Sub $assertion_sub;\n\
+         proxy_set_header X-Verified-Groups $assertion_groups;\n\
+         proxy_pass http://127.0.0.1:{app};\n    }}\n\
+         location = /_linkgate_assertion {{ internal; js_content assertion.check; }}\n  }}\n\
+         server {{\n    listen 127.0.0.1:{app};\n\
+         location / {{ return 200 \"sub=$http_x_verified_sub groups=$http_x_verified_groups\\n\"; }}\n  }}\n}}\n",
         jwks = s.gate.admin_url("/.well-known/jwks.json"),
         iss = issuer(&s),
     );
