@@ -68,7 +68,7 @@ impl Assertion {
             &[("ES256", Algorithm::ES256), ("RS256", Algorithm::RS256)],
             Algorithm::ES256,
         );
-        let key_file = t.path(ctx, "key_file").and_then(|(path, s)| {
+        let key_file = t.path(ctx, "key_file").map(|(path, s)| {
             match std::fs::read(&path) {
                 Ok(pem) => {
                     if let Err(e) = check_key(algorithm, &pem) {
@@ -77,7 +77,7 @@ impl Assertion {
                 }
                 Err(e) => s.error(ctx, format!("cannot read `{}`: {e}", path.display())),
             }
-            Some(path)
+            path
         });
         let lifetime_node = t.get("lifetime").map(|n| n.span.clone());
         let lifetime = t.duration(ctx, "lifetime", Duration::from_secs(60), false);

@@ -77,12 +77,15 @@ impl Scenario {
     }
 }
 
+/// Makes extra `[server]` lines from the builder (which knows the gate's port).
+type ServerLines = Box<dyn FnOnce(&GateBuilder) -> String>;
+
 /// Builds a [`Scenario`].
 pub struct ScenarioBuilder {
     store: StoreKind,
     accounts: Accounts,
     toml: String,
-    server: Option<Box<dyn FnOnce(&GateBuilder) -> String>>,
+    server: Option<ServerLines>,
     upstream: String,
     provider: Box<dyn FnOnce(ProviderOptions) -> ProviderOptions>,
 }
