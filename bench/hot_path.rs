@@ -17,6 +17,11 @@
 //!   same token once it is in the verified-token cache (`App::verified_tokens`): what a
 //!   repeated bearer token costs per request (SHA-256, lookup, `exp` check, passport).
 //!
+//! - `assertion/*`: the signed identity assertion (`[assertion]`): a fresh ES256 and RS256
+//!   signature of a typical identity's claims (what every request would pay if each got its
+//!   own assertion), and `cached`, the reuse of one signed within the last half lifetime
+//!   (what a cached session pays: the choice `src/assertion.rs` makes by these figures).
+//!
 //! `bench/run` measures the whole proxy under load; this file says where the time of one
 //! request goes.
 
@@ -371,8 +376,65 @@ fn jwt(c: &mut Criterion) {
     g.finish();
 }
 
+// === assertion ===
+
+/// An app whose `[assertion]` signs with a fresh key of `alg` from a key file.
+fn assertion_app(alg: &str, dir: &std::path::Path) -> App {
+    let key = match alg {
+        "RS256" => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()),
+        _ => openssl::pkey::PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                    .unwrap(),
+            )
+            .unwrap(),
+        ),
+    }
+    .unwrap();
+    let path = dir.join(format!("{alg}.pem"));
+    std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let text = format!(
+        "[server]\npublic_url = \"https://shop.bench.test\"\n\
+         [assertion]\nalgorithm = \"{alg}\"\nkey_file = \"{}\"\n\
+         [[upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:1\"\naudience = \"https://shop.bench.test/\"\n",
+        path.display()
+    );
+    App::new(Config::parse(&text, "bench.toml", &|_| None).unwrap()).unwrap()
+}
+
+fn assertions(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let who = Identity {
+        issuer: ISSUER.into(),
+        subject: "248289761001".into(),
+        email: Some("ann@shop.test".into()),
+        email_verified: true,
+        name: Some("Ann".into()),
+        preferred_username: Some("ann".into()),
+        groups: vec!["staff".into(), "admins".into()],
+    };
+    let claims = bytes::Bytes::from(linkgate::assertion::claims_fragment(&who, Some(&who), None));
+    let es = assertion_app("ES256", dir.path());
+    let rs = assertion_app("RS256", dir.path());
+    let (es, rs) = (es.signer.unwrap(), rs.signer.unwrap());
+    let now = now() as i64;
+    let mut g = c.benchmark_group("assertion");
+    g.bench_function("sign_es256", |b| {
+        b.iter(|| es.sign(black_box(&claims), 0, Some("linked"), now, 60))
+    });
+    g.bench_function("sign_rs256", |b| {
+        b.iter(|| rs.sign(black_box(&claims), 0, Some("linked"), now, 60))
+    });
+    es.assertion(claims.clone(), 0, Some("linked")).unwrap();
+    g.bench_function("cached", |b| {
+        b.iter(|| es.assertion(black_box(claims.clone()), 0, Some("linked")))
+    });
+    g.finish();
+}
+
 criterion_group!(
     hot_path,
+    assertions,
     cookie,
     session_cache,
     sealed_records,

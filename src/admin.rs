@@ -38,6 +38,14 @@ impl Admin {
             }
         }
         checks.push(("store", store));
+        if let Some(signer) = &self.app.signer {
+            let keys = if signer.ready() {
+                Ok(())
+            } else {
+                Err("no assertion key loaded yet".to_string())
+            };
+            checks.push(("assertion_keys", keys));
+        }
         if let Some(sso) = &self.app.sso {
             checks.push(("sso", sso.prepare().await.map_err(|e| e.to_string())));
         }
@@ -84,6 +92,11 @@ impl ServeHttp for Admin {
                     serde_json::to_vec(&body).unwrap_or_default(),
                 )
             }
+            // The identity assertion's public keys (also `{prefix}/.well-known/jwks.json`).
+            "/.well-known/jwks.json" => match &self.app.signer {
+                Some(signer) => response(200, "application/json", signer.jwks().to_vec()),
+                None => response(404, "text/plain; charset=utf-8", b"not found\n".to_vec()),
+            },
             "/metrics" => {
                 let (content_type, body) = self.app.metrics.render();
                 response(200, &content_type, body)

@@ -38,6 +38,9 @@ pub enum StartError {
     /// unreadable.
     #[error("pages: {0}")]
     Pages(String),
+    /// The assertion key could not be read.
+    #[error("assertion: {0}")]
+    Assertion(String),
 }
 
 /// The shared, immutable state of a running linkgate.
@@ -76,6 +79,10 @@ pub struct App {
     pub verified_tokens: Option<Arc<SessionCache<VerifiedToken, [u8; 32]>>>,
     /// Where `rd` may point.
     pub redirects: RedirectPolicy,
+    /// The route policies (src/policy.rs).
+    pub policies: crate::policy::Policies,
+    /// The identity assertion signer (`[assertion]`).
+    pub signer: Option<Arc<crate::assertion::Signer>>,
 }
 
 /// A bearer token that verified: who it speaks for, until when.
@@ -94,8 +101,13 @@ impl App {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let router = Router::new(&config.upstreams)?;
         let names = &config.headers.names;
+        let assertion_header = config.assertion.as_ref().map(|a| a.header.as_str());
         let hygiene = Hygiene::new(
-            names.all().iter().map(|(_, n)| n.as_str()),
+            names
+                .all()
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .chain(assertion_header),
             &config.session.cookie_name,
             config.server.trusted_proxies.clone(),
         );
@@ -172,6 +184,25 @@ impl App {
         }
         let redirects = RedirectPolicy::new(domains);
         let cased_names = crate::passport::CasedNames::new(&config.headers.names);
+        let policies = crate::policy::Policies::new(&config);
+        let signer = match (&config.assertion, &config.server.public_url) {
+            (Some(a), Some(public_url)) => Some(Arc::new(
+                crate::assertion::Signer::new(
+                    a,
+                    public_url.as_str(),
+                    config
+                        .upstreams
+                        .iter()
+                        .map(|u| u.audience.clone())
+                        .collect(),
+                    store.clone(),
+                    config.session.cookie_secret.as_ref().map(|s| s.expose()),
+                    usize::try_from(config.session.cache_capacity).unwrap_or(usize::MAX),
+                )
+                .map_err(StartError::Assertion)?,
+            )),
+            _ => None,
+        };
         Ok(Self {
             config: Arc::new(config),
             router,
@@ -189,6 +220,8 @@ impl App {
             registry,
             issuers,
             redirects,
+            policies,
+            signer,
         })
     }
 

@@ -1,11 +1,87 @@
-//! `[authz]` policy over a signed-in identity: email domains and groups. Pure functions; the
+//! Who may pass once authenticated: e-mail domains, allowed e-mails and groups, as set in
+//! `[authz]` or by a route's own policy (src/policy.rs resolves which). Pure functions; the
 //! proxy turns a refusal into a 403 page or JSON.
 
 use crate::config::Authz;
 use crate::oidc::Identity;
 
-/// Whether `identity` may pass; `Err` carries the reason in words for the 403 page.
-pub fn check(authz: &Authz, identity: &Identity) -> Result<(), String> {
+/// The admission rules of one policy, resolved (nothing inherited is left to look up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Allowed e-mail domains; empty or `*` means any.
+    pub email_domains: Vec<String>,
+    /// The only e-mail addresses admitted; empty means any.
+    pub allowed_emails: Vec<String>,
+    /// Groups of which the user must be in one; empty means any.
+    pub allowed_groups: Vec<String>,
+}
+
+impl Admission {
+    /// `[authz]`'s rules.
+    pub fn of(authz: &Authz) -> Self {
+        Admission {
+            email_domains: authz.email_domains.clone(),
+            allowed_emails: authz.allowed_emails.clone(),
+            allowed_groups: authz.allowed_groups.clone(),
+        }
+    }
+}
+
+/// A refusal: which key refused, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The policy key that refused (`email_domains`, `allowed_emails`, `allowed_groups`).
+    pub key: &'static str,
+    /// Why, for the 403 page.
+    pub reason: String,
+}
+
+fn denied(key: &'static str, reason: impl Into<String>) -> Denied {
+    Denied {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Whether `identity` may pass; `Err` carries the key that refused and the reason in words.
+pub fn check(authz: &Admission, identity: &Identity) -> Result<(), Denied> {
+    let verified_email = |key: &'static str| -> Result<(String, String), Denied> {
+        let Some(email) = identity.email.as_deref() else {
+            return Err(denied(
+                key,
+                "Your account has no email address, and this site admits users by email.",
+            ));
+        };
+        let mut parts = email.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(denied(
+                key,
+                format!("The email address {email} is not a valid address."),
+            ));
+        };
+        if local.is_empty() || domain.is_empty() {
+            return Err(denied(
+                key,
+                format!("The email address {email} is not a valid address."),
+            ));
+        }
+        if !identity.email_verified {
+            return Err(denied(
+                key,
+                format!("The email address {email} is not verified by the sign-in provider."),
+            ));
+        }
+        Ok((email.to_ascii_lowercase(), domain.to_ascii_lowercase()))
+    };
+    if !authz.allowed_emails.is_empty() {
+        let (email, _) = verified_email("allowed_emails")?;
+        if !authz.allowed_emails.contains(&email) {
+            return Err(denied(
+                "allowed_emails",
+                format!("{email} is not among the accounts admitted here."),
+            ));
+        }
+    }
     let domains: Vec<&str> = authz
         .email_domains
         .iter()
@@ -14,32 +90,15 @@ pub fn check(authz: &Authz, identity: &Identity) -> Result<(), String> {
         .collect();
     let any_domain = authz.email_domains.is_empty() || authz.email_domains.iter().any(|d| d == "*");
     if !any_domain {
-        let Some(email) = identity.email.as_deref() else {
-            return Err(
-                "Your account has no email address, and this site admits users by email domain."
-                    .into(),
-            );
-        };
-        let mut parts = email.split('@');
-        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("The email address {email} is not a valid address."));
-        };
-        if local.is_empty() || domain.is_empty() {
-            return Err(format!("The email address {email} is not a valid address."));
-        }
-        if !identity.email_verified {
-            return Err(format!(
-                "The email address {email} is not verified by the sign-in provider."
-            ));
-        }
-        let domain = domain.to_ascii_lowercase();
+        let (_, domain) = verified_email("email_domains")?;
         let allowed = domains.iter().any(|d| match d.strip_prefix('.') {
             Some(apex) => domain == apex || domain.ends_with(*d),
             None => domain == *d,
         });
         if !allowed {
-            return Err(format!(
-                "Accounts of {domain} are not admitted to this site."
+            return Err(denied(
+                "email_domains",
+                format!("Accounts of {domain} are not admitted to this site."),
             ));
         }
     }
@@ -49,7 +108,10 @@ pub fn check(authz: &Authz, identity: &Identity) -> Result<(), String> {
             .iter()
             .any(|g| authz.allowed_groups.iter().any(|a| a == g))
     {
-        return Err("Your account is not in a group that may use this site.".into());
+        return Err(denied(
+            "allowed_groups",
+            "Your account is not in a group that may use this site.",
+        ));
     }
     Ok(())
 }
@@ -58,17 +120,39 @@ pub fn check(authz: &Authz, identity: &Identity) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn authz(domains: &[&str], groups: &[&str]) -> Authz {
-        let mut a = crate::config::Config::parse(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .authz;
-        a.email_domains = domains.iter().map(|s| s.to_string()).collect();
-        a.allowed_groups = groups.iter().map(|s| s.to_string()).collect();
-        a
+    fn authz(domains: &[&str], groups: &[&str]) -> Admission {
+        Admission {
+            email_domains: domains.iter().map(|s| s.to_string()).collect(),
+            allowed_groups: groups.iter().map(|s| s.to_string()).collect(),
+            allowed_emails: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn allowed_emails_are_exact_verified_and_checked_with_domains() {
+        let a = Admission {
+            allowed_emails: vec!["ann@shop.test".into()],
+            ..authz(&["shop.test"], &[])
+        };
+        assert!(check(&a, &who("Ann@Shop.test", true, &[])).is_ok());
+        let refused = check(&a, &who("bob@shop.test", true, &[])).unwrap_err();
+        assert_eq!(refused.key, "allowed_emails");
+        assert_eq!(
+            check(&a, &who("ann@shop.test", false, &[]))
+                .unwrap_err()
+                .key,
+            "allowed_emails"
+        );
+        let groups = Admission {
+            allowed_groups: vec!["admins".into()],
+            ..a
+        };
+        assert_eq!(
+            check(&groups, &who("ann@shop.test", true, &["dev"]))
+                .unwrap_err()
+                .key,
+            "allowed_groups"
+        );
     }
 
     fn who(email: &str, verified: bool, groups: &[&str]) -> Identity {

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assertion;
 pub mod authz;
 pub mod body;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod passport;
+pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod request_head;

@@ -93,6 +93,10 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         "signed_out" if get => Ok(signed_out(app, &req)),
         "userinfo" if get => userinfo(app, &req).await,
         "auth" if get || post => forward_auth(app, &req).await,
+        ".well-known/jwks.json" if get => match &app.signer {
+            Some(signer) => Ok(Reply::json_bytes(signer.jwks())),
+            None => Err(Refusal::NotFound),
+        },
         "start" | "callback" | "account/start" | "account/callback" | "link" | "link/connect"
         | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
             Err(Refusal::MethodNotAllowed)

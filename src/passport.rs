@@ -43,6 +43,8 @@ pub struct Passport {
     /// Unix seconds from which the session's access token should be refreshed
     /// (`session.refresh_before` ahead of its expiry); `i64::MAX` when it cannot be.
     pub refresh_at: i64,
+    /// Where the assertion claims start in the packed buffer (`u16::MAX`: none).
+    claims_at: u16,
     /// What few passports carry (a refusal, names, a cookie to set), boxed so that the
     /// others do not pay for its slots: a passport fits 112 bytes.
     rare: Option<Box<Rare>>,
@@ -56,7 +58,8 @@ pub struct Passport {
 /// The parts of a passport most do not have.
 #[derive(Debug, Clone, Default)]
 struct Rare {
-    forbidden: Option<Forbidden>,
+    /// The policies (by index, src/policy.rs) that refuse this identity, decided once.
+    forbidden: Vec<(usize, Forbidden)>,
     names: Option<Names>,
     set_cookie: Option<String>,
     follows: Option<FollowsJwt>,
@@ -76,12 +79,13 @@ pub struct FollowsJwt {
     pub account_key: String,
 }
 
-/// An `[authz]` refusal: who, and why in words.
+/// A policy's refusal: who, which rule, and why in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forbidden {
     /// The primary identity as shown to a person.
     pub who: String,
-    /// Why it may not pass.
+    /// Why it may not pass, naming the rule that refused (`upstreams[0].rules[0] (shop
+    /// /admin): allowed_groups`).
     pub reason: String,
 }
 
@@ -158,6 +162,10 @@ pub struct Rules<'a> {
     pub authz: &'a crate::config::Authz,
     /// Whether `[account]` is configured (so that an unlinked identity may be sent to link).
     pub linking: bool,
+    /// Every route policy; the passport decides admission under each, once.
+    pub policies: &'a crate::policy::Policies,
+    /// Whether assertions are signed (the passport then carries their claims).
+    pub assertions: bool,
 }
 
 impl Passport {
@@ -200,16 +208,34 @@ impl Passport {
         if let Some(authorization) = &authorization {
             values.push((Field::Authorization, authorization));
         }
-        let forbidden = match primary.map(|i| (i, crate::authz::check(rules.authz, i))) {
-            Some((i, Err(reason))) => Some(Forbidden {
-                who: i.display().to_string(),
-                reason,
-            }),
-            _ => None,
+        let claims = primary
+            .filter(|_| rules.assertions)
+            .map(|i| crate::assertion::claims_fragment(i, proof.sso, proof.account));
+        let forbidden: Vec<(usize, Forbidden)> = match primary {
+            Some(i) => rules
+                .policies
+                .all()
+                .iter()
+                .enumerate()
+                .filter_map(|(index, policy)| {
+                    let denied = crate::authz::check(&policy.admission, i).err()?;
+                    Some((
+                        index,
+                        Forbidden {
+                            who: i.display().to_string(),
+                            reason: format!(
+                                "{} (refused by {}: {})",
+                                denied.reason, policy.label, denied.key
+                            ),
+                        },
+                    ))
+                })
+                .collect(),
+            None => Vec::new(),
         };
         let linked = proof.sso.is_some() && proof.account.is_some();
         let names = (rules.linking && !linked).then(|| Names::new(proof.sso, proof.account));
-        let rare = (forbidden.is_some() || names.is_some()).then(|| {
+        let rare = (!forbidden.is_empty() || names.is_some()).then(|| {
             Box::new(Rare {
                 forbidden,
                 names,
@@ -217,7 +243,9 @@ impl Passport {
                 follows: None,
             })
         });
+        let (headers, claims_at) = IdentityHeaders::pack_with_tail(values, claims.as_deref());
         Passport {
+            claims_at: claims_at.unwrap_or(u16::MAX),
             via: proof.via,
             session: proof.session,
             sso: proof.sso.is_some(),
@@ -225,13 +253,31 @@ impl Passport {
             expires_at: proof.expires_at,
             refresh_at: i64::MAX,
             rare,
-            headers: IdentityHeaders::pack(values),
+            headers,
         }
     }
 
     /// `[authz]`'s verdict on the primary identity, decided once: who was refused and why.
     pub fn forbidden(&self) -> Option<&Forbidden> {
-        self.rare.as_ref()?.forbidden.as_ref()
+        self.forbidden_under(crate::policy::GLOBAL)
+    }
+
+    /// The verdict of policy `index` (src/policy.rs), decided once when the passport was
+    /// made: `Some` when it refuses.
+    pub fn forbidden_under(&self, index: usize) -> Option<&Forbidden> {
+        let rare = self.rare.as_ref()?;
+        rare.forbidden
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, f)| f)
+    }
+
+    /// The claims of this identity's assertions (JSON object members), when assertions are
+    /// signed.
+    pub fn claims(&self) -> Option<Bytes> {
+        (self.claims_at != u16::MAX)
+            .then(|| self.headers.tail(self.claims_at))
+            .flatten()
     }
 
     /// How the identities are shown, kept only while they are not linked and `[account]`
@@ -290,10 +336,13 @@ impl Passport {
             &|_| None,
         )
         .expect("a minimal configuration");
+        let policies = crate::policy::Policies::new(&config);
         let rules = Rules {
             headers: &config.headers,
             authz: &config.authz,
             linking: false,
+            policies: &policies,
+            assertions: false,
         };
         let proof = Proof {
             via: Via::Session,
@@ -403,6 +452,15 @@ impl IdentityHeaders {
     /// Packs the values that are valid header text; the others are left out (and so is any
     /// value that would take the whole past [`Self::MAX`]), with a warning.
     pub fn pack<'a>(values: impl IntoIterator<Item = (Field, &'a str)>) -> Self {
+        Self::pack_with_tail(values, None).0
+    }
+
+    /// Packs like [`Self::pack`], then appends `tail` (not a header: the assertion claims)
+    /// and returns where it starts, when it fits.
+    pub fn pack_with_tail<'a>(
+        values: impl IntoIterator<Item = (Field, &'a str)>,
+        tail: Option<&str>,
+    ) -> (Self, Option<u16>) {
         let mut buf = Vec::new();
         let mut spans = [ABSENT; Field::COUNT];
         for (field, value) in values {
@@ -426,12 +484,31 @@ impl IdentityHeaders {
             buf.extend_from_slice(value.as_bytes());
             spans[field as usize] = (start, buf.len() as u16);
         }
+        let tail_at = match tail {
+            Some(tail) if buf.len() + tail.len() <= Self::MAX => {
+                let start = buf.len() as u16;
+                buf.extend_from_slice(tail.as_bytes());
+                Some(start)
+            }
+            Some(_) => {
+                tracing::warn!("assertion claims left out: the identity exceeds 64 KiB");
+                None
+            }
+            None => None,
+        };
         // Exactly as long as needed: the buffer lives as long as the cached session.
         buf.shrink_to_fit();
-        Self {
+        let packed = Self {
             buf: Bytes::from(buf),
             spans,
-        }
+        };
+        (packed, tail_at)
+    }
+
+    /// The buffer from `start` to its end (the assertion claims packed after the values).
+    fn tail(&self, start: u16) -> Option<Bytes> {
+        let start = start as usize;
+        (start <= self.buf.len()).then(|| self.buf.slice(start..))
     }
 
     /// One field's value, if it has one.
@@ -560,10 +637,14 @@ mod tests {
     }
 
     fn rules(config: &Config, linking: bool) -> Rules<'_> {
+        // Leaked: a test's few bytes, so that the rules may borrow them.
+        let policies = Box::leak(Box::new(crate::policy::Policies::new(config)));
         Rules {
             headers: &config.headers,
             authz: &config.authz,
             linking,
+            policies,
+            assertions: false,
         }
     }
 

@@ -43,6 +43,11 @@ impl Reply {
         )
     }
 
+    /// JSON already serialised (a JWKS), `200`.
+    pub fn json_bytes(body: Bytes) -> Self {
+        Self::new(StatusCode::OK, "application/json", body)
+    }
+
     /// An HTML page with the given status.
     pub fn html(status: StatusCode, body: String) -> Self {
         Self::new(status, "text/html; charset=utf-8", Bytes::from(body))

@@ -120,6 +120,13 @@ pub fn run_with(
         ));
     }
 
+    if app.signer.is_some() {
+        server.add_service(pingora::services::background::background_service(
+            "assertion keys",
+            AssertionKeys { app: app.clone() },
+        ));
+    }
+
     for service in extra {
         server.add_boxed_service(service);
     }
@@ -149,6 +156,24 @@ impl pingora::services::background::BackgroundService for Invalidation {
         };
         tokio::select! {
             _ = sessions.invalidation_listener() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Loads, creates and rotates the assertion keys (src/assertion.rs) in Pingora's runtime.
+struct AssertionKeys {
+    app: Arc<App>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AssertionKeys {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(signer) = &self.app.signer else {
+            return;
+        };
+        tokio::select! {
+            _ = signer.maintain() => {}
             _ = shutdown.changed() => {}
         }
     }

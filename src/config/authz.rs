@@ -16,6 +16,9 @@ pub struct Authz {
     pub email_domains: Vec<String>,
     /// Groups of which the user must be in at least one (`allowed_groups`); empty means any.
     pub allowed_groups: Vec<String>,
+    /// The only e-mail addresses admitted (`allowed_emails`, lower-cased, verified by the
+    /// provider); empty means any. Checked as well as `email_domains`, not instead.
+    pub allowed_emails: Vec<String>,
     /// Claim holding the user's groups (`groups_claim`, default `groups`).
     pub groups_claim: String,
     /// Routes forwarded without authentication (`skip_auth_routes`: `"METHOD=regex"` or
@@ -54,6 +57,7 @@ impl Authz {
         let mut authz = Authz {
             email_domains: Vec::new(),
             allowed_groups: Vec::new(),
+            allowed_emails: Vec::new(),
             groups_claim: "groups".to_string(),
             skip_auth_routes: Vec::new(),
             bearer_tokens: false,
@@ -67,6 +71,7 @@ impl Authz {
         authz.allowed_groups = list(ctx, &mut t, "allowed_groups", |ctx, s| {
             nonempty_item(ctx, s).map(str::to_string)
         });
+        authz.allowed_emails = list(ctx, &mut t, "allowed_emails", email_address);
         authz.groups_claim = t.string_or(ctx, "groups_claim", "groups");
         authz.skip_auth_routes = list(ctx, &mut t, "skip_auth_routes", skip_route);
         authz.bearer_tokens = t.bool_or(ctx, "bearer_tokens", false);
@@ -74,6 +79,76 @@ impl Authz {
         authz.redirect_domains = list(ctx, &mut t, "redirect_domains", redirect_domain);
         t.finish(ctx);
         authz
+    }
+}
+
+/// A route's own policy: set on an `[[upstreams]]` entry or one of its
+/// `[[upstreams.rules]]`. A key left out inherits (the rule from its upstream, the upstream
+/// from `[authz]`); `skip_auth_routes` add to the inherited ones.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `email_domains`, when set here.
+    pub email_domains: Option<Vec<String>>,
+    /// `allowed_groups`, when set here.
+    pub allowed_groups: Option<Vec<String>>,
+    /// `allowed_emails`, when set here.
+    pub allowed_emails: Option<Vec<String>>,
+    /// `require_link`: the link mode here (`"enforce"`, `"warn"`, `"off"`), overriding
+    /// `link.mode`.
+    pub require_link: Option<super::LinkMode>,
+    /// `skip_auth_routes` of this route, on top of the inherited ones.
+    pub skip_auth_routes: Vec<SkipRoute>,
+    /// Where it was written (`upstreams[1].rules[0]`), for messages.
+    pub path: String,
+    /// Its span in the file, for `linkgate check`'s findings.
+    pub span: std::ops::Range<usize>,
+}
+
+/// Reads the policy keys of a route table (the caller reads its other keys).
+pub(crate) fn read_policy(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Policy {
+    let present = |t: &mut Table<'_, '_>, key: &'static str| t.get(key).is_some();
+    let email_domains =
+        present(t, "email_domains").then(|| list(ctx, t, "email_domains", email_domain));
+    let allowed_groups = present(t, "allowed_groups").then(|| {
+        list(ctx, t, "allowed_groups", |ctx, s| {
+            nonempty_item(ctx, s).map(str::to_string)
+        })
+    });
+    let allowed_emails =
+        present(t, "allowed_emails").then(|| list(ctx, t, "allowed_emails", email_address));
+    let modes = [
+        super::LinkMode::Enforce,
+        super::LinkMode::Warn,
+        super::LinkMode::Off,
+    ]
+    .map(|v| (v.as_str(), v));
+    let require_link = t.choice_opt(ctx, "require_link", &modes);
+    let skip_auth_routes = list(ctx, t, "skip_auth_routes", skip_route);
+    Policy {
+        email_domains,
+        allowed_groups,
+        allowed_emails,
+        require_link,
+        skip_auth_routes,
+        path: t.path.clone(),
+        span: t.span.clone(),
+    }
+}
+
+fn email_address(ctx: &mut Ctx<'_>, s: &Str) -> Option<String> {
+    let v = nonempty_item(ctx, s)?.to_ascii_lowercase();
+    let mut parts = v.split('@');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(local), Some(domain), None) if !local.is_empty() && is_dns_name(domain) => {
+            Some(v.clone())
+        }
+        _ => {
+            s.error(
+                ctx,
+                format!("invalid e-mail address `{v}`: expected one such as \"ann@example.com\""),
+            );
+            None
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 //!
 //! Submodules own one section each; `reader` holds the shared mechanics.
 
+mod assertion;
 mod authz;
 mod error;
 mod headers;
@@ -41,7 +42,8 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
-pub use authz::{Authz, ExtraIssuer, SkipRoute};
+pub use assertion::{Algorithm, Assertion};
+pub use authz::{Authz, ExtraIssuer, Policy, SkipRoute};
 pub use error::{ConfigError, ConfigErrors};
 pub use headers::{HeaderNames, Headers};
 pub use link::{default_required_from, Link, LinkMode};
@@ -52,7 +54,7 @@ pub use provider::{
 };
 pub use server::{Server, Tls, DEFAULT_LISTEN, DEFAULT_PROXY_PREFIX};
 pub use session::{default_cookie_name, Redis, RedisMode, SameSite, Session, StoreKind};
-pub use upstream::Upstream;
+pub use upstream::{PathRule, Upstream};
 
 use provider::ProviderKind;
 use reader::{Ctx, Env, Table};
@@ -82,6 +84,8 @@ pub struct Config {
     pub pages: Pages,
     /// `[log]`.
     pub log: Log,
+    /// `[assertion]`: the signed identity assertion, when configured.
+    pub assertion: Option<Assertion>,
     /// Warnings, one line each (`file:line:col: key: reason`), for the operator to see.
     pub warnings: Vec<String>,
     /// The file this configuration came from (as named to `load` / `parse`).
@@ -101,6 +105,7 @@ const SECTIONS: &[&str] = &[
     "headers",
     "pages",
     "log",
+    "assertion",
 ];
 
 impl Config {
@@ -168,9 +173,29 @@ impl Config {
         let pages = Pages::read(&mut ctx, t);
         let t = section(&mut ctx, "log");
         let log = Log::read(&mut ctx, t);
+        let t = section(&mut ctx, "assertion");
+        let assertion_span = t.as_ref().map(|t| t.span.clone());
+        let assertion = t.map(|t| Assertion::read(&mut ctx, t));
         let upstreams_node = root.get("upstreams");
         let upstreams = upstream::read_all(&mut ctx, upstreams_node);
         root.finish(&mut ctx);
+        upstream::lint(&mut ctx, &authz, &upstreams, account.is_some());
+        if let (Some(a), Some(span)) = (&assertion, &assertion_span) {
+            if server.public_url.is_none() {
+                ctx.error(
+                    span,
+                    "assertion",
+                    "needs server.public_url: it is the assertion's `iss`",
+                );
+            }
+            if a.key_file.is_none() && session.cookie_secret.is_none() {
+                ctx.error(
+                    span,
+                    "assertion",
+                    "a key kept in the store is sealed with session.cookie_secret: set it, or assertion.key_file",
+                );
+            }
+        }
 
         cross_checks(
             &mut ctx,
@@ -197,6 +222,7 @@ impl Config {
             headers,
             pages,
             log,
+            assertion,
             warnings,
             path: PathBuf::from(file_label),
         })

@@ -45,6 +45,24 @@ pub struct Upstream {
     /// How long an upgraded (WebSocket) connection may stay silent before it is closed
     /// (`websocket_timeout`, default `1h`); replaces `read_timeout` once upgraded.
     pub websocket_timeout: Duration,
+    /// The `aud` of the identity assertions this upstream gets (`audience`, default the
+    /// upstream's `name`).
+    pub audience: String,
+    /// This upstream's own policy keys (`allowed_groups`, `email_domains`, `allowed_emails`,
+    /// `require_link`, `skip_auth_routes`).
+    pub policy: super::authz::Policy,
+    /// Path rules inside it (`[[upstreams.rules]]`), each with its `path_prefix` and policy.
+    pub rules: Vec<PathRule>,
+}
+
+/// One `[[upstreams.rules]]` entry: a policy for the paths under `path_prefix` (the
+/// canonical path the decision reads, at a segment boundary; the longest prefix wins).
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    /// The paths it covers (`path_prefix`, required).
+    pub path_prefix: String,
+    /// Its policy; keys left out are the upstream's.
+    pub policy: super::authz::Policy,
 }
 
 /// Reads `[[upstreams]]`; at least one is required, names unique, routes distinct.
@@ -102,6 +120,137 @@ pub(crate) fn read_all(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> Vec<Ups
     out
 }
 
+/// `linkgate check`'s findings on the route policies: rules that can never match or never
+/// admit anyone. Warnings, not errors: the configuration still runs as written.
+pub(crate) fn lint(ctx: &mut Ctx<'_>, authz: &super::Authz, upstreams: &[Upstream], linking: bool) {
+    use crate::proxy::route::prefix_covers;
+    for (i, up) in upstreams.iter().enumerate() {
+        let inherited = Effective::of(authz, &up.policy);
+        lint_policy(ctx, &up.policy, &inherited, linking);
+        for rule in &up.rules {
+            let p = &rule.policy;
+            if !prefix_covers(&up.path_prefix, &rule.path_prefix) {
+                ctx.warn(
+                    &p.span,
+                    &p.path,
+                    format!(
+                        "never applies: `{}` is outside this upstream's path_prefix `{}`",
+                        rule.path_prefix, up.path_prefix
+                    ),
+                );
+                continue;
+            }
+            // Another upstream with a longer prefix over the same hosts takes these paths.
+            let shadow = upstreams.iter().enumerate().find(|(j, other)| {
+                *j != i
+                    && other.path_prefix.len() > up.path_prefix.len()
+                    && prefix_covers(&other.path_prefix, &rule.path_prefix)
+                    && (other.hosts.is_empty() || other.hosts == up.hosts)
+            });
+            if let Some((_, other)) = shadow {
+                ctx.warn(
+                    &p.span,
+                    &p.path,
+                    format!(
+                        "never applies: requests under `{}` go to upstream `{}` (path_prefix `{}`)",
+                        rule.path_prefix, other.name, other.path_prefix
+                    ),
+                );
+                continue;
+            }
+            let sets_nothing = p.email_domains.is_none()
+                && p.allowed_groups.is_none()
+                && p.allowed_emails.is_none()
+                && p.require_link.is_none()
+                && p.skip_auth_routes.is_empty();
+            if sets_nothing {
+                ctx.warn(
+                    &p.span,
+                    &p.path,
+                    "sets no policy key: the upstream's policy applies",
+                );
+            }
+            lint_policy(ctx, p, &inherited.with(p), linking);
+        }
+    }
+}
+
+/// A policy with every inherited key resolved (for the lint only).
+struct Effective {
+    email_domains: Vec<String>,
+    allowed_emails: Vec<String>,
+}
+
+impl Effective {
+    fn of(authz: &super::Authz, p: &super::authz::Policy) -> Self {
+        Effective {
+            email_domains: authz.email_domains.clone(),
+            allowed_emails: authz.allowed_emails.clone(),
+        }
+        .with(p)
+    }
+
+    fn with(&self, p: &super::authz::Policy) -> Self {
+        Effective {
+            email_domains: p
+                .email_domains
+                .clone()
+                .unwrap_or_else(|| self.email_domains.clone()),
+            allowed_emails: p
+                .allowed_emails
+                .clone()
+                .unwrap_or_else(|| self.allowed_emails.clone()),
+        }
+    }
+}
+
+fn lint_policy(ctx: &mut Ctx<'_>, p: &super::authz::Policy, effective: &Effective, linking: bool) {
+    if p.require_link.is_some() && !linking {
+        ctx.warn(
+            &p.span,
+            &format!("{}.require_link", p.path),
+            "has no effect without an [account] section",
+        );
+    }
+    if p.email_domains.is_none() && p.allowed_emails.is_none() {
+        return;
+    }
+    let domains = &effective.email_domains;
+    if domains.is_empty() || domains.iter().any(|d| d == "*") {
+        return;
+    }
+    let admitted = |email: &str| {
+        let domain = email.rsplit('@').next().unwrap_or("");
+        domains.iter().any(|d| match d.strip_prefix('.') {
+            Some(apex) => domain == apex || domain.ends_with(d.as_str()),
+            None => domain == d,
+        })
+    };
+    let never: Vec<&str> = effective
+        .allowed_emails
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !admitted(e))
+        .collect();
+    if never.is_empty() {
+        return;
+    }
+    let reason = if never.len() == effective.allowed_emails.len() {
+        format!(
+            "no one can pass: no allowed e-mail ({}) is in the e-mail domains ({})",
+            never.join(", "),
+            domains.join(", ")
+        )
+    } else {
+        format!(
+            "can never pass: {} (not in the e-mail domains {})",
+            never.join(", "),
+            domains.join(", ")
+        )
+    };
+    ctx.warn(&p.span, &format!("{}.allowed_emails", p.path), reason);
+}
+
 /// Records an error at `key` of the table, or at the table if the key is absent.
 fn at(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, reason: String) {
     match t.get(key) {
@@ -150,9 +299,13 @@ fn read_one(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Upstream> {
     let read_timeout = t.duration(ctx, "read_timeout", Duration::from_secs(60), false);
     let websockets = t.bool_or(ctx, "websockets", true);
     let websocket_timeout = t.duration(ctx, "websocket_timeout", Duration::from_secs(3600), false);
+    let audience = t
+        .nonempty(ctx, "audience")
+        .map(|s| s.value.trim().to_string());
+    let policy = super::authz::read_policy(ctx, t);
+    let rules = read_rules(ctx, t);
     let (name, (url, host, port, tls, sni, base_path)) = (name?, url?);
     Some(Upstream {
-        name,
         url,
         host,
         port,
@@ -165,7 +318,43 @@ fn read_one(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Upstream> {
         read_timeout,
         websockets,
         websocket_timeout,
+        audience: audience.unwrap_or_else(|| name.clone()),
+        name,
+        policy,
+        rules,
     })
+}
+
+fn read_rules(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<PathRule> {
+    let Some(items) = t.get("rules").and_then(|n| n.array(ctx)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathRule> = Vec::new();
+    for item in items {
+        let Some(mut r) = item.table(ctx) else {
+            continue;
+        };
+        let prefix = r.nonempty(ctx, "path_prefix");
+        if prefix.is_none() && r.get("path_prefix").is_none() {
+            r.missing(ctx, "path_prefix", "missing required key (e.g. \"/admin\")");
+        }
+        let policy = super::authz::read_policy(ctx, &mut r);
+        if let Some(s) = prefix {
+            let v = s.value.trim().to_string();
+            if !v.starts_with('/') || v.contains(['?', '#']) {
+                s.error(ctx, "must be a plain path starting with `/`");
+            } else if out.iter().any(|o| o.path_prefix == v) {
+                s.error(ctx, format!("two rules for `{v}` in one upstream"));
+            } else {
+                out.push(PathRule {
+                    path_prefix: v,
+                    policy,
+                });
+            }
+        }
+        r.finish(ctx);
+    }
+    out
 }
 
 type UrlParts = (Url, String, u16, bool, String, String);

@@ -121,6 +121,10 @@ pub struct RequestCtx {
     host: Option<String>,
     /// The path and query the upstream gets when the client's spelling was not canonical.
     upstream_target: Option<String>,
+    /// The route policy the decision read (src/policy.rs).
+    policy: usize,
+    /// The signed identity assertion for the upstream (`[assertion]`).
+    assertion: Option<HeaderValue>,
 }
 
 /// What [`Gate::decide`] concluded.
@@ -183,11 +187,14 @@ impl Gate {
             return self.refuse(ctx, Refusal::NoRoute, navigation);
         };
         ctx.route = Some(index);
+        // The route's policy: its own, or its rule with the longest prefix of the path.
+        ctx.policy = app.policies.pick(index, &path);
 
-        // 2. skip_auth_routes: matched against the normalised path only.
+        // 2. skip_auth_routes (global and the route's): matched against the normalised
+        // path only.
         if app
-            .config
-            .authz
+            .policies
+            .get(ctx.policy)
             .skip_auth_routes
             .iter()
             .any(|r| r.method.as_ref().is_none_or(|m| *m == req.method) && r.path.is_match(&path))
@@ -249,8 +256,10 @@ impl Gate {
             ctx.decision = Decision::Unauthenticated;
             return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
         }
-        // 7. authenticated but refused by [authz] (decided when the passport was made).
-        if let Some(forbidden) = passport.forbidden() {
+        // 7. authenticated but refused by the route's policy (decided when the passport
+        // was made, once per policy).
+        let policy = app.policies.get(ctx.policy);
+        if let Some(forbidden) = passport.forbidden_under(ctx.policy) {
             ctx.decision = Decision::Forbidden;
             let refusal = Refusal::Forbidden {
                 who: forbidden.who.clone(),
@@ -258,8 +267,11 @@ impl Gate {
             };
             return Outcome::Reply(with_cookie(refusal.reply(navigation, &app.pages)));
         }
-        let requirement =
-            crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
+        let link = crate::config::Link {
+            mode: policy.link_mode,
+            ..app.config.link.clone()
+        };
+        let requirement = crate::link::requirement(&link, time::OffsetDateTime::now_utc());
         let verdict = crate::link::verdict(
             app.config.account.is_some(),
             passport.sso,
@@ -268,6 +280,22 @@ impl Gate {
         );
         match verdict {
             crate::link::Verdict::Pass(status) => {
+                if let (Some(signer), Some(claims)) = (&app.signer, passport.claims()) {
+                    let route = ctx.route.unwrap_or(0);
+                    match signer.assertion(claims, route, status) {
+                        Ok(value) => ctx.assertion = Some(value),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no identity assertion; refusing to forward");
+                            let refusal = match e {
+                                crate::assertion::AssertionError::NoKey => {
+                                    Refusal::StoreUnavailable
+                                }
+                                crate::assertion::AssertionError::Sign(_) => Refusal::Internal,
+                            };
+                            return self.refuse(ctx, refusal, navigation);
+                        }
+                    }
+                }
                 ctx.decision = match passport.via {
                     // The platform's JWT stands in for a session.
                     Via::Session | Via::AccountJwt => Decision::Session,
@@ -337,6 +365,8 @@ pub fn rules(app: &App) -> crate::passport::Rules<'_> {
         headers: &app.config.headers,
         authz: &app.config.authz,
         linking: app.config.account.is_some(),
+        policies: &app.policies,
+        assertions: app.signer.is_some(),
     }
 }
 
@@ -370,6 +400,8 @@ impl ProxyHttp for Gate {
             link_status: None,
             host: None,
             upstream_target: None,
+            policy: crate::policy::GLOBAL,
+            assertion: None,
         }
     }
 
@@ -480,6 +512,9 @@ impl ProxyHttp for Gate {
             if let Some(authorization) = passport.headers.get(Field::Authorization) {
                 upstream.insert_header(cased.field(Field::Authorization), authorization)?;
             }
+        }
+        if let (Some(assertion), Some(signer)) = (ctx.assertion.take(), &self.app.signer) {
+            upstream.insert_header(signer.header().clone(), assertion)?;
         }
         // The upstream gets the target the decision read: the canonical spelling (and
         // origin-form) when the client's differed, under the route's base path.

@@ -152,7 +152,7 @@ fn strip_port(host: &str) -> &str {
 
 /// Whether `prefix` covers `path` at a segment boundary: `/api` covers `/api` and `/api/x`,
 /// not `/apix`; `/api/` covers `/api/x`; `/` covers everything.
-fn prefix_covers(prefix: &str, path: &str) -> bool {
+pub fn prefix_covers(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
         None => false,

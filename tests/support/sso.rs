@@ -59,6 +59,10 @@ pub struct Scenario {
     pub redis: Option<Redis>,
     /// The configuration sections the gate runs with (for a second instance).
     pub sections: String,
+    /// Extra `[server]` lines and the `app` upstream's extra lines (for a second instance).
+    pub server_lines: String,
+    /// Extra lines of the `app` upstream (and its `[[upstreams.rules]]`).
+    pub upstream_lines: String,
 }
 
 impl Scenario {
@@ -66,17 +70,23 @@ impl Scenario {
     /// secret), on its own ports.
     pub fn another_gate(&self) -> super::Gate {
         GateBuilder::new()
-            .upstream("app", &self.upstream)
+            .server(&self.server_lines)
+            .upstream_with("app", &self.upstream.url(), &self.upstream_lines)
             .toml(&self.sections)
             .start()
     }
 }
+
+/// Makes extra `[server]` lines from the builder (which knows the gate's port).
+type ServerLines = Box<dyn FnOnce(&GateBuilder) -> String>;
 
 /// Builds a [`Scenario`].
 pub struct ScenarioBuilder {
     store: StoreKind,
     accounts: Accounts,
     toml: String,
+    server: Option<ServerLines>,
+    upstream: String,
     provider: Box<dyn FnOnce(ProviderOptions) -> ProviderOptions>,
 }
 
@@ -87,6 +97,8 @@ impl ScenarioBuilder {
             store,
             accounts: Accounts::None,
             toml: String::new(),
+            server: None,
+            upstream: String::new(),
             provider: Box::new(|o| o),
         }
     }
@@ -97,6 +109,19 @@ impl ScenarioBuilder {
     pub fn toml(mut self, toml: &str) -> Self {
         self.toml.push_str(toml);
         self.toml.push('\n');
+        self
+    }
+
+    /// Lines for `[server]`, given the builder (for `public_url`, which names its port).
+    pub fn server(mut self, lines: impl FnOnce(&GateBuilder) -> String + 'static) -> Self {
+        self.server = Some(Box::new(lines));
+        self
+    }
+
+    /// More lines for the `app` upstream: its keys, then `[[upstreams.rules]]` tables.
+    pub fn upstream_toml(mut self, toml: &str) -> Self {
+        self.upstream.push_str(toml);
+        self.upstream.push('\n');
         self
     }
 
@@ -175,7 +200,12 @@ impl ScenarioBuilder {
             issuer = provider.issuer(),
             extra = self.toml,
         );
-        let gate = builder.upstream("app", &upstream).toml(&sections).start();
+        let server_lines = self.server.map(|f| f(&builder)).unwrap_or_default();
+        let gate = builder
+            .server(&server_lines)
+            .upstream_with("app", &upstream.url(), &self.upstream)
+            .toml(&sections)
+            .start();
         Scenario {
             provider,
             accounts,
@@ -184,6 +214,8 @@ impl ScenarioBuilder {
             upstream,
             redis,
             sections,
+            server_lines,
+            upstream_lines: self.upstream,
         }
     }
 }

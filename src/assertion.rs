@@ -1,0 +1,652 @@
+//! The signed identity assertion: a short-lived JWT the upstream can verify instead of
+//! trusting `X-Forwarded-User` (`[assertion]`).
+//!
+//! Owns the signing keys, the JWKS that publishes them, and the assertions themselves. It
+//! only signs what a passport already carries (an identity the gate has proven and admitted);
+//! it never decides who passes.
+//!
+//! Keys: the operator's (`key_file`, one key, never rotated here), or generated and kept in
+//! the store under `assertion:keys`, sealed under the cookie secret, so every instance signs
+//! with the same key set. Rotation, by whichever instance sees it due first (under a store
+//! lock): a new key is written with `signs_from` = now + `publish_ahead`, so every instance
+//! (re-reading the set every `publish_ahead / 4`, at most 30 s) publishes it before any signs
+//! with it; a key no longer signing stays in the set until its last assertion has expired
+//! (`signs_from` of its successor + `lifetime` + a minute of clock skew).
+//!
+//! Cost (bench/hot_path.rs, `assertion/*`): a fresh ES256 signature costs several times a
+//! cached request, so a signed assertion is reused for the same claims, upstream and link
+//! status until half its lifetime has passed: a reused assertion keeps its `jti`, and the
+//! upstream always gets one with at least `lifetime / 2` left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::HeaderValue;
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Algorithm, Assertion};
+use crate::session::keys::Keys;
+use crate::store::{Store, StoreError};
+
+/// The store key of the key set (after `key_prefix`).
+pub const KEYS_KEY: &str = "assertion:keys";
+const LOCK_KEY: &str = "lock:assertion:keys";
+/// Allowed clock difference between instances and verifiers.
+const SKEW: i64 = 60;
+
+fn now() -> i64 {
+    crate::session::now()
+}
+
+/// One key as kept in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    alg: Algorithm,
+    /// PKCS#8 PEM.
+    pem: String,
+    created: i64,
+    signs_from: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StoredSet {
+    keys: Vec<StoredKey>,
+}
+
+/// A key ready to sign.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    key: PKey<Private>,
+    signs_from: i64,
+    /// `base64url({"alg":..,"kid":..,"typ":"JWT"}) + "."`, once.
+    header: String,
+    jwk: serde_json::Value,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("signs_from", &self.signs_from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    fn new(stored: &StoredKey) -> Result<Self, String> {
+        let key = PKey::private_key_from_pem(stored.pem.as_bytes())
+            .map_err(|e| format!("assertion key {}: {e}", stored.kid))?;
+        let jwk = jwk(&key, stored.alg, &stored.kid)?;
+        let header =
+            serde_json::json!({"alg": stored.alg.as_str(), "kid": stored.kid, "typ": "JWT"});
+        Ok(SigningKey {
+            kid: stored.kid.clone(),
+            alg: stored.alg,
+            key,
+            signs_from: stored.signs_from,
+            header: format!("{}.", B64.encode(header.to_string())),
+            jwk,
+        })
+    }
+
+    /// The JWS signature of `input`, base64url.
+    fn sign(&self, input: &[u8]) -> Result<String, String> {
+        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)
+            .map_err(|e| e.to_string())?;
+        signer.update(input).map_err(|e| e.to_string())?;
+        let der = signer.sign_to_vec().map_err(|e| e.to_string())?;
+        match self.alg {
+            Algorithm::RS256 => Ok(B64.encode(der)),
+            Algorithm::ES256 => {
+                // JWS wants r || s, 32 bytes each, not DER.
+                let sig = openssl::ecdsa::EcdsaSig::from_der(&der).map_err(|e| e.to_string())?;
+                let mut raw = sig.r().to_vec_padded(32).map_err(|e| e.to_string())?;
+                raw.extend(sig.s().to_vec_padded(32).map_err(|e| e.to_string())?);
+                Ok(B64.encode(raw))
+            }
+        }
+    }
+}
+
+/// The public JWK of `key`.
+fn jwk(key: &PKey<Private>, alg: Algorithm, kid: &str) -> Result<serde_json::Value, String> {
+    let e = |e: openssl::error::ErrorStack| e.to_string();
+    match alg {
+        Algorithm::ES256 => {
+            let ec = key.ec_key().map_err(e)?;
+            let mut ctx = BigNumContext::new().map_err(e)?;
+            let mut x = openssl::bn::BigNum::new().map_err(e)?;
+            let mut y = openssl::bn::BigNum::new().map_err(e)?;
+            ec.public_key()
+                .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+                .map_err(e)?;
+            Ok(serde_json::json!({
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": B64.encode(x.to_vec_padded(32).map_err(e)?),
+                "y": B64.encode(y.to_vec_padded(32).map_err(e)?),
+            }))
+        }
+        Algorithm::RS256 => {
+            let rsa = key.rsa().map_err(e)?;
+            Ok(serde_json::json!({
+                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                "n": B64.encode(rsa.n().to_vec()),
+                "e": B64.encode(rsa.e().to_vec()),
+            }))
+        }
+    }
+}
+
+/// A fresh private key for `alg`, as PKCS#8 PEM, and its RFC 7638 thumbprint as `kid`.
+fn generate(alg: Algorithm) -> Result<(String, String), String> {
+    let e = |e: openssl::error::ErrorStack| e.to_string();
+    let key = match alg {
+        Algorithm::ES256 => {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
+            PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?
+        }
+        Algorithm::RS256 => {
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).map_err(e)?).map_err(e)?
+        }
+    };
+    let pem =
+        String::from_utf8(key.private_key_to_pem_pkcs8().map_err(e)?).map_err(|e| e.to_string())?;
+    Ok((pem, thumbprint(&key, alg)?))
+}
+
+/// RFC 7638: SHA-256 of the required members in lexicographic order.
+fn thumbprint(key: &PKey<Private>, alg: Algorithm) -> Result<String, String> {
+    let j = jwk(key, alg, "")?;
+    let canonical = match alg {
+        Algorithm::ES256 => format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap_or(""),
+            j["y"].as_str().unwrap_or("")
+        ),
+        Algorithm::RS256 => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            j["e"].as_str().unwrap_or(""),
+            j["n"].as_str().unwrap_or("")
+        ),
+    };
+    Ok(B64.encode(Sha256::digest(canonical.as_bytes())))
+}
+
+/// The keys an instance holds: which may sign, and the JWKS that publishes all of them.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Ordered by `signs_from`.
+    keys: Vec<SigningKey>,
+    jwks: Bytes,
+}
+
+impl Loaded {
+    fn new(mut keys: Vec<SigningKey>) -> Self {
+        keys.sort_by_key(|k| k.signs_from);
+        let jwks = serde_json::json!({ "keys": keys.iter().map(|k| &k.jwk).collect::<Vec<_>>() });
+        Loaded {
+            keys,
+            jwks: Bytes::from(jwks.to_string()),
+        }
+    }
+
+    /// The key that signs at `now`: the newest whose `signs_from` has come.
+    fn active(&self, now: i64) -> Option<&SigningKey> {
+        self.keys.iter().rev().find(|k| k.signs_from <= now)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    claims: Bytes,
+    audience: usize,
+    status: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    value: HeaderValue,
+    reuse_until: i64,
+}
+
+/// Signs assertions and publishes their keys.
+#[derive(Debug)]
+pub struct Signer {
+    config: Assertion,
+    issuer: String,
+    /// Every `[[upstreams]]` audience, by route index.
+    audiences: Vec<String>,
+    loaded: RwLock<Arc<Loaded>>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
+    capacity: usize,
+    store: Store,
+    seal: Option<Keys>,
+}
+
+/// Why no assertion could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionError {
+    /// No key is loaded yet (the store has not answered since start).
+    #[error("no assertion key loaded yet")]
+    NoKey,
+    /// Signing failed.
+    #[error("signing the assertion failed: {0}")]
+    Sign(String),
+}
+
+impl Signer {
+    /// A signer for `config`; its keys are loaded by [`Signer::maintain`] (or at once from
+    /// `key_file`).
+    pub fn new(
+        config: &Assertion,
+        issuer: &str,
+        audiences: Vec<String>,
+        store: Store,
+        cookie_secret: Option<&[u8; 32]>,
+        capacity: usize,
+    ) -> Result<Self, String> {
+        let signer = Signer {
+            config: config.clone(),
+            issuer: issuer.trim_end_matches('/').to_string(),
+            audiences,
+            loaded: RwLock::new(Arc::new(Loaded::default())),
+            cache: Mutex::new(HashMap::new()),
+            capacity: capacity.max(16),
+            store,
+            seal: cookie_secret.map(Keys::derive),
+        };
+        if let Some(path) = &config.key_file {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("assertion.key_file {}: {e}", path.display()))?;
+            let key = PKey::private_key_from_pem(pem.as_bytes())
+                .map_err(|e| format!("assertion.key_file {}: {e}", path.display()))?;
+            let stored = StoredKey {
+                kid: thumbprint(&key, config.algorithm)?,
+                alg: config.algorithm,
+                pem,
+                created: 0,
+                signs_from: 0,
+            };
+            signer.install(vec![SigningKey::new(&stored)?]);
+        }
+        Ok(signer)
+    }
+
+    /// The header the assertion goes in.
+    pub fn header(&self) -> &http::HeaderName {
+        &self.config.header
+    }
+
+    /// The JWKS document (`{"keys":[...]}`) of every key published now.
+    pub fn jwks(&self) -> Bytes {
+        self.current().jwks.clone()
+    }
+
+    /// Whether a key is loaded (readiness).
+    pub fn ready(&self) -> bool {
+        !self.current().keys.is_empty()
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        match self.loaded.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn install(&self, keys: Vec<SigningKey>) {
+        let loaded = Arc::new(Loaded::new(keys));
+        match self.loaded.write() {
+            Ok(mut l) => *l = loaded,
+            Err(poisoned) => *poisoned.into_inner() = loaded,
+        }
+    }
+
+    /// The assertion for a passport's claims going to the upstream of route `audience`
+    /// with `status`: a cached one while it has more than half its lifetime left, else a
+    /// fresh signature.
+    pub fn assertion(
+        &self,
+        claims: Bytes,
+        audience: usize,
+        status: Option<&'static str>,
+    ) -> Result<HeaderValue, AssertionError> {
+        let now = now();
+        let key = CacheKey {
+            claims,
+            audience,
+            status,
+        };
+        if let Ok(cache) = self.cache.lock() {
+            if let Some(hit) = cache.get(&key).filter(|c| c.reuse_until > now) {
+                return Ok(hit.value.clone());
+            }
+        }
+        let lifetime = self.config.lifetime.as_secs() as i64;
+        let value = self.sign(&key.claims, audience, status, now, lifetime)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.capacity {
+                cache.retain(|_, c| c.reuse_until > now);
+                if cache.len() >= self.capacity {
+                    cache.clear();
+                }
+            }
+            cache.insert(
+                key,
+                Cached {
+                    value: value.clone(),
+                    reuse_until: now + lifetime / 2,
+                },
+            );
+        }
+        Ok(value)
+    }
+
+    /// A freshly signed assertion (no cache): what [`Signer::assertion`] does on a miss.
+    pub fn sign(
+        &self,
+        claims: &[u8],
+        audience: usize,
+        status: Option<&'static str>,
+        now: i64,
+        lifetime: i64,
+    ) -> Result<HeaderValue, AssertionError> {
+        let loaded = self.current();
+        let key = loaded.active(now).ok_or(AssertionError::NoKey)?;
+        let aud = self.audiences.get(audience).map_or("", String::as_str);
+        let jti = B64.encode(rand::random::<[u8; 16]>());
+        let mut payload = format!(
+            r#"{{"iss":{},"aud":{},"iat":{now},"nbf":{now},"exp":{},"jti":"{jti}""#,
+            json_str(&self.issuer),
+            json_str(aud),
+            now + lifetime,
+        );
+        if let Some(status) = status {
+            payload.push_str(&format!(r#","link_status":"{status}""#));
+        }
+        if !claims.is_empty() {
+            payload.push(',');
+            payload.push_str(&String::from_utf8_lossy(claims));
+        }
+        payload.push('}');
+        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&key.header);
+        B64.encode_string(payload.as_bytes(), &mut token);
+        let signature = key.sign(token.as_bytes()).map_err(AssertionError::Sign)?;
+        token.push('.');
+        token.push_str(&signature);
+        HeaderValue::from_str(&token).map_err(|e| AssertionError::Sign(e.to_string()))
+    }
+
+    /// Loads the key set from the store, creating or rotating it when due, then re-reads it
+    /// every `publish_ahead / 4` (at most 30 s) until the future is dropped. A key from
+    /// `key_file` needs none of this.
+    pub async fn maintain(&self) {
+        if self.config.key_file.is_some() {
+            return std::future::pending().await;
+        }
+        let every = (self.config.publish_ahead / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        loop {
+            match self.refresh().await {
+                Ok(()) => tokio::time::sleep(every).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not load the assertion keys; retrying");
+                    tokio::time::sleep(every.min(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+
+    /// One round of [`Signer::maintain`].
+    pub async fn refresh(&self) -> Result<(), String> {
+        let set = self.read_set().await?;
+        let set = if self.needs_write(&set, now()) {
+            self.rotate().await?.unwrap_or(set)
+        } else {
+            set
+        };
+        let keys = set
+            .keys
+            .iter()
+            .filter(|k| k.alg == self.config.algorithm)
+            .map(SigningKey::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let before: Vec<String> = self.current().keys.iter().map(|k| k.kid.clone()).collect();
+        let after: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
+        if before != after {
+            tracing::info!(keys = ?after, "assertion keys loaded");
+        }
+        self.install(keys);
+        Ok(())
+    }
+
+    fn needs_write(&self, set: &StoredSet, now: i64) -> bool {
+        let usable: Vec<&StoredKey> = set
+            .keys
+            .iter()
+            .filter(|k| k.alg == self.config.algorithm)
+            .collect();
+        let Some(newest) = usable.iter().max_by_key(|k| k.signs_from) else {
+            return true;
+        };
+        let rotate = self.config.rotate_every.as_secs() as i64;
+        let ahead = self.config.publish_ahead.as_secs() as i64;
+        let due =
+            rotate > 0 && newest.signs_from <= now && newest.signs_from + rotate - ahead <= now;
+        due || usable.len() != set.keys.len() || !self.retired(set, now).is_empty()
+    }
+
+    /// The kids of keys whose last assertion has expired: superseded (a newer key signs)
+    /// for longer than `lifetime` plus the skew.
+    fn retired(&self, set: &StoredSet, now: i64) -> Vec<String> {
+        let lifetime = self.config.lifetime.as_secs() as i64;
+        let successor_start = |k: &StoredKey| {
+            set.keys
+                .iter()
+                .filter(|n| n.alg == k.alg && n.signs_from > k.signs_from && n.signs_from <= now)
+                .map(|n| n.signs_from)
+                .min()
+        };
+        set.keys
+            .iter()
+            .filter(|k| {
+                k.alg != self.config.algorithm
+                    || successor_start(k).is_some_and(|s| s + lifetime + SKEW < now)
+            })
+            .map(|k| k.kid.clone())
+            .collect()
+    }
+
+    /// Under the store lock: prunes retired keys and adds a new one when due. `None` when
+    /// another instance holds the lock (it does the same).
+    async fn rotate(&self) -> Result<Option<StoredSet>, String> {
+        let token = B64.encode(rand::random::<[u8; 16]>());
+        let locked = self
+            .store
+            .try_lock(LOCK_KEY, &token, Duration::from_secs(10))
+            .await
+            .map_err(store_error)?;
+        if !locked {
+            return Ok(None);
+        }
+        let result = self.rotate_locked().await;
+        let _ = self.store.unlock(LOCK_KEY, &token).await;
+        result.map(Some)
+    }
+
+    async fn rotate_locked(&self) -> Result<StoredSet, String> {
+        let mut set = self.read_set().await?;
+        let now = now();
+        if !self.needs_write(&set, now) {
+            return Ok(set);
+        }
+        let retired = self.retired(&set, now);
+        set.keys.retain(|k| !retired.contains(&k.kid));
+        let newest = set.keys.iter().map(|k| k.signs_from).max();
+        let rotate = self.config.rotate_every.as_secs() as i64;
+        let ahead = self.config.publish_ahead.as_secs() as i64;
+        let pending = newest.is_some_and(|s| s > now);
+        let due = match newest {
+            None => true,
+            Some(s) => rotate > 0 && !pending && s + rotate - ahead <= now,
+        };
+        if due {
+            let (pem, kid) = generate(self.config.algorithm)?;
+            // The first key signs at once: nobody can have cached an older JWKS. A later one
+            // waits `publish_ahead` and the rest of the current second.
+            let signs_from = match newest {
+                None => now,
+                Some(_) => now + ahead + 1,
+            };
+            tracing::info!(kid, signs_from, "new assertion key published");
+            set.keys.push(StoredKey {
+                kid,
+                alg: self.config.algorithm,
+                pem,
+                created: now,
+                signs_from,
+            });
+        }
+        let plain = serde_json::to_vec(&set).map_err(|e| e.to_string())?;
+        let value = match &self.seal {
+            Some(keys) => crate::session::seal::seal(keys, KEYS_KEY.as_bytes(), &plain),
+            None => plain,
+        };
+        let keep = (self.config.rotate_every * 3).max(Duration::from_secs(365 * 24 * 3600));
+        self.store
+            .put(KEYS_KEY, &value, keep)
+            .await
+            .map_err(store_error)?;
+        Ok(set)
+    }
+
+    async fn read_set(&self) -> Result<StoredSet, String> {
+        let Some(raw) = self.store.get(KEYS_KEY).await.map_err(store_error)? else {
+            return Ok(StoredSet::default());
+        };
+        let plain = match &self.seal {
+            Some(keys) => crate::session::seal::open(keys, KEYS_KEY.as_bytes(), &raw)
+                .ok_or("the stored assertion keys do not open with this cookie secret")?,
+            None => raw,
+        };
+        serde_json::from_slice(&plain).map_err(|e| format!("stored assertion keys: {e}"))
+    }
+}
+
+fn store_error(e: StoreError) -> String {
+    e.to_string()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The claims a passport carries for its assertions: JSON object members without braces
+/// (`"sub":"..","email":..`), pure ASCII (anything else `\u`-escaped) so that they pack with
+/// the passport's header values.
+pub fn claims_fragment(
+    primary: &crate::oidc::Identity,
+    sso: Option<&crate::oidc::Identity>,
+    account: Option<&crate::oidc::Identity>,
+) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("sub".into(), primary.subject.clone().into());
+    if let Some(email) = &primary.email {
+        map.insert("email".into(), email.clone().into());
+        map.insert("email_verified".into(), primary.email_verified.into());
+    }
+    map.insert("groups".into(), primary.groups.clone().into());
+    if let Some(u) = &primary.preferred_username {
+        map.insert("preferred_username".into(), u.clone().into());
+    }
+    if let Some(s) = sso {
+        map.insert("sso_sub".into(), s.subject.clone().into());
+    }
+    if let Some(a) = account {
+        map.insert("account_id".into(), a.subject.clone().into());
+    }
+    let text = serde_json::Value::Object(map).to_string();
+    let inner = &text[1..text.len().saturating_sub(1)];
+    let mut out = String::with_capacity(inner.len());
+    for c in inner.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_ascii_json_members() {
+        let who = crate::oidc::Identity {
+            email: Some("zoë@shop.test".into()),
+            groups: vec!["staff".into(), "a\"b".into()],
+            ..crate::oidc::Identity::sample("https://sso.test", "ann")
+        };
+        let f = claims_fragment(&who, Some(&who), None);
+        assert!(f.is_ascii(), "{f}");
+        let v: serde_json::Value = serde_json::from_str(&format!("{{{f}}}")).unwrap();
+        assert_eq!(v["email"], "zoë@shop.test");
+        assert_eq!(v["groups"][1], "a\"b");
+        assert_eq!(v["sub"], "ann");
+        assert!(v.get("account_id").is_none());
+    }
+
+    #[test]
+    fn generated_keys_sign_what_their_jwk_verifies() {
+        for alg in [Algorithm::ES256, Algorithm::RS256] {
+            let (pem, kid) = generate(alg).unwrap();
+            let key = SigningKey::new(&StoredKey {
+                kid: kid.clone(),
+                alg,
+                pem,
+                created: 0,
+                signs_from: 0,
+            })
+            .unwrap();
+            let input = format!(
+                "{}{}",
+                key.header,
+                B64.encode(r#"{"sub":"x","exp":9999999999}"#)
+            );
+            let token = format!("{input}.{}", key.sign(input.as_bytes()).unwrap());
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk.clone()).unwrap();
+            let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let alg_j = match alg {
+                Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+                Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            };
+            let mut v = jsonwebtoken::Validation::new(alg_j);
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            let data = jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).unwrap();
+            assert_eq!(data.claims["sub"], "x");
+            assert_eq!(
+                jsonwebtoken::decode_header(&token).unwrap().kid.unwrap(),
+                kid
+            );
+        }
+    }
+}
