@@ -1110,7 +1110,13 @@ async fn sign_out_page(
             .map(|i| i.display().to_string()),
         _ => None,
     };
-    let action = format!("{}/sign_out?rd={}", app.prefix(), encode(&rd));
+    let everywhere = query_param(req, "everywhere").as_deref() == Some("1");
+    let action = format!(
+        "{}/sign_out?rd={}{}",
+        app.prefix(),
+        encode(&rd),
+        if everywhere { "&everywhere=1" } else { "" }
+    );
     let csrf = sessions.csrf_token(&id);
     if !respond::prefers_html(req) && !respond::is_navigation(req) {
         return Ok(Reply::json(
@@ -1122,6 +1128,7 @@ async fn sign_out_page(
                 ),
                 "method": "POST",
                 "csrf": csrf,
+                "everywhere": everywhere,
             }),
         ));
     }
@@ -1133,12 +1140,14 @@ async fn sign_out_page(
             csrf,
             back: rd,
             provider_too: app.sso.is_some(),
+            everywhere,
         },
     );
     Ok(Reply::html(StatusCode::OK, page))
 }
 
-/// `POST sign_out?rd=` (same-site, with the session's CSRF token): deletes the session, then
+/// `POST sign_out?rd=[&everywhere=1]` (same-site, with the session's CSRF token): deletes
+/// the session (with `everywhere=1`, every session of its Magento.com identity), then
 /// ends the provider session too (RP-initiated logout with `id_token_hint`) when the
 /// provider has an end-session endpoint.
 async fn sign_out(
@@ -1168,6 +1177,21 @@ async fn sign_out(
             .destroy(&id, record.as_ref())
             .await
             .map_err(|_| Refusal::StoreUnavailable)?;
+        // Everywhere: every session of this Magento.com identity, on every instance (the
+        // store's index of them; each instance drops its cached copy on the invalidation).
+        let everywhere = query_param(req, "everywhere").as_deref() == Some("1")
+            || form.get("everywhere").map(String::as_str) == Some("1");
+        if let Some(sso) = record
+            .as_ref()
+            .and_then(|r| r.sso.as_ref())
+            .filter(|_| everywhere)
+        {
+            let ended = sessions
+                .destroy_all_for(&sso.key())
+                .await
+                .map_err(|_| Refusal::StoreUnavailable)?;
+            tracing::info!(ended, "signed out everywhere");
+        }
         id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
     }
     let mut location = rd.clone();

@@ -410,3 +410,80 @@ async fn grace_warn_and_disconnect_not_allowed_each_say_so() {
     );
     assert!(!text.contains("link/disconnect"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance() {
+    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+    let gate2 = s.another_gate();
+    let laptop = Browser::new();
+    let phone = Browser::new();
+    let other = Browser::new();
+    for (b, who) in [
+        (&laptop, "ivy@magento.test"),
+        (&phone, "ivy@magento.test"),
+        (&other, "jon@magento.test"),
+    ] {
+        assert_eq!(s.sign_in(&b.http, "/x", who).await.status(), 200);
+    }
+    // The phone's session works on the second instance too (and is cached there now).
+    let at_gate2 = |b: &Browser| {
+        let req = navigate(b.http.get(gate2.url("/x")));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(at_gate2(&phone).await, 200);
+    let redis = s.redis.as_ref().unwrap();
+    assert_eq!(redis.keys("linkgate:session:*").len(), 3);
+
+    // The confirmation page says what will happen; the POST ends both of ivy's sessions.
+    let (status, text) = page(&s, &laptop.http, "/oauth2/sign_out?everywhere=1").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("Sign out everywhere</button>"), "{text}");
+    assert!(text.contains("every session of yours"), "{text}");
+    let resp = s.sign_out(&laptop.http, "?everywhere=1").await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        redis.keys("linkgate:session:*").len(),
+        1,
+        "jon's session stays"
+    );
+    support::sso::eventually(
+        "the phone signed out on instance 2",
+        std::time::Duration::from_secs(10),
+        || {
+            let status = at_gate2(&phone);
+            async move { status.await == 302 }
+        },
+    )
+    .await;
+    let resp = navigate(phone.http.get(s.gate.url("/x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "signed out on instance 1 too");
+    assert!(location(&resp).contains("/oauth2/start"));
+    assert_eq!(
+        at_gate2(&other).await,
+        200,
+        "another person is not signed out"
+    );
+
+    // Without everywhere, only this browser's session ends.
+    assert_eq!(
+        s.sign_in(&phone.http, "/x", "ivy@magento.test")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.sign_in(&laptop.http, "/x", "ivy@magento.test")
+            .await
+            .status(),
+        200
+    );
+    s.sign_out(&laptop.http, "").await;
+    let resp = navigate(phone.http.get(s.gate.url("/x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -278,6 +278,8 @@ pub struct SignOutView {
     pub back: String,
     /// Whether the provider's session ends too.
     pub provider_too: bool,
+    /// Whether every session of this identity ends (`sign_out?everywhere=1`).
+    pub everywhere: bool,
 }
 
 /// The page `GET sign_out` answers: a button that signs out (a POST with the CSRF token),
