@@ -5,6 +5,11 @@
 //! "Single Sign-On" status, the linked email, where the browser ended up) and saves a
 //! screenshot of every page it lands on under `target/screenshots/`.
 //!
+//! Issue 16 adds the platform-JWT source walked both ways (Magento.com first, then the
+//! platform, then one click; the cloud account first), a screenshot of every account page
+//! state (Magento.com only, both unlinked, cloud only, linked to someone else, grace, warn,
+//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits.
+//!
 //! The same flows over HTTP, with the store and metrics checked in detail, are in
 //! `tests/linking.rs`; this suite adds what only a browser shows: that the pages' forms,
 //! links and redirects actually work under the pages' own security headers, and that the
@@ -332,6 +337,7 @@ async fn method_2_signed_in_at_magento_first_needs_no_second_password() {
     cai.sees_page("Connect your account with Magento.com").await;
     let text = cai.page_text().await;
     assert!(text.contains("Since 1 April 2020"), "{text}");
+    cai.passes_accessibility_check().await;
     assert!(
         text.contains("You are signed in with Magento.com as cai@magento.test"),
         "{text}"
@@ -473,6 +479,7 @@ async fn a_magento_account_linked_elsewhere_gets_the_conflict_page() {
     eva.signs_in(&s.provider, "gus@magento.test", "conflict")
         .await;
     eva.sees_page("Accounts not connected").await;
+    eva.passes_accessibility_check().await;
     let text = eva.page_text().await;
     assert!(
         text.contains(
@@ -737,6 +744,48 @@ impl Person<'_> {
             .expect("set the platform cookie");
     }
 
+    /// The page on the screen passes axe-core's WCAG 2.1 A and AA rules (axe-core from npm,
+    /// `tests/support/axe`, injected into the page as a WebDriver script).
+    async fn passes_accessibility_check(&self) {
+        let axe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support/axe/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&axe).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `npm ci --prefix tests/support/axe --no-audit --no-fund`",
+                axe.display()
+            )
+        });
+        let client = self.browser.client();
+        client
+            .execute(&source, vec![])
+            .await
+            .expect("load axe-core");
+        let result = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 axe.run(document, {runOnly: {type: 'tag', values: \
+                   ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})\
+                 .then(r => done({passes: r.passes.length, violations: r.violations.map(v => \
+                   v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')')}))\
+                 .catch(e => done({passes: 0, violations: ['axe failed: ' + e]}));",
+                vec![],
+            )
+            .await
+            .expect("run axe-core");
+        let violations: Vec<String> =
+            serde_json::from_value(result["violations"].clone()).expect("violations");
+        assert!(
+            result["passes"].as_u64().unwrap_or(0) > 0,
+            "axe-core checked nothing: {result}"
+        );
+        let path = self.browser.path().await;
+        assert!(
+            violations.is_empty(),
+            "WCAG 2.1 A/AA violations on {path}:\n{}",
+            violations.join("\n")
+        );
+    }
+
     /// What the "Single Sign-On" section says each side is signed in as.
     async fn signed_in_as(&self) -> (String, String) {
         (
@@ -755,6 +804,7 @@ async fn jwt_source_magento_first_then_the_platform_then_one_click_connects() {
     lou.signs_in(&s.provider, "lou@magento.test", "link-required-sso-only")
         .await;
     lou.sees_page("Connect your account with Magento.com").await;
+    lou.passes_accessibility_check().await;
     let text = lou.page_text().await;
     assert!(
         text.contains(
@@ -802,6 +852,7 @@ async fn jwt_source_magento_first_then_the_platform_then_one_click_connects() {
     lou.clicks("Connect with Magento.com", "account-page-connected")
         .await;
     assert_eq!(lou.sees_account_page().await, "Connected");
+    lou.passes_accessibility_check().await;
     assert_eq!(lou.connected_as().await, "lou@magento.test");
     lou.opens("/projects", "projects").await;
     let headers = lou.sees_the_app_at("/projects").await;
@@ -820,6 +871,7 @@ async fn jwt_source_cloud_first_is_sent_to_magento_and_comes_back_linked() {
         .await;
     mia.opens(ACCOUNT_PAGE, "account-page-cloud-only").await;
     assert_eq!(mia.sees_account_page().await, "Not Connected");
+    mia.passes_accessibility_check().await;
     assert_eq!(
         mia.signed_in_as().await,
         ("Not signed in".into(), "Signed in as mia@cloud.test".into())
@@ -869,6 +921,7 @@ async fn page_state_linked_to_someone_else() {
     assert!(conflict.contains("a***@magento.test"), "{conflict}");
     assert!(conflict.contains("linkgate links unlink"), "{conflict}");
     assert!(!bob.browser.has("form[action$='/link/connect']").await);
+    bob.passes_accessibility_check().await;
 }
 
 /// The notice on the account page of an unlinked cloud account under `extra`.
@@ -883,6 +936,7 @@ async fn an_unlinked_cloud_account_sees_the_notice(extra: &str, shot: &str, says
         assert_eq!(p.sees_account_page().await, "Not Connected");
         let notice = p.browser.text(".notice").await;
         assert!(notice.contains(says), "{notice}");
+        p.passes_accessibility_check().await;
     }
 }
 
@@ -929,4 +983,5 @@ async fn page_state_disconnect_not_allowed() {
         .await
         .contains("Disconnecting is not allowed on this site."));
     assert!(!p.browser.has("form[action$='/link/disconnect']").await);
+    p.passes_accessibility_check().await;
 }
