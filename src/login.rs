@@ -81,6 +81,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             Ok(f) => connect(app, &req, &f, info).await,
             Err(r) => Err(r),
         },
+        "link/problem" if get => Ok(problem_page(app, &req)),
         "link/disconnect" if post => match form(session, &req, app, info).await {
             Ok(f) => disconnect(app, &req, &f).await,
             Err(r) => Err(r),
@@ -94,10 +95,17 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         "userinfo" if get => userinfo(app, &req).await,
         "auth" if get || post => forward_auth(app, &req).await,
         "start" | "callback" | "account/start" | "account/callback" | "link" | "link/connect"
-        | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
+        | "link/problem" | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
             Err(Refusal::MethodNotAllowed)
         }
         _ => Err(Refusal::NotFound),
+    };
+    // A conflict found while linking gets a page of its own (reload-safe, not the callback).
+    let result = match result {
+        Err(Refusal::LinkConflict {
+            why, what_to_do, ..
+        }) if html => Ok(Reply::redirect(&problem_url(app, &why, &what_to_do))),
+        other => other,
     };
     let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
@@ -674,13 +682,15 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
                     app.sso_name(),
                     sso.display(),
                     app.account_name(),
-                    existing.account.display()
+                    masked(existing.account.display())
                 ),
                 what_to_do: format!(
                     "This happens after a project ownership transfer. Sign in to the other {} account, \
-                     open Account Settings and choose \"Disconnect from {}\", then connect this one again.",
+                     open Account Settings and choose \"Disconnect from {}\", then connect this one again. \
+                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
                     app.account_name(),
-                    app.sso_name()
+                    app.sso_name(),
+                    sso.key()
                 ),
                 link_page: link_page_url(app),
             }),
@@ -693,13 +703,18 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
                     app.account_name(),
                     account.display(),
                     app.sso_name(),
-                    existing.sso.display()
+                    masked(existing.sso.display())
                 ),
                 what_to_do: format!(
                     "This happens after an email change. Sign in with the {} account that is connected ({}), \
-                     or disconnect it on the Account Settings page while signed in with it, then connect again.",
+                     or disconnect it on the Account Settings page while signed in with it, then connect again. \
+                     If you signed in to the wrong {} account, sign out of {} only and try again. \
+                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
                     app.sso_name(),
-                    existing.sso.display()
+                    masked(existing.sso.display()),
+                    app.sso_name(),
+                    app.sso_name(),
+                    account.key()
                 ),
                 link_page: link_page_url(app),
             }),
@@ -709,6 +724,52 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
     match refusal {
         Some(r) => Err(r),
         None => Ok(()),
+    }
+}
+
+// === problem pages ===
+
+/// How long a problem page's URL shows its details.
+const PROBLEM_TTL_SECS: i64 = 24 * 3600;
+
+/// `{prefix}/link/problem?p=…`: the details sealed into the URL (see [`problem_page`]).
+fn problem_url(app: &App, why: &str, what_to_do: &str) -> String {
+    let note = json!({
+        "why": why,
+        "what_to_do": what_to_do,
+        "until": crate::session::now() + PROBLEM_TTL_SECS,
+    });
+    match &app.sessions {
+        Some(sessions) => format!(
+            "{}/link/problem?p={}",
+            app.prefix(),
+            sessions.seal_note("link-problem", note.to_string().as_bytes())
+        ),
+        None => link_page_url(app),
+    }
+}
+
+/// `GET link/problem?p=`: a link conflict, at its own URL (a reload shows it again; the
+/// callback that found it is not shown twice). The details were sealed by linkgate, so a
+/// crafted URL cannot put words on this page; past a day, or altered, it sends the browser
+/// to the account page.
+fn problem_page(app: &App, req: &RequestHeader) -> Reply {
+    let html = respond::is_navigation(req) || respond::prefers_html(req);
+    let note = app.sessions.as_ref().and_then(|s| {
+        let sealed = query_param(req, "p")?;
+        let bytes = s.open_note("link-problem", &sealed)?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    });
+    match note {
+        Some(note) if note["until"].as_i64().unwrap_or(0) > crate::session::now() => {
+            Refusal::LinkConflict {
+                why: note["why"].as_str().unwrap_or_default().to_string(),
+                what_to_do: note["what_to_do"].as_str().unwrap_or_default().to_string(),
+                link_page: link_page_url(app),
+            }
+            .reply(html, &app.pages)
+        }
+        _ => Reply::redirect(&link_page_url(app)),
     }
 }
 
@@ -1309,4 +1370,17 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         }
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn the_other_side_is_masked() {
+        assert_eq!(masked("ann@example.com"), "a***@example.com");
+        assert_eq!(masked("cloud-gus"), "c***");
+        assert_eq!(masked(""), "***");
+        assert_eq!(masked("émile@exemple.fr"), "é***@exemple.fr");
+    }
 }

@@ -488,7 +488,12 @@ async fn a_magento_account_linked_elsewhere_gets_the_conflict_page() {
         ),
         "{text}"
     );
-    gate_answered(&s.gate, mark, "GET", "/oauth2/callback", 409).await;
+    // The conflict has a URL of its own (reload-safe), not the callback's.
+    gate_answered(&s.gate, mark, "GET", "/oauth2/callback", 302).await;
+    let problem = eva.browser.current_url().await;
+    assert_eq!(problem.path(), "/oauth2/link/problem");
+    eva.browser.goto(problem.as_str()).await;
+    eva.sees_page("Accounts not connected").await;
     favicon_refused(&s.gate, mark).await;
     assert_eq!(
         eva.browser.attr("main a.button", "href").await.as_deref(),

@@ -487,3 +487,70 @@ async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_has_its_own_reload_safe_url_masked_with_the_operator_command() {
+    let s = oauth2_scenario("").await;
+    // gus@magento.test is linked to cloud-gus.
+    let first = Browser::new();
+    let resp = s.account_sign_in(&first.http, "/p", "cloud-gus").await;
+    let resp = navigate(first.http.get(location(&resp)))
+        .send()
+        .await
+        .unwrap();
+    let (resp, _) = s.follow(&first.http, resp, "gus@magento.test").await;
+    assert_eq!(resp.status(), 200);
+
+    // The new owner's cloud account tries to connect the same Magento.com account.
+    let b = Browser::new();
+    let resp = s.account_sign_in(&b.http, "/p", "cloud-new-owner").await;
+    let page = navigate(b.http.get(location(&resp))).send().await.unwrap();
+    let start = navigate(b.http.get(location(&page))).send().await.unwrap();
+    let outcome = support::oidc::login(&b.http, &location(&start), "gus@magento.test").await;
+    let callback = navigate(b.http.get(&outcome.callback_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        callback.status(),
+        302,
+        "the callback does not render the problem"
+    );
+    let problem = location(&callback);
+    assert!(
+        problem.starts_with(&s.gate.url("/oauth2/link/problem?p=")),
+        "{problem}"
+    );
+    for _ in 0..2 {
+        // Shown again on reload: the details travel sealed in the URL.
+        let resp = navigate(b.http.get(&problem)).send().await.unwrap();
+        assert_eq!(resp.status(), 409);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("Accounts not connected"), "{text}");
+        assert!(
+            text.contains("The Magento.com account gus@magento.test is already connected to another accounts.magento.cloud account (c***@example.test)"),
+            "{text}"
+        );
+        assert!(!text.contains("cloud-gus"), "the other account is masked");
+        assert!(text.contains("linkgate links unlink"), "{text}");
+    }
+    let json: Value = b
+        .http
+        .get(&problem)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["error"], "link_conflict", "{json}");
+    // An altered or made-up URL shows nothing of its own: on to the account page.
+    let tampered = format!("{}x", problem.trim_end_matches(|c: char| c != '='));
+    for url in [tampered, s.gate.url("/oauth2/link/problem?p=hello")] {
+        let resp = navigate(b.http.get(&url)).send().await.unwrap();
+        assert_eq!(resp.status(), 302, "{url}");
+        assert_eq!(location(&resp), s.gate.url("/oauth2/link"));
+    }
+    assert_eq!(links(&s), 1, "nothing changed");
+}
