@@ -1270,9 +1270,21 @@ async fn sign_out(
 }
 
 /// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
-/// carries `rd`, validated again.
+/// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
+/// again" (where linkgate's own pages send a sign-out).
 fn signed_out(app: &App, req: &RequestHeader) -> Reply {
-    let rd = app.redirects.resolve(query_param(req, "state").as_deref());
+    let Some(state) = query_param(req, "state") else {
+        let html = pages::message(
+            &app.pages,
+            "Signed out",
+            &format!("You are signed out of this site and of {}.", app.sso_name()),
+            "Close this window, or sign in again.",
+            None,
+            Some(("Sign in again", &start_url(app, "/", Intent::Login))),
+        );
+        return Reply::html(StatusCode::OK, html);
+    };
+    let rd = app.redirects.resolve(Some(&state));
     Reply::redirect(&rd)
 }
 

@@ -578,10 +578,16 @@ async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
     );
     assert_eq!(person.browser.text("h1").await, "Sign out");
     person.browser.click("#logout-yes").await;
-    person.browser.screenshot("after-sign-out").await;
-    // Back through linkgate (`signed_out`), to its home page, which is protected.
-    person.sees_sign_in_form(&s.provider).await;
+    person.browser.screenshot("signed-out").await;
+    // Back through linkgate (`signed_out?state=`) to its "Signed out" page.
+    person.sees_page("Signed out").await;
+    person.passes_accessibility_check().await;
     gate_answered(&s.gate, mark, "GET", "/oauth2/signed_out", 302).await;
+    gate_answered(&s.gate, mark, "GET", "/oauth2/signed_out", 200).await;
+    person
+        .clicks("Sign in again", "magento-sign-in-from-signed-out")
+        .await;
+    person.sees_sign_in_form(&s.provider).await;
 
     person.opens("/projects", "magento-sign-in-again").await;
     person.sees_sign_in_form(&s.provider).await;

@@ -554,3 +554,59 @@ async fn a_conflict_has_its_own_reload_safe_url_masked_with_the_operator_command
     }
     assert_eq!(links(&s), 1, "nothing changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again() {
+    let s = oauth2_scenario("").await;
+    let b = Browser::new();
+    let resp = s
+        .account_sign_in(&b.http, "/oauth2/link", "cloud-sam")
+        .await;
+    assert_eq!(resp.status(), 302);
+    let (_, text) = page(&s, &b.http, "/oauth2/link").await;
+    assert!(
+        text.contains("action=\"/oauth2/sign_out?rd=/oauth2/signed_out\""),
+        "{text}"
+    );
+    assert!(text.contains("Sign out everywhere</button>"), "{text}");
+    let resp = s.sign_out(&b.http, "?rd=/oauth2/signed_out").await;
+    assert_eq!(resp.status(), 302);
+    // On to Magento.com's end-session, which returns to signed_out with the page as state.
+    let end_session = location(&resp);
+    assert!(
+        end_session.contains("state=%2Foauth2%2Fsigned_out"),
+        "{end_session}"
+    );
+    let back = b
+        .http
+        .get(
+            s.gate
+                .url("/oauth2/signed_out?state=%2Foauth2%2Fsigned_out"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&back), s.gate.url("/oauth2/signed_out"));
+    let (status, text) = page(&s, &b.http, "/oauth2/signed_out").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("<h1>Signed out</h1>"), "{text}");
+    assert!(
+        text.contains("href=\"/oauth2/start?rd=%2F\">Sign in again</a>"),
+        "{text}"
+    );
+    // The session is gone: the account page asks to sign in.
+    let resp = navigate(b.http.get(s.gate.url("/oauth2/link")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert!(location(&resp).contains("/oauth2/start"));
+    // With `state` (the provider's return), signed_out still goes on to the validated rd.
+    let resp = b
+        .http
+        .get(s.gate.url("/oauth2/signed_out?state=%2Fbye"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&resp), s.gate.url("/bye"));
+}
