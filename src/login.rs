@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::link::{LinkOutcome, Requirement};
 use crate::oidc::{Identity, OidcError, Provider, Tokens};
 use crate::pages::{self, AccountView};
-use crate::passport::{Field, Names};
+use crate::passport::Field;
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
@@ -81,6 +81,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             Ok(f) => connect(app, &req, &f, info).await,
             Err(r) => Err(r),
         },
+        "link/problem" if get => Ok(problem_page(app, &req)),
         "link/disconnect" if post => match form(session, &req, app, info).await {
             Ok(f) => disconnect(app, &req, &f).await,
             Err(r) => Err(r),
@@ -98,10 +99,17 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             None => Err(Refusal::NotFound),
         },
         "start" | "callback" | "account/start" | "account/callback" | "link" | "link/connect"
-        | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
+        | "link/problem" | "link/disconnect" | "sign_out" | "signed_out" | "userinfo" | "auth" => {
             Err(Refusal::MethodNotAllowed)
         }
         _ => Err(Refusal::NotFound),
+    };
+    // A conflict found while linking gets a page of its own (reload-safe, not the callback).
+    let result = match result {
+        Err(Refusal::LinkConflict {
+            why, what_to_do, ..
+        }) if html => Ok(Reply::redirect(&problem_url(app, &why, &what_to_do))),
+        other => other,
     };
     let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
@@ -678,13 +686,15 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
                     app.sso_name(),
                     sso.display(),
                     app.account_name(),
-                    existing.account.display()
+                    masked(existing.account.display())
                 ),
                 what_to_do: format!(
                     "This happens after a project ownership transfer. Sign in to the other {} account, \
-                     open Account Settings and choose \"Disconnect from {}\", then connect this one again.",
+                     open Account Settings and choose \"Disconnect from {}\", then connect this one again. \
+                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
                     app.account_name(),
-                    app.sso_name()
+                    app.sso_name(),
+                    sso.key()
                 ),
                 link_page: link_page_url(app),
             }),
@@ -697,13 +707,18 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
                     app.account_name(),
                     account.display(),
                     app.sso_name(),
-                    existing.sso.display()
+                    masked(existing.sso.display())
                 ),
                 what_to_do: format!(
                     "This happens after an email change. Sign in with the {} account that is connected ({}), \
-                     or disconnect it on the Account Settings page while signed in with it, then connect again.",
+                     or disconnect it on the Account Settings page while signed in with it, then connect again. \
+                     If you signed in to the wrong {} account, sign out of {} only and try again. \
+                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
                     app.sso_name(),
-                    existing.sso.display()
+                    masked(existing.sso.display()),
+                    app.sso_name(),
+                    app.sso_name(),
+                    account.key()
                 ),
                 link_page: link_page_url(app),
             }),
@@ -716,31 +731,181 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
     }
 }
 
+// === problem pages ===
+
+/// How long a problem page's URL shows its details.
+const PROBLEM_TTL_SECS: i64 = 24 * 3600;
+
+/// `{prefix}/link/problem?p=…`: the details sealed into the URL (see [`problem_page`]).
+fn problem_url(app: &App, why: &str, what_to_do: &str) -> String {
+    let note = json!({
+        "why": why,
+        "what_to_do": what_to_do,
+        "until": crate::session::now() + PROBLEM_TTL_SECS,
+    });
+    match &app.sessions {
+        Some(sessions) => format!(
+            "{}/link/problem?p={}",
+            app.prefix(),
+            sessions.seal_note("link-problem", note.to_string().as_bytes())
+        ),
+        None => link_page_url(app),
+    }
+}
+
+/// `GET link/problem?p=`: a link conflict, at its own URL (a reload shows it again; the
+/// callback that found it is not shown twice). The details were sealed by linkgate, so a
+/// crafted URL cannot put words on this page; past a day, or altered, it sends the browser
+/// to the account page.
+fn problem_page(app: &App, req: &RequestHeader) -> Reply {
+    let html = respond::is_navigation(req) || respond::prefers_html(req);
+    let note = app.sessions.as_ref().and_then(|s| {
+        let sealed = query_param(req, "p")?;
+        let bytes = s.open_note("link-problem", &sealed)?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    });
+    match note {
+        Some(note) if note["until"].as_i64().unwrap_or(0) > crate::session::now() => {
+            Refusal::LinkConflict {
+                why: note["why"].as_str().unwrap_or_default().to_string(),
+                what_to_do: note["what_to_do"].as_str().unwrap_or_default().to_string(),
+                link_page: link_page_url(app),
+            }
+            .reply(html, &app.pages)
+        }
+        _ => Reply::redirect(&link_page_url(app)),
+    }
+}
+
 // === the account page ===
 
-fn account_view(app: &App, id: &OpaqueId, names: &Names, req: &RequestHeader) -> AccountView {
+/// Shows an email (or a name) of someone who may not be the person looking: the first
+/// letter of the local part and the domain, `a***@example.com`.
+pub fn masked(text: &str) -> String {
+    let (local, domain) = match text.split_once('@') {
+        Some((local, domain)) => (local, Some(domain)),
+        None => (text, None),
+    };
+    let first: String = local.chars().take(1).collect();
+    match domain {
+        Some(domain) => format!("{first}***@{domain}"),
+        None => format!("{first}***"),
+    }
+}
+
+/// The cloud account the request's platform JWT names, for a Magento.com session that has
+/// none (`[account] source = "jwt"`): the person signed in at the platform after signing in
+/// here. `linked_to`: the Magento.com account that account is already linked to, if any.
+/// A JWT that does not verify (or keys that cannot be fetched) shows as none: the page
+/// still renders, and `link/connect` verifies again and says why.
+struct JwtAccount {
+    account: Identity,
+    linked_to: Option<Identity>,
+}
+
+async fn jwt_account(app: &App, req: &RequestHeader) -> Option<JwtAccount> {
+    app.account_jwt.as_ref()?;
+    let (account, _) = crate::proxy::identify::account_of_jwt(app, req)
+        .await
+        .ok()
+        .flatten()?;
+    let linked_to = match &app.registry {
+        Some(registry) => registry
+            .by_account(&account.key())
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.sso),
+        None => None,
+    };
+    Some(JwtAccount { account, linked_to })
+}
+
+/// Where a person stands, as the account page (and its JSON twin) tells it.
+async fn account_view(
+    app: &App,
+    id: &OpaqueId,
+    sso: Option<&Identity>,
+    account: Option<&Identity>,
+    req: &RequestHeader,
+) -> AccountView {
     let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
-    let linked = names.sso.is_some() && names.account.is_some();
-    let grace_notice = (!linked && requirement == Requirement::Grace).then(|| {
-        let from = app
-            .config
-            .link
-            .required_from
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        format!(
-            "Connecting your account with {} is required from {from}. Until then you can continue without it.",
+    let linked = sso.is_some() && account.is_some();
+    let mode = match (app.config.link.mode, requirement) {
+        (crate::config::LinkMode::Warn, _) => "warn",
+        (_, Requirement::Grace) => "grace",
+        (_, Requirement::Off) => "off",
+        (_, Requirement::Enforced) => "enforce",
+    };
+    let grace_notice = (!linked).then(|| match mode {
+        "grace" => {
+            let from = app
+                .config
+                .link
+                .required_from
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            Some(format!(
+                "Connecting your account with {} is required from {from}. Until then you can continue without it.",
+                app.sso_name()
+            ))
+        }
+        "warn" => Some(format!(
+            "This site asks you to connect your account with {}. You can continue without it for now.",
             app.sso_name()
-        )
-    });
+        )),
+        _ => None,
+    }).flatten();
+    // A Magento.com session without an account notices the platform's JWT when it appears:
+    // the page shows whom it names and offers the Connect button (a CSRF-protected POST;
+    // nothing is linked by the JWT alone).
+    let from_jwt = match (sso, account) {
+        (Some(_), None) => jwt_account(app, req).await,
+        _ => None,
+    };
+    let mut conflict = None;
+    let mut conflict_fix = None;
+    let shown_account = account
+        .map(|a| a.display().to_string())
+        .or_else(|| from_jwt.as_ref().map(|j| j.account.display().to_string()));
+    if let (Some(sso), Some(j)) = (sso, &from_jwt) {
+        if let Some(other) = j.linked_to.as_ref().filter(|o| o.key() != sso.key()) {
+            conflict = Some(format!(
+                "The {} account {} is already connected to another {} account ({}).",
+                app.account_name(),
+                j.account.display(),
+                app.sso_name(),
+                masked(other.display())
+            ));
+            conflict_fix = Some(format!(
+                "Sign out of {} and sign in with the account that is connected, or ask the site's operator to remove the old link (linkgate links unlink '{}').",
+                app.sso_name(),
+                j.account.key()
+            ));
+        }
+    }
+    let state = match (sso.is_some(), shown_account.is_some()) {
+        _ if linked => "linked",
+        _ if conflict.is_some() => "linked_to_someone_else",
+        (true, true) => "both_unlinked",
+        (true, false) => "sso_only",
+        (false, true) => "cloud_only",
+        (false, false) => "nothing",
+    };
     let rd = query_param(req, "rd").unwrap_or_else(|| link_page_url(app));
     AccountView {
+        state: state.to_string(),
+        mode: mode.to_string(),
         sso_name: app.sso_name().to_string(),
         account_name: app.account_name().to_string(),
-        account: names.account.clone(),
-        connected_as: names.sso.clone().filter(|_| linked),
-        sso_unlinked: names.sso.clone().filter(|_| !linked),
+        account: shown_account,
+        account_from_jwt: from_jwt.is_some(),
+        connected_as: sso.filter(|_| linked).map(|s| s.display().to_string()),
+        sso_unlinked: sso.filter(|_| !linked).map(|s| s.display().to_string()),
+        signed_in_sso: sso.map(|s| s.display().to_string()),
         grace_notice,
+        conflict,
+        conflict_fix,
         allow_disconnect: app.config.link.allow_disconnect,
         csrf: app
             .sessions
@@ -757,15 +922,41 @@ fn account_view(app: &App, id: &OpaqueId, names: &Names, req: &RequestHeader) ->
                 app.account_name()
             )
         }),
+        check_again: app.account_jwt.as_ref().map(|_| {
+            req.uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string()
+        }),
+        here: req
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
     }
 }
 
 /// The page for an SSO session without a linked account, while the rule is enforced.
-pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
-    // An unlinked passport keeps the names (with `[account]` configured, as it is here).
-    let names = passport.names().cloned().unwrap_or_default();
+/// With the JWT source, a JWT that appeared since the sign-in is noticed here: the page
+/// offers "Connect with Magento.com" for the account it names.
+pub async fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -> Reply {
+    let record = match (passport.session, &app.sessions) {
+        (Some(id), Some(sessions)) => sessions.load(&id).await.ok().flatten(),
+        _ => None,
+    };
     let id = passport.session.unwrap_or_else(OpaqueId::random);
-    let mut view = account_view(app, &id, &names, req);
+    let mut view = match &record {
+        Some(r) => account_view(app, &id, r.sso.as_ref(), r.account.as_ref(), req).await,
+        None => {
+            // An unlinked passport keeps the names (with `[account]` configured, as here).
+            let names = passport.names().cloned().unwrap_or_default();
+            let mut view = account_view(app, &id, None, None, req).await;
+            view.sso_unlinked = names.sso.clone();
+            view.signed_in_sso = names.sso;
+            view.state = "sso_only".into();
+            view
+        }
+    };
     if let Some(url) = &mut view.account_sign_in {
         let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         *url = format!("{}/account/start?rd={}", app.prefix(), encode(rd));
@@ -774,6 +965,33 @@ pub fn link_required_page(app: &App, passport: &Passport, req: &RequestHeader) -
         StatusCode::FORBIDDEN,
         pages::link_required(&app.pages, &view),
     )
+}
+
+/// The account page's JSON twin: the same state, what it says and what it offers.
+fn account_json(app: &App, view: &AccountView) -> serde_json::Value {
+    let connect = matches!(view.state.as_str(), "cloud_only" | "both_unlinked");
+    json!({
+        "state": view.state,
+        "mode": view.mode,
+        "provider": view.sso_name,
+        "status": if view.connected_as.is_some() { "connected" } else { "not_connected" },
+        "connected_as": view.connected_as,
+        "sso": view.signed_in_sso,
+        "account": view.account,
+        "account_from_jwt": view.account_from_jwt,
+        "grace": view.grace_notice,
+        "conflict": view.conflict,
+        "conflict_fix": view.conflict_fix,
+        "allow_disconnect": view.allow_disconnect,
+        "actions": {
+            "connect": connect.then(|| format!("{}/link/connect", app.prefix())),
+            "disconnect": (view.connected_as.is_some() && view.allow_disconnect)
+                .then(|| format!("{}/link/disconnect", app.prefix())),
+            "account_sign_in": (view.state == "sso_only").then(|| view.account_sign_in.clone()).flatten(),
+            "sign_out": format!("{}/sign_out", app.prefix()),
+        },
+        "csrf": view.csrf,
+    })
 }
 
 /// `GET link`: Account Settings with the Single Sign-On section.
@@ -804,24 +1022,11 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
         Some(cookie) => reply.with_cookie(cookie),
         None => reply,
     };
-    let view = account_view(
-        app,
-        &id,
-        &Names::new(record.sso.as_ref(), record.account.as_ref()),
-        req,
-    );
+    let view = account_view(app, &id, record.sso.as_ref(), record.account.as_ref(), req).await;
     if !respond::prefers_html(req) && !respond::is_navigation(req) {
         return Ok(with_made(Reply::json(
             StatusCode::OK,
-            &json!({
-                "provider": view.sso_name,
-                "status": if view.connected_as.is_some() { "connected" } else { "not_connected" },
-                "connected_as": view.connected_as,
-                "account": view.account,
-                "grace": view.grace_notice,
-                "allow_disconnect": view.allow_disconnect,
-                "csrf": view.csrf,
-            }),
+            &account_json(app, &view),
         )));
     }
     Ok(with_made(Reply::html(
@@ -854,7 +1059,11 @@ async fn connect(
     _info: RequestInfo,
 ) -> Result<Reply, Refusal> {
     let (id, record) = checked_session(app, current(app, req).await?, form)?;
-    let back = link_page_url(app);
+    // Back to the page the form was on (the link-required page stands on the page asked for).
+    let back = match form.get("rd") {
+        Some(rd) if rd.len() <= flow::MAX_RD => app.redirects.resolve(Some(rd)),
+        _ => link_page_url(app),
+    };
     match (&record.sso, &record.account) {
         (Some(_), Some(_)) => Ok(Reply::redirect(&back)),
         (None, Some(_)) => Ok(Reply::redirect(&start_url(app, &back, Intent::Connect))),
@@ -966,7 +1175,13 @@ async fn sign_out_page(
             .map(|i| i.display().to_string()),
         _ => None,
     };
-    let action = format!("{}/sign_out?rd={}", app.prefix(), encode(&rd));
+    let everywhere = query_param(req, "everywhere").as_deref() == Some("1");
+    let action = format!(
+        "{}/sign_out?rd={}{}",
+        app.prefix(),
+        encode(&rd),
+        if everywhere { "&everywhere=1" } else { "" }
+    );
     let csrf = sessions.csrf_token(&id);
     if !respond::prefers_html(req) && !respond::is_navigation(req) {
         return Ok(Reply::json(
@@ -978,6 +1193,7 @@ async fn sign_out_page(
                 ),
                 "method": "POST",
                 "csrf": csrf,
+                "everywhere": everywhere,
             }),
         ));
     }
@@ -989,12 +1205,14 @@ async fn sign_out_page(
             csrf,
             back: rd,
             provider_too: app.sso.is_some(),
+            everywhere,
         },
     );
     Ok(Reply::html(StatusCode::OK, page))
 }
 
-/// `POST sign_out?rd=` (same-site, with the session's CSRF token): deletes the session, then
+/// `POST sign_out?rd=[&everywhere=1]` (same-site, with the session's CSRF token): deletes
+/// the session (with `everywhere=1`, every session of its Magento.com identity), then
 /// ends the provider session too (RP-initiated logout with `id_token_hint`) when the
 /// provider has an end-session endpoint.
 async fn sign_out(
@@ -1024,6 +1242,21 @@ async fn sign_out(
             .destroy(&id, record.as_ref())
             .await
             .map_err(|_| Refusal::StoreUnavailable)?;
+        // Everywhere: every session of this Magento.com identity, on every instance (the
+        // store's index of them; each instance drops its cached copy on the invalidation).
+        let everywhere = query_param(req, "everywhere").as_deref() == Some("1")
+            || form.get("everywhere").map(String::as_str) == Some("1");
+        if let Some(sso) = record
+            .as_ref()
+            .and_then(|r| r.sso.as_ref())
+            .filter(|_| everywhere)
+        {
+            let ended = sessions
+                .destroy_all_for(&sso.key())
+                .await
+                .map_err(|_| Refusal::StoreUnavailable)?;
+            tracing::info!(ended, "signed out everywhere");
+        }
         id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
     }
     let mut location = rd.clone();
@@ -1041,9 +1274,21 @@ async fn sign_out(
 }
 
 /// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
-/// carries `rd`, validated again.
+/// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
+/// again" (where linkgate's own pages send a sign-out).
 fn signed_out(app: &App, req: &RequestHeader) -> Reply {
-    let rd = app.redirects.resolve(query_param(req, "state").as_deref());
+    let Some(state) = query_param(req, "state") else {
+        let html = pages::message(
+            &app.pages,
+            "Signed out",
+            &format!("You are signed out of this site and of {}.", app.sso_name()),
+            "Close this window, or sign in again.",
+            None,
+            Some(("Sign in again", &start_url(app, "/", Intent::Login))),
+        );
+        return Reply::html(StatusCode::OK, html);
+    };
+    let rd = app.redirects.resolve(Some(&state));
     Reply::redirect(&rd)
 }
 
@@ -1141,4 +1386,17 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         }
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn the_other_side_is_masked() {
+        assert_eq!(masked("ann@example.com"), "a***@example.com");
+        assert_eq!(masked("cloud-gus"), "c***");
+        assert_eq!(masked(""), "***");
+        assert_eq!(masked("émile@exemple.fr"), "é***@exemple.fr");
+    }
 }

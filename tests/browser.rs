@@ -5,6 +5,11 @@
 //! "Single Sign-On" status, the linked email, where the browser ended up) and saves a
 //! screenshot of every page it lands on under `target/screenshots/`.
 //!
+//! Issue 16 adds the platform-JWT source walked both ways (Magento.com first, then the
+//! platform, then one click; the cloud account first), a screenshot of every account page
+//! state (Magento.com only, both unlinked, cloud only, linked to someone else, grace, warn,
+//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits.
+//!
 //! The same flows over HTTP, with the store and metrics checked in detail, are in
 //! `tests/linking.rs`; this suite adds what only a browser shows: that the pages' forms,
 //! links and redirects actually work under the pages' own security headers, and that the
@@ -332,6 +337,7 @@ async fn method_2_signed_in_at_magento_first_needs_no_second_password() {
     cai.sees_page("Connect your account with Magento.com").await;
     let text = cai.page_text().await;
     assert!(text.contains("Since 1 April 2020"), "{text}");
+    cai.passes_accessibility_check().await;
     assert!(
         text.contains("You are signed in with Magento.com as cai@magento.test"),
         "{text}"
@@ -473,6 +479,7 @@ async fn a_magento_account_linked_elsewhere_gets_the_conflict_page() {
     eva.signs_in(&s.provider, "gus@magento.test", "conflict")
         .await;
     eva.sees_page("Accounts not connected").await;
+    eva.passes_accessibility_check().await;
     let text = eva.page_text().await;
     assert!(
         text.contains(
@@ -481,7 +488,12 @@ async fn a_magento_account_linked_elsewhere_gets_the_conflict_page() {
         ),
         "{text}"
     );
-    gate_answered(&s.gate, mark, "GET", "/oauth2/callback", 409).await;
+    // The conflict has a URL of its own (reload-safe), not the callback's.
+    gate_answered(&s.gate, mark, "GET", "/oauth2/callback", 302).await;
+    let problem = eva.browser.current_url().await;
+    assert_eq!(problem.path(), "/oauth2/link/problem");
+    eva.browser.goto(problem.as_str()).await;
+    eva.sees_page("Accounts not connected").await;
     favicon_refused(&s.gate, mark).await;
     assert_eq!(
         eva.browser.attr("main a.button", "href").await.as_deref(),
@@ -566,10 +578,16 @@ async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
     );
     assert_eq!(person.browser.text("h1").await, "Sign out");
     person.browser.click("#logout-yes").await;
-    person.browser.screenshot("after-sign-out").await;
-    // Back through linkgate (`signed_out`), to its home page, which is protected.
-    person.sees_sign_in_form(&s.provider).await;
+    person.browser.screenshot("signed-out").await;
+    // Back through linkgate (`signed_out?state=`) to its "Signed out" page.
+    person.sees_page("Signed out").await;
+    person.passes_accessibility_check().await;
     gate_answered(&s.gate, mark, "GET", "/oauth2/signed_out", 302).await;
+    gate_answered(&s.gate, mark, "GET", "/oauth2/signed_out", 200).await;
+    person
+        .clicks("Sign in again", "magento-sign-in-from-signed-out")
+        .await;
+    person.sees_sign_in_form(&s.provider).await;
 
     person.opens("/projects", "magento-sign-in-again").await;
     person.sees_sign_in_form(&s.provider).await;
@@ -691,4 +709,290 @@ async fn the_demo_walks_method_1_in_a_browser() {
     browser.goto(&demo.url("/oauth2/link")).await;
     browser.screenshot("account-page").await;
     assert_eq!(browser.text("#status").await, "Connected");
+}
+
+// === Issue 16: every arrival ends linked or told what to do, with the JWT source ===
+
+async fn jwt_scenario(extra: &str) -> Scenario {
+    ScenarioBuilder::new(StoreKind::Redis)
+        .accounts(Accounts::Jwt)
+        .toml(extra)
+        .start()
+        .await
+}
+
+/// An account JWT for `sub`/`email`, signed with the platform's key.
+fn platform_jwt(s: &Scenario, sub: &str, email: &str) -> String {
+    let key = s.account_key.as_ref().expect("platform key");
+    let issuer = s.accounts.as_ref().expect("platform").issuer().to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("platform".into());
+    jsonwebtoken::encode(
+        &h,
+        &serde_json::json!({"iss": issuer, "aud": support::sso::PLATFORM_AUDIENCE, "sub": sub,
+            "email": email, "iat": now, "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(key.pem.as_bytes()).expect("key"),
+    )
+    .expect("jwt")
+}
+
+impl Person<'_> {
+    /// The platform signs this browser in (its JWT cookie on the gate's host); the browser
+    /// must be on a gate page.
+    async fn platform_signs_in(&self, token: &str) {
+        // What the platform's own page would do: a cookie on the site's host.
+        self.browser
+            .client()
+            .execute(
+                "document.cookie = arguments[0] + '=' + arguments[1] + '; path=/; SameSite=Lax'",
+                vec![
+                    support::sso::PLATFORM_COOKIE.into(),
+                    token.to_string().into(),
+                ],
+            )
+            .await
+            .expect("set the platform cookie");
+    }
+
+    /// The page on the screen passes axe-core's WCAG 2.1 A and AA rules (axe-core from npm,
+    /// `tests/support/axe`, injected into the page as a WebDriver script).
+    async fn passes_accessibility_check(&self) {
+        let axe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support/axe/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&axe).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `npm ci --prefix tests/support/axe --no-audit --no-fund`",
+                axe.display()
+            )
+        });
+        let client = self.browser.client();
+        client
+            .execute(&source, vec![])
+            .await
+            .expect("load axe-core");
+        let result = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 axe.run(document, {runOnly: {type: 'tag', values: \
+                   ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})\
+                 .then(r => done({passes: r.passes.length, violations: r.violations.map(v => \
+                   v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')')}))\
+                 .catch(e => done({passes: 0, violations: ['axe failed: ' + e]}));",
+                vec![],
+            )
+            .await
+            .expect("run axe-core");
+        let violations: Vec<String> =
+            serde_json::from_value(result["violations"].clone()).expect("violations");
+        assert!(
+            result["passes"].as_u64().unwrap_or(0) > 0,
+            "axe-core checked nothing: {result}"
+        );
+        let path = self.browser.path().await;
+        assert!(
+            violations.is_empty(),
+            "WCAG 2.1 A/AA violations on {path}:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    /// What the "Single Sign-On" section says each side is signed in as.
+    async fn signed_in_as(&self) -> (String, String) {
+        (
+            self.browser.text("#sso-as").await,
+            self.browser.text("#account-as").await,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_source_magento_first_then_the_platform_then_one_click_connects() {
+    let s = jwt_scenario("").await;
+    let lou = Person::new(&s).await;
+
+    lou.opens("/projects", "magento-sign-in").await;
+    lou.signs_in(&s.provider, "lou@magento.test", "link-required-sso-only")
+        .await;
+    lou.sees_page("Connect your account with Magento.com").await;
+    lou.passes_accessibility_check().await;
+    let text = lou.page_text().await;
+    assert!(
+        text.contains(
+            "Sign in to accounts.magento.cloud in this browser, then come back to this page."
+        ),
+        "{text}"
+    );
+    assert!(!lou.browser.has("form[action$='/link/connect']").await);
+
+    lou.opens(ACCOUNT_PAGE, "account-page-sso-only").await;
+    assert_eq!(lou.sees_account_page().await, "Not Connected");
+    assert_eq!(
+        lou.signed_in_as().await,
+        (
+            "Signed in as lou@magento.test".into(),
+            "Not signed in".into()
+        )
+    );
+
+    // Signed in at the platform (another tab), back to this page: it notices.
+    lou.platform_signs_in(&platform_jwt(&s, "cloud-lou", "lou@cloud.test"))
+        .await;
+    lou.clicks(
+        "I have signed in, check again",
+        "account-page-both-unlinked",
+    )
+    .await;
+    assert_eq!(lou.sees_account_page().await, "Not Connected");
+    assert_eq!(
+        lou.signed_in_as().await,
+        (
+            "Signed in as lou@magento.test".into(),
+            "Signed in as lou@cloud.test".into()
+        )
+    );
+    assert_eq!(
+        s.redis
+            .as_ref()
+            .expect("redis")
+            .keys("linkgate:link:*")
+            .len(),
+        0
+    );
+
+    lou.clicks("Connect with Magento.com", "account-page-connected")
+        .await;
+    assert_eq!(lou.sees_account_page().await, "Connected");
+    lou.passes_accessibility_check().await;
+    assert_eq!(lou.connected_as().await, "lou@magento.test");
+    lou.opens("/projects", "projects").await;
+    let headers = lou.sees_the_app_at("/projects").await;
+    assert_eq!(header(&headers, "x-linkgate-link-status"), Some("linked"));
+    assert_eq!(header(&headers, "x-linkgate-account-id"), Some("cloud-lou"));
+    no_favicon_started_a_sign_in(&s.gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_source_cloud_first_is_sent_to_magento_and_comes_back_linked() {
+    let s = jwt_scenario("").await;
+    let mia = Person::new(&s).await;
+    // A gate page first, so the platform's cookie has a host to go to.
+    mia.opens("/oauth2/userinfo", "start").await;
+    mia.platform_signs_in(&platform_jwt(&s, "cloud-mia", "mia@cloud.test"))
+        .await;
+    mia.opens(ACCOUNT_PAGE, "account-page-cloud-only").await;
+    assert_eq!(mia.sees_account_page().await, "Not Connected");
+    mia.passes_accessibility_check().await;
+    assert_eq!(
+        mia.signed_in_as().await,
+        ("Not signed in".into(), "Signed in as mia@cloud.test".into())
+    );
+    mia.clicks("Connect with Magento.com", "magento-sign-in")
+        .await;
+    mia.signs_in(&s.provider, "mia@magento.test", "account-page-connected")
+        .await;
+    assert_eq!(mia.sees_account_page().await, "Connected");
+    assert_eq!(mia.connected_as().await, "mia@magento.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_state_linked_to_someone_else() {
+    // Linked to someone else: the cloud account is the previous owner's link.
+    let s = jwt_scenario("").await;
+    let jar_token = platform_jwt(&s, "cloud-shop", "shop@cloud.test");
+    let bob = Person::new(&s).await;
+    // The previous owner links over HTTP: Magento.com as ann, session from the JWT.
+    {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        jar.add_cookie_str(
+            &format!("{}={jar_token}; Path=/", support::sso::PLATFORM_COOKIE),
+            &url::Url::parse(&s.gate.url("/")).expect("url"),
+        );
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar)
+            .no_proxy()
+            .build()
+            .expect("client");
+        let resp = support::sso::navigate(http.get(s.gate.url("/projects")))
+            .send()
+            .await
+            .expect("projects");
+        let (resp, _) = s.follow(&http, resp, "ann@magento.test").await;
+        assert_eq!(resp.status(), 200);
+    }
+    bob.opens("/projects", "magento-sign-in").await;
+    bob.signs_in(&s.provider, "bob@magento.test", "link-required-sso-only")
+        .await;
+    bob.platform_signs_in(&jar_token).await;
+    bob.opens(ACCOUNT_PAGE, "account-page-linked-to-someone-else")
+        .await;
+    assert_eq!(bob.sees_account_page().await, "Not Connected");
+    let conflict = bob.browser.text("#conflict").await;
+    assert!(conflict.contains("a***@magento.test"), "{conflict}");
+    assert!(conflict.contains("linkgate links unlink"), "{conflict}");
+    assert!(!bob.browser.has("form[action$='/link/connect']").await);
+    bob.passes_accessibility_check().await;
+}
+
+/// The notice on the account page of an unlinked cloud account under `extra`.
+async fn an_unlinked_cloud_account_sees_the_notice(extra: &str, shot: &str, says: &str) {
+    {
+        let s = jwt_scenario(extra).await;
+        let p = Person::new(&s).await;
+        p.opens("/oauth2/userinfo", "start").await;
+        p.platform_signs_in(&platform_jwt(&s, "cloud-gus", "gus@cloud.test"))
+            .await;
+        p.opens(ACCOUNT_PAGE, shot).await;
+        assert_eq!(p.sees_account_page().await, "Not Connected");
+        let notice = p.browser.text(".notice").await;
+        assert!(notice.contains(says), "{notice}");
+        p.passes_accessibility_check().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_state_grace() {
+    an_unlinked_cloud_account_sees_the_notice(
+        "[link]\nrequired_from = \"2999-01-01T00:00:00Z\"",
+        "account-page-grace",
+        "is required from 2999-01-01",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_state_warn() {
+    an_unlinked_cloud_account_sees_the_notice(
+        "[link]\nmode = \"warn\"",
+        "account-page-warn",
+        "You can continue without it for now.",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_state_disconnect_not_allowed() {
+    let s = jwt_scenario("[link]\nallow_disconnect = false").await;
+    let p = Person::new(&s).await;
+    p.opens("/oauth2/userinfo", "start").await;
+    p.platform_signs_in(&platform_jwt(&s, "cloud-dot", "dot@cloud.test"))
+        .await;
+    p.opens(ACCOUNT_PAGE, "account-page-cloud-only").await;
+    p.clicks("Connect with Magento.com", "magento-sign-in")
+        .await;
+    p.signs_in(
+        &s.provider,
+        "dot@magento.test",
+        "account-page-no-disconnect",
+    )
+    .await;
+    assert_eq!(p.sees_account_page().await, "Connected");
+    assert!(p
+        .browser
+        .text("#no-disconnect")
+        .await
+        .contains("Disconnecting is not allowed on this site."));
+    assert!(!p.browser.has("form[action$='/link/disconnect']").await);
+    p.passes_accessibility_check().await;
 }

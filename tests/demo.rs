@@ -249,7 +249,10 @@ async fn method_1_end_to_end_with_a_new_magento_account_then_sign_out_and_ctrl_c
     // The guide is public and lists the demo users.
     let guide = page(&http, &demo.url("/welcome")).await;
     assert!(guide.contains("<title>Welcome · linkgate demo</title>"));
-    assert!(guide.contains("alice (not linked yet), carol"), "{guide}");
+    assert!(
+        guide.contains("alice (not linked yet), carol, dave"),
+        "{guide}"
+    );
 
     // Sign in to accounts.magento.cloud as alice.
     let authorize = redirected(&http, &demo.url("/oauth2/account/start?rd=%2F")).await;

@@ -405,6 +405,12 @@ fn accounts_spec(opts: &DemoOptions, secrets: &Secrets) -> ProviderSpec {
                 "Carol Example",
                 "connect her while signed in at Magento.com as bob (Method 2)",
             ),
+            user(
+                "dave",
+                "dave@example.com",
+                "Dave Example",
+                "connect him after signing in at Magento.com first with a new account",
+            ),
         ],
         clients: clients(
             opts,
@@ -465,7 +471,7 @@ linkgate demo: everything runs in this one process, on 127.0.0.1 only.
 Demo users, every password is "{DEMO_PASSWORD}":
   {SSO_LABEL}             alice@example.com, bob@example.com,
                                         or "Create account" on its sign-in form
-  {ACCOUNTS_LABEL}  alice (not linked yet), carol
+  {ACCOUNTS_LABEL}  alice (not linked yet), carol, dave
 
 Try, in this order:
   1. Method 1: open {gate}{PREFIX}/account/start?rd=/
@@ -481,10 +487,15 @@ Try, in this order:
      then open {gate}{PREFIX}/account/start?rd=/ and sign in as carol:
      linkgate sends you on to Magento.com, which knows you already, so no
      password is asked and you come back linked.
-  4. Disconnect: on Account Settings, {gate}{PREFIX}/link, choose
+  4. Magento.com first: sign out, open {gate}/ and on Magento.com's form
+     choose "Create account" (any new email). No cloud account is connected to
+     it, so linkgate shows "Connect your account with {SSO_LABEL}" with
+     "Sign in to accounts.magento.cloud": sign in as dave and you come back to
+     the page you asked for, linked, without a second Magento.com password.
+  5. Disconnect: on Account Settings, {gate}{PREFIX}/link, choose
      "Disconnect from {SSO_LABEL}": the link and the sessions that
      relied on it end.
-  5. Sign out: the sample application's "Sign out" ends the linkgate session and
+  6. Sign out: the sample application's "Sign out" ends the linkgate session and
      the Magento.com session (RP-initiated logout), then shows the guide again.
 
 Each request is logged below. Stop with Ctrl-C.

@@ -185,7 +185,7 @@ impl SampleApp {
              <p>Every password is <code>{DEMO_PASSWORD}</code>.</p><table><thead><tr>\
              <th scope=\"col\">Provider</th><th scope=\"col\">Users</th></tr></thead><tbody>\
              <tr><td>{}</td><td>alice@example.com, bob@example.com, or create one on the sign-in form</td></tr>\
-             <tr><td>{}</td><td>alice (not linked yet), carol</td></tr></tbody></table></section>",
+             <tr><td>{}</td><td>alice (not linked yet), carol, dave</td></tr></tbody></table></section>",
             escape(SSO_LABEL),
             escape(ACCOUNTS_LABEL),
         );
@@ -207,6 +207,11 @@ impl SampleApp {
              <a href=\"{p}/account/start?rd=%2F\">sign in to accounts.magento.cloud</a> \
              as carol: linkgate sends you on to Magento.com, which knows you already, so no \
              password is asked and you come back linked.</li>\
+             <li><strong>Magento.com first.</strong> Sign out, <a href=\"/\">open the application</a> \
+             and on Magento.com's form choose “Create account” (any new email). No cloud account is \
+             connected to it, so linkgate shows “Connect your account with {sso_name}” with \
+             “Sign in to accounts.magento.cloud”: sign in as dave and you come back linked, without a \
+             second Magento.com password.</li>\
              <li><strong>Disconnect.</strong> On <a href=\"{p}/link\">Account Settings</a>, choose \
              “Disconnect from {sso_name}”: the link and every session that relied on it end, and \
              the next page asks you to connect again.</li>\

@@ -209,18 +209,32 @@ pub fn message(
 /// What the account page shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AccountView {
+    /// Where the person stands: `nothing`, `cloud_only`, `sso_only`, `both_unlinked`
+    /// (both proven, not yet connected), `linked`, `linked_to_someone_else`.
+    pub state: String,
+    /// How the rule applies: `enforce`, `grace` (before `required_from`), `warn`, `off`.
+    pub mode: String,
     /// The SSO provider's name ("Magento.com").
     pub sso_name: String,
     /// The cloud account provider's name ("accounts.magento.cloud").
     pub account_name: String,
-    /// The cloud account signed in (email or id), if any.
+    /// The cloud account signed in (email or id), if any: the session's, or the one the
+    /// platform's JWT names (`account_from_jwt`).
     pub account: Option<String>,
+    /// Whether `account` comes from the platform's JWT, not yet connected to the session.
+    pub account_from_jwt: bool,
     /// The linked Magento.com account (email or id), when connected.
     pub connected_as: Option<String>,
     /// The Magento.com account signed in but not linked, if any.
     pub sso_unlinked: Option<String>,
-    /// A notice when unlinked sessions are still let through (grace).
+    /// The Magento.com account signed in, linked or not.
+    pub signed_in_sso: Option<String>,
+    /// A notice when unlinked sessions are still let through (grace, warn).
     pub grace_notice: Option<String>,
+    /// Why connecting cannot work as things stand (the other side is linked to someone else).
+    pub conflict: Option<String>,
+    /// What to do about `conflict`, with the operator's command.
+    pub conflict_fix: Option<String>,
     /// Whether "Disconnect" is offered.
     pub allow_disconnect: bool,
     /// The CSRF token for the forms.
@@ -229,6 +243,10 @@ pub struct AccountView {
     pub account_sign_in: Option<String>,
     /// Where the cloud account sign-in happens instead (jwt source), when that is needed.
     pub account_hint: Option<String>,
+    /// This page again, to look for the platform's JWT after signing in there (jwt source).
+    pub check_again: Option<String>,
+    /// The page being looked at (where a connect from it returns).
+    pub here: String,
 }
 
 /// The account page: "Account Settings" with its "Single Sign-On" section, as users know it
@@ -260,6 +278,8 @@ pub struct SignOutView {
     pub back: String,
     /// Whether the provider's session ends too.
     pub provider_too: bool,
+    /// Whether every session of this identity ends (`sign_out?everywhere=1`).
+    pub everywhere: bool,
 }
 
 /// The page `GET sign_out` answers: a button that signs out (a POST with the CSRF token),

@@ -307,7 +307,9 @@ impl Gate {
             }
             crate::link::Verdict::LinkRequired if navigation => {
                 ctx.decision = Decision::LinkRequired;
-                Outcome::Reply(with_cookie(login::link_required_page(app, &passport, req)))
+                Outcome::Reply(with_cookie(
+                    login::link_required_page(app, &passport, req).await,
+                ))
             }
             crate::link::Verdict::Connect if navigation => {
                 ctx.decision = Decision::RedirectLogin;

@@ -503,6 +503,24 @@ impl Sessions {
         Ok((id, record))
     }
 
+    /// Seals a short note into a URL-safe string (XChaCha20-Poly1305 under the record key,
+    /// named by `purpose`): the details of a problem page travel in its own URL, so the page
+    /// survives a reload without a store write, and only this deployment can make one.
+    pub fn seal_note(&self, purpose: &str, plaintext: &[u8]) -> String {
+        use base64::Engine as _;
+        let sealed = seal::seal(&self.keys, purpose.as_bytes(), plaintext);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// Opens a note made by [`Sessions::seal_note`] for `purpose`; `None` if altered.
+    pub fn open_note(&self, purpose: &str, sealed: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .ok()?;
+        seal::open(&self.keys, purpose.as_bytes(), &bytes)
+    }
+
     /// The CSRF token of forms shown to the session `id`.
     pub fn csrf_token(&self, id: &OpaqueId) -> String {
         cookie::encode(&self.keys, Purpose::Csrf, id)
