@@ -347,7 +347,9 @@ fn a_long_refresh_before_is_warned_about() {
     );
     let c = parse_with(&text, &sso_env()).unwrap();
     assert!(
-        c.warnings.iter().any(|w| w.contains("refresh_before") && w.contains("half their lifetime")),
+        c.warnings
+            .iter()
+            .any(|w| w.contains("refresh_before") && w.contains("half their lifetime")),
         "{:?}",
         c.warnings
     );

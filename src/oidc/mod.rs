@@ -434,13 +434,14 @@ impl Provider {
             _ => None,
         };
         // Explicit settings, then discovery, then the preset's documented endpoints.
-        let pick = |explicit: &Option<Url>, found: Option<Url>, documented: &Option<Url>, what: &str| {
-            explicit
-                .clone()
-                .or(found)
-                .or_else(|| documented.clone())
-                .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
-        };
+        let pick =
+            |explicit: &Option<Url>, found: Option<Url>, documented: &Option<Url>, what: &str| {
+                explicit
+                    .clone()
+                    .or(found)
+                    .or_else(|| documented.clone())
+                    .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
+            };
         let doc = &c.documented;
         let d = discovered.as_ref();
         let endpoints = Endpoints {
@@ -466,7 +467,12 @@ impl Provider {
                 .clone()
                 .or(d.and_then(|d| d.userinfo_endpoint.clone()))
                 .or_else(|| doc.userinfo.clone()),
-            jwks: pick(&c.jwks_url, d.map(|d| d.jwks_uri.clone()), &doc.jwks, "jwks")?,
+            jwks: pick(
+                &c.jwks_url,
+                d.map(|d| d.jwks_uri.clone()),
+                &doc.jwks,
+                "jwks",
+            )?,
             end_session: c
                 .end_session_url
                 .clone()

@@ -213,9 +213,7 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
                 // every request while a failed refresh backs off) are served from the cache.
                 Ok(true) if !sessions.claim_refresh(&id) => return Found::Passport(passport),
                 Ok(true) => match refresh(app, &id).await {
-                    Ok(Some(record)) => {
-                        return Found::Passport(Arc::new(from_session(app, id, record)))
-                    }
+                    Ok(Some(passport)) => return Found::Passport(passport),
                     Ok(None) => true,
                     // The store is unreachable: the session is served from the cache as
                     // through any store outage; the next request tries again.
@@ -584,7 +582,7 @@ async fn verify_bearer_now(app: &App, token: &str) -> Result<Identity, OidcError
 ///   refused (another refresher rotated it meanwhile: its tokens are used).
 ///
 /// `Ok(None)` when the session is over (gone, or refused by the provider and deleted).
-async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<SessionRecord>, Refusal> {
+async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passport>>, Refusal> {
     let Some(sessions) = &app.sessions else {
         return Ok(None);
     };
@@ -601,7 +599,8 @@ async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<SessionRecord>, Refu
     } else {
         // Another instance is refreshing (or backing off): not before a while from here.
         sessions.refresh_done(id, Some(now() + crate::session::MIN_REFRESH_INTERVAL));
-        return refreshed_elsewhere(app, id).await;
+        let record = refreshed_elsewhere(app, id).await?;
+        return Ok(record.map(|r| Arc::new(from_session(app, *id, r))));
     };
     match &result {
         Ok(Refreshed::BackOff(record)) => {
@@ -619,11 +618,13 @@ async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<SessionRecord>, Refu
             sessions.refresh_done(id, None);
         }
     }
-    result.map(Refreshed::into_record)
+    result.map(|r| r.into_passport(app, id))
 }
 
 /// What a refresh under the lock came to.
 enum Refreshed {
+    /// Refreshed and saved: the new passport (already in this instance's cache).
+    Fresh(Arc<Passport>),
     /// The session's current record (refreshed, or found refreshed by someone else).
     Done(SessionRecord),
     /// The provider failed: the record as it was, to be tried again after a backoff.
@@ -633,9 +634,10 @@ enum Refreshed {
 }
 
 impl Refreshed {
-    fn into_record(self) -> Option<SessionRecord> {
+    fn into_passport(self, app: &App, id: &OpaqueId) -> Option<Arc<Passport>> {
         match self {
-            Refreshed::Done(r) | Refreshed::BackOff(r) => Some(r),
+            Refreshed::Fresh(p) => Some(p),
+            Refreshed::Done(r) | Refreshed::BackOff(r) => Some(Arc::new(from_session(app, *id, r))),
             Refreshed::Ended => None,
         }
     }
@@ -658,7 +660,12 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
     if !sessions.needs_refresh(&record) {
         return Ok(Refreshed::Done(record));
     }
-    let counted = |result: &str| app.metrics.token_refreshes.with_label_values(&[result]).inc();
+    let counted = |result: &str| {
+        app.metrics
+            .token_refreshes
+            .with_label_values(&[result])
+            .inc()
+    };
     match sso.refresh(&tokens).await {
         Ok(tokens) => {
             counted("ok");
@@ -666,12 +673,12 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
                 tokens: Some(tokens),
                 ..record
             };
-            sessions
-                .save(id, &updated)
+            let passport = sessions
+                .save_refreshed(id, updated, |r| from_session(app, *id, r))
                 .await
                 .map_err(|_| Refusal::StoreUnavailable)?;
             tracing::debug!(session = ?id, "tokens refreshed");
-            Ok(Refreshed::Done(updated))
+            Ok(Refreshed::Fresh(passport))
         }
         Err(OidcError::Unavailable(e)) => {
             counted("unavailable");

@@ -245,7 +245,14 @@ impl Sessions {
             // Messages may have been missed while (re)subscribing.
             self.forget_account_jwts();
             while let Some(message) = rx.recv().await {
-                self.generation.fetch_add(1, Ordering::SeqCst);
+                let from_here = message
+                    .split_once(':')
+                    .is_some_and(|(from, _)| from == self.instance);
+                // This instance's own changes counted when they were made (`invalidate`): the
+                // echo must not keep what it cached since (a refresh's new passport) out.
+                if !from_here {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                }
                 match message.split_once(':') {
                     None => {
                         cache.clear();
@@ -390,6 +397,35 @@ impl Sessions {
         Ok(Some(resident))
     }
 
+    /// Writes a refreshed session record back and caches its passport here at once (built
+    /// by `passport`), so that the requests after a refresh need no store read on this
+    /// instance; the other instances drop theirs, as after any save. Returns the passport.
+    pub async fn save_refreshed(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Result<Arc<Passport>, StoreError> {
+        self.write(id, &record).await?;
+        let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
+        let mut resident = passport(record);
+        resident.expires_at = expires_at;
+        resident.refresh_at = refresh_at.unwrap_or(i64::MAX);
+        let resident = Arc::new(resident);
+        // A read that began before the write must not cache the old record after this one:
+        // the generation moves first. The entry is replaced, never removed, so that the
+        // requests meanwhile hit the old passport or the new one, not the store.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.insert(*id, resident.clone());
+        }
+        let message = format!("{}:{}", self.instance, id.to_hex());
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a session invalidation");
+        }
+        Ok(resident)
+    }
+
     /// Loads a whole session record (tokens included) from the store; `None` when it does
     /// not exist, cannot be opened, or has expired. Always one store round trip: the cache
     /// keeps passports, not records, and the endpoints that need a record (sign-out, the
@@ -463,15 +499,20 @@ impl Sessions {
 
     /// Writes a session record back (after a refresh), keeping its expiry.
     pub async fn save(&self, id: &OpaqueId, record: &SessionRecord) -> Result<(), StoreError> {
+        self.write(id, record).await?;
+        self.invalidate(id).await;
+        Ok(())
+    }
+
+    /// Puts a session record in the store (no cache change, no message).
+    async fn write(&self, id: &OpaqueId, record: &SessionRecord) -> Result<(), StoreError> {
         let key = store_keys::session(&id.to_hex());
         let plain = serde_json::to_vec(record).unwrap_or_default();
         let sealed = seal::seal(&self.keys, key.as_bytes(), &plain);
         let remaining = (record.expires_at - now()).max(1) as u64;
         self.store
             .put(&key, &sealed, Duration::from_secs(remaining))
-            .await?;
-        self.invalidate(id).await;
-        Ok(())
+            .await
     }
 
     /// Deletes a session (and drops it from every instance's cache).
@@ -535,10 +576,7 @@ impl Sessions {
     /// that do not get it are served from the cache.
     pub fn claim_refresh(&self, id: &OpaqueId) -> bool {
         let now = now();
-        let mut claims = self
-            .refreshes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut claims = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
         if claims.get(id).is_some_and(|until| *until > now) {
             return false;
         }
@@ -553,10 +591,7 @@ impl Sessions {
     /// the session alone here until unix second `t` (the provider failed, or another
     /// instance holds the refresh lock).
     pub fn refresh_done(&self, id: &OpaqueId, retry_at: Option<i64>) {
-        let mut claims = self
-            .refreshes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut claims = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
         match retry_at {
             Some(at) => {
                 claims.insert(*id, at);
@@ -941,7 +976,10 @@ mod tests {
         // 24-hour tokens (IMS) under the default.
         assert_eq!(refresh_at(Some(iat), iat + 86_400, 300), Some(iat + 86_100));
         // Short tokens: the floor, then the expiry bound it.
-        assert_eq!(refresh_at(Some(iat), iat + 8, 6), Some(iat + MIN_REFRESH_INTERVAL));
+        assert_eq!(
+            refresh_at(Some(iat), iat + 8, 6),
+            Some(iat + MIN_REFRESH_INTERVAL)
+        );
         assert_eq!(refresh_at(Some(iat), iat + 3, 1), Some(iat + 3));
         // Tokens stored without their issue time: refresh_before alone, as before.
         assert_eq!(refresh_at(None, iat + 300, 300), Some(iat));
@@ -957,9 +995,15 @@ mod tests {
         let (sessions, _) = sessions("30s");
         let id = OpaqueId::random();
         assert!(sessions.claim_refresh(&id), "the first request refreshes");
-        assert!(!sessions.claim_refresh(&id), "the others are served meanwhile");
+        assert!(
+            !sessions.claim_refresh(&id),
+            "the others are served meanwhile"
+        );
         sessions.refresh_done(&id, None);
-        assert!(sessions.claim_refresh(&id), "done: the next due request may");
+        assert!(
+            sessions.claim_refresh(&id),
+            "done: the next due request may"
+        );
         sessions.refresh_done(&id, Some(now() + 60));
         assert!(!sessions.claim_refresh(&id), "backing off");
         sessions.refresh_done(&id, Some(now() - 1));
@@ -971,7 +1015,10 @@ mod tests {
             .create(Some(identity("u9")), None, Some(t))
             .await
             .unwrap();
-        assert!(!sessions.needs_refresh(&record), "refresh_before = 60 s, 300 s tokens");
+        assert!(
+            !sessions.needs_refresh(&record),
+            "refresh_before = 60 s, 300 s tokens"
+        );
         let resident = sessions.resident(&id, passport).await.unwrap().unwrap();
         assert_eq!(resident.refresh_at, record.created_at + 240);
     }
