@@ -613,9 +613,14 @@ async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passport>>, Refu
             let _ = sessions.hold_refresh_lock(id, &token, backoff).await;
             sessions.refresh_done(id, Some(now() + backoff.as_secs() as i64));
         }
-        _ => {
+        Ok(_) => {
             let _ = sessions.unlock_refresh(id, &token).await;
             sessions.refresh_done(id, None);
+        }
+        // The store failed mid-way: not again from here for a moment.
+        Err(_) => {
+            let _ = sessions.unlock_refresh(id, &token).await;
+            sessions.refresh_done(id, Some(now() + crate::session::MIN_REFRESH_INTERVAL));
         }
     }
     result.map(|r| r.into_passport(app, id))
@@ -623,7 +628,8 @@ async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passport>>, Refu
 
 /// What a refresh under the lock came to.
 enum Refreshed {
-    /// Refreshed and saved: the new passport (already in this instance's cache).
+    /// Refreshed and saved, or found refreshed: the passport (already in this instance's
+    /// cache).
     Fresh(Arc<Passport>),
     /// The session's current record (refreshed, or found refreshed by someone else).
     Done(SessionRecord),
@@ -649,17 +655,21 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
     };
     // Read again under the lock: the refresh may have been done since the passport was
     // cached (a refresh token is single-use with rotation: never send a spent one).
+    let generation = sessions.generation();
     let record = match sessions.load(id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Ok(Refreshed::Ended),
         Err(_) => return Err(Refusal::StoreUnavailable),
     };
+    if !sessions.needs_refresh(&record) {
+        // Done by someone else: what is cached here becomes the stored record's, so that the
+        // requests after this one do not come back (should the invalidation not arrive).
+        let passport = sessions.remember(id, record, generation, |r| from_session(app, *id, r));
+        return Ok(Refreshed::Fresh(passport));
+    }
     let Some(tokens) = record.tokens.clone() else {
         return Ok(Refreshed::Done(record));
     };
-    if !sessions.needs_refresh(&record) {
-        return Ok(Refreshed::Done(record));
-    }
     let counted = |result: &str| {
         app.metrics
             .token_refreshes

@@ -384,6 +384,24 @@ impl Sessions {
         let Some(record) = self.load(id).await? else {
             return Ok(None);
         };
+        Ok(Some(self.remember(id, record, generation, passport)))
+    }
+
+    /// The change counter, read before a store read whose result [`Sessions::remember`]
+    /// is to cache.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The passport of a record read from the store, cached (replacing what was) unless a
+    /// change happened since `generation` was read before the read.
+    pub fn remember(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        generation: u64,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Arc<Passport> {
         let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
         let mut resident = passport(record);
         resident.expires_at = expires_at;
@@ -394,7 +412,7 @@ impl Sessions {
                 cache.insert(*id, resident.clone());
             }
         }
-        Ok(Some(resident))
+        resident
     }
 
     /// Writes a refreshed session record back and caches its passport here at once (built
