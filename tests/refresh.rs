@@ -209,7 +209,7 @@ async fn two_instances_under_concurrent_requests_make_one_refresh_with_rotating_
     burst(&http, &[&s.gate, &b], 2).await;
     s.provider.reset_counts().await;
     for round in 1..=2u64 {
-        let due = signed_in + Duration::from_millis(5300 * round as u64);
+        let due = signed_in + Duration::from_millis(5300 * round);
         tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
         burst(&http, &[&s.gate, &b], 24).await;
         let counts = s.provider.counts().await;
