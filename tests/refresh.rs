@@ -454,3 +454,34 @@ async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart() {
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("uma"));
     drop(provider);
 }
+
+// === check ===
+
+#[test]
+fn check_warns_when_refresh_before_is_out_of_proportion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = |before: &str| {
+        format!(
+            "[[upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:8080\"\n\
+             [sso]\npreset = \"adobe-ims\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [session]\ncookie_secret = \"{}\"\nrefresh_before = \"{before}\"\n",
+            support::COOKIE_SECRET
+        )
+    };
+    std::fs::write(&path, text("30m")).unwrap();
+    let (code, out, err) = support::linkgate_cli(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "a warning, not an error: {out}{err}");
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains("session.refresh_before") && said.contains("half their lifetime"),
+        "{said}"
+    );
+    std::fs::write(&path, text("5m")).unwrap();
+    let (code, out, err) = support::linkgate_cli(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        !format!("{out}{err}").contains("refresh_before"),
+        "{out}{err}"
+    );
+}
