@@ -202,6 +202,73 @@ function loginPage(uid, params, error) {
 </form>`);
 }
 
+// ---- storage --------------------------------------------------------------------------------
+// oidc-provider's own in-memory adapter is an LRU of 1,000 entries: past a few hundred signed-in
+// users it evicts live grants and refresh tokens, and then refuses their refreshes
+// (invalid_grant), which a test or a soak would blame on linkgate. This one keeps everything
+// until it expires (swept once a minute).
+const stored = new Map(); // "Model:id" -> { payload, expiresAt (ms, 0: never) }
+const grantMembers = new Map(); // grantId -> Set of "Model:id"
+
+function liveEntry(key) {
+  const e = stored.get(key);
+  if (!e) return undefined;
+  if (e.expiresAt && e.expiresAt <= Date.now()) {
+    stored.delete(key);
+    return undefined;
+  }
+  return e.payload;
+}
+
+setInterval(() => {
+  const now = Date.now();
+  for (const [key, e] of stored) {
+    if (e.expiresAt && e.expiresAt <= now) stored.delete(key);
+  }
+}, 60_000).unref();
+
+class MapAdapter {
+  constructor(model) { this.model = model; }
+
+  key(id) { return `${this.model}:${id}`; }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : 0;
+    const key = this.key(id);
+    stored.set(key, { payload, expiresAt });
+    if (payload.grantId) {
+      if (!grantMembers.has(payload.grantId)) grantMembers.set(payload.grantId, new Set());
+      grantMembers.get(payload.grantId).add(key);
+    }
+    if (payload.uid) stored.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    if (payload.userCode) stored.set(`userCode:${payload.userCode}`, { payload: id, expiresAt });
+  }
+
+  async find(id) { return liveEntry(this.key(id)); }
+
+  async findByUid(uid) {
+    const id = liveEntry(`sessionUid:${uid}`);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async findByUserCode(userCode) {
+    const id = liveEntry(`userCode:${userCode}`);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async consume(id) {
+    const payload = liveEntry(this.key(id));
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { stored.delete(this.key(id)); }
+
+  async revokeByGrantId(grantId) {
+    for (const key of grantMembers.get(grantId) || []) stored.delete(key);
+    grantMembers.delete(grantId);
+  }
+}
+
 // ---- provider -------------------------------------------------------------------------------
 // Numbers (seconds) for every TTL in use, so that oidc-provider does not print a NOTICE for each
 // default TTL function; the values are oidc-provider's own defaults. config.ttl overrides them.
@@ -224,6 +291,7 @@ function numberTtls(ttl) {
 }
 
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients: (config.clients || []).map((c) => ({
     client_id: c.client_id,
     ...(c.client_secret ? { client_secret: c.client_secret } : {}),
