@@ -1,5 +1,6 @@
 //! The admin listener (`server.admin_listen`): `/healthz` (the process serves), `/readyz`
-//! (everything a request needs is reachable) and `/metrics` (Prometheus). It must never serve
+//! (everything a request needs is reachable; `warnings` lists what is reachable but risky,
+//! such as a Redis eviction policy that may evict links) and `/metrics` (Prometheus). It must never serve
 //! anything user-facing, and it is meant for a private address.
 
 use std::sync::Arc;
@@ -24,17 +25,23 @@ impl Admin {
         Self { app }
     }
 
-    /// Readiness checks by name; all must pass for `/readyz` to answer 200.
-    async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+    /// Readiness checks by name; all must pass for `/readyz` to answer 200. Also the
+    /// warnings: things that do not stop serving but put data at risk.
+    async fn readiness(&self) -> (Vec<(&'static str, Result<(), String>)>, Vec<String>) {
         let mut checks = vec![("config", Ok(()))];
-        checks.push((
-            "store",
-            self.app.store.ping().await.map_err(|e| e.to_string()),
-        ));
+        let mut warnings = Vec::new();
+        let store = self.app.store.ping().await.map_err(|e| e.to_string());
+        if store.is_ok() {
+            // Links have no TTL: an allkeys-* policy may evict them under memory pressure.
+            if let Ok(Some(warning)) = self.app.store.eviction_warning().await {
+                warnings.push(warning);
+            }
+        }
+        checks.push(("store", store));
         if let Some(sso) = &self.app.sso {
             checks.push(("sso", sso.prepare().await.map_err(|e| e.to_string())));
         }
-        checks
+        (checks, warnings)
     }
 }
 
@@ -61,10 +68,11 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/healthz" => response(200, "text/plain; charset=utf-8", b"ok\n".to_vec()),
             "/readyz" => {
-                let checks = self.readiness().await;
+                let (checks, warnings) = self.readiness().await;
                 let ready = checks.iter().all(|(_, r)| r.is_ok());
                 let body = json!({
                     "ready": ready,
+                    "warnings": warnings,
                     "checks": checks.iter().map(|(name, r)| (name.to_string(), match r {
                         Ok(()) => json!({"ok": true}),
                         Err(e) => json!({"ok": false, "error": e}),

@@ -5,9 +5,17 @@
 //! `userinfo` and `auth` (forward-auth).
 //!
 //! Each handler reads the request, talks to the store and the providers, and returns one
-//! [`Reply`]. A handler never leaves anything half-written: a flow is stored only once the
-//! authorization URL exists, a session only once the tokens verified, a link in one atomic
-//! operation; a failure on the way is a page (or JSON) that says what to do next.
+//! [`Reply`]. A handler never leaves anything half-written: a session is stored only once
+//! the tokens verified, a link in one atomic operation; a failure on the way is a page (or
+//! JSON) that says what to do next.
+//!
+//! SECURITY: `start` writes nothing to the store (the flow is a sealed cookie, see
+//! [`crate::session::flow`]) and nothing it keeps is sized by the client beyond
+//! [`flow::MAX_RD`]: `redirect_uri` is built from `server.public_url`, or from a `Host` the
+//! configuration names (an upstream's `hosts`) or the listener's own address, and any other
+//! `Host` is refused. A link is made only for the session that started the flow: connect
+//! flows (and account sign-ins of a session waiting for its account) carry that session's
+//! id and identity, and the callback links only when the request's session is the same.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,13 +34,16 @@ use crate::passport::{Field, Names};
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::cookie::OpaqueId;
-use crate::session::{Flow, Intent, JwtBinding, SessionRecord};
+use crate::session::flow::{self, AskedBy};
+use crate::session::{Flow, FlowRefusal, Intent, JwtBinding, SessionRecord, FLOW_TTL};
 
 /// What the handlers need to know about the request beyond its header.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo {
     /// Whether the peer is a trusted proxy (its `X-Forwarded-Proto`/`-Host` count).
     pub peer_trusted: bool,
+    /// The address the connection came in on (the listener's own address), when known.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// The largest form body an endpoint reads.
@@ -40,10 +51,26 @@ const MAX_FORM: usize = 16 * 1024;
 
 /// Dispatches an endpoint by its name (the path below the prefix).
 pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestInfo) -> Reply {
+    // No DNS name is longer: refused before the header is copied or read any further.
+    let host_len = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .map_or(0, |h| h.len());
+    if host_len > MAX_HOST {
+        let html = respond::prefers_html(session.req_header());
+        return Refusal::BadRequest("the Host header is too long".into()).reply(html, &app.pages);
+    }
     let req = session.req_header().clone();
     let html = respond::is_navigation(&req) || respond::prefers_html(&req);
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
+    let info = RequestInfo {
+        local: info
+            .local
+            .or_else(|| session.server_addr().and_then(|a| a.as_inet()).copied()),
+        ..info
+    };
     let result = match name {
         "start" if get => start(app, &req, info).await,
         "callback" if get => callback(app, &req).await,
@@ -72,7 +99,20 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         }
         _ => Err(Refusal::NotFound),
     };
-    result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages))
+    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages));
+    // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
+    let carried = matches!(name, "callback" | "account/callback")
+        .then(|| app.sessions.as_ref())
+        .flatten()
+        .and_then(|s| {
+            let state = query_param(&req, "state")?;
+            s.carried_flow_cookie(&req, &state)
+                .map(|name| s.clear_flow_cookie(&name))
+        });
+    match carried {
+        Some(clear) => reply.with_cookie(&clear),
+        None => reply,
+    }
 }
 
 // === request helpers ===
@@ -107,7 +147,8 @@ async fn form(
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
-        if origin != "null" && origin.trim_end_matches('/') != base_url(app, req, info) {
+        let ours = base_url(app, req, info);
+        if origin != "null" && Some(origin.trim_end_matches('/')) != ours.as_deref() {
             return Err(Refusal::BadRequest("cross-site form submission".into()));
         }
     }
@@ -123,10 +164,12 @@ async fn form(
 }
 
 /// `scheme://host` of this gate as the browser sees it: `server.public_url` when set,
-/// otherwise from the request (with `X-Forwarded-Proto`/`-Host` from trusted proxies only).
-pub fn base_url(app: &App, req: &RequestHeader, info: RequestInfo) -> String {
+/// otherwise from the request (with `X-Forwarded-Proto`/`-Host` from trusted proxies only),
+/// provided the host is one linkgate vouches for ([`host_is_ours`]). `None` for any other
+/// host: nothing is built from a name the client made up.
+pub fn base_url(app: &App, req: &RequestHeader, info: RequestInfo) -> Option<String> {
     if let Some(url) = &app.config.server.public_url {
-        return url.as_str().trim_end_matches('/').to_string();
+        return Some(url.as_str().trim_end_matches('/').to_string());
     }
     let forwarded = |name: &str| {
         info.peer_trusted
@@ -135,13 +178,12 @@ pub fn base_url(app: &App, req: &RequestHeader, info: RequestInfo) -> String {
             .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let scheme = forwarded("x-forwarded-proto").unwrap_or_else(|| {
-        if app.config.server.tls.is_some() {
-            "https".to_string()
-        } else {
-            "http".to_string()
-        }
-    });
+    let scheme = match forwarded("x-forwarded-proto").as_deref() {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if app.config.server.tls.is_some() => "https",
+        _ => "http",
+    };
     let host = forwarded("x-forwarded-host")
         .or_else(|| {
             req.headers
@@ -149,9 +191,56 @@ pub fn base_url(app: &App, req: &RequestHeader, info: RequestInfo) -> String {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string)
         })
-        .or_else(|| req.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| app.config.server.listen.to_string());
-    format!("{scheme}://{host}")
+        .or_else(|| req.uri.authority().map(|a| a.to_string()))?;
+    host_is_ours(app, &host, scheme, info).then(|| format!("{scheme}://{host}"))
+}
+
+/// The longest `Host` value considered at all (a DNS name and a port).
+const MAX_HOST: usize = 261;
+
+/// Whether linkgate may build its own URLs (`redirect_uri`, the sign-out return) on `host`:
+/// a name an upstream's `hosts` lists (exactly or by `*.` pattern), or the address the
+/// connection came in on (`127.0.0.1:4180` when the browser opened that, `localhost:4180`
+/// on a loopback listener; the port may be left out when it is the scheme's default). Without `public_url` and without `hosts`, a
+/// gate reached by a DNS name therefore refuses to start sign-ins: set `public_url`. Why
+/// not any well-formed host: a provider that accepts redirect URIs by pattern, a cache keyed
+/// without `Host`, or a log reader would each trust a name the client chose.
+fn host_is_ours(app: &App, host: &str, scheme: &str, info: RequestInfo) -> bool {
+    if host.is_empty()
+        || host.len() > MAX_HOST
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    {
+        return false;
+    }
+    if app.router.names_host(host) {
+        return true;
+    }
+    let Some(local) = info.local else {
+        return false;
+    };
+    if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
+        return addr == local;
+    }
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && !host.ends_with(']') => {
+            (name, port.parse::<u16>().ok())
+        }
+        _ => (host, Some(default_port)),
+    };
+    if port != Some(local.port()) {
+        return false;
+    }
+    // `localhost` is the loopback listener's own name (the demo, development).
+    if name.eq_ignore_ascii_case("localhost") {
+        return local.ip().is_loopback();
+    }
+    name.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == local.ip())
 }
 
 fn encode(text: &str) -> String {
@@ -159,7 +248,9 @@ fn encode(text: &str) -> String {
 }
 
 /// `{prefix}/start?rd=…` (with `intent=connect` to connect the session's cloud account).
+/// An `rd` longer than [`flow::MAX_RD`] becomes `/`: `start` would refuse it.
 pub fn start_url(app: &App, rd: &str, intent: Intent) -> String {
+    let rd = if rd.len() > flow::MAX_RD { "/" } else { rd };
     let connect = if intent == Intent::Connect {
         "&intent=connect"
     } else {
@@ -228,19 +319,40 @@ async fn replace_session(
 
 // === sign-in ===
 
-/// Stores a new flow for `provider` and returns the redirect to its authorization endpoint.
+/// What a person reads when a callback comes without its flow.
+const UNKNOWN_FLOW: &str =
+    "This sign-in was started in another browser, or it expired or was already used.";
+
+/// Starts a flow for `provider` and returns the redirect to its authorization endpoint,
+/// with the flow sealed in a cookie of its own. Writes nothing to the store.
+/// `asked_by` is the session that starts it, for a flow that may link.
 async fn begin(
     app: &App,
     provider: &Provider,
     intent: Intent,
+    asked_by: Option<AskedBy>,
     req: &RequestHeader,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
     let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
-    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
-    let binding = sessions.binding_of(req).unwrap_or_else(OpaqueId::random);
-    let state = OpaqueId::random().to_hex() + &OpaqueId::random().to_hex();
-    let redirect_uri = format!("{}{}", base_url(app, req, info), provider.redirect_path());
+    let rd = query_param(req, "rd");
+    if rd.as_ref().is_some_and(|rd| rd.len() > flow::MAX_RD) {
+        return Err(Refusal::BadRequest(format!(
+            "the address to return to is longer than {} bytes",
+            flow::MAX_RD
+        )));
+    }
+    let rd = app.redirects.resolve(rd.as_deref());
+    let Some(base) = base_url(app, req, info) else {
+        tracing::warn!(
+            "sign-in refused: the request's host is neither server.public_url nor an upstream's hosts"
+        );
+        return Err(Refusal::BadRequest(
+            "this site is not known by that name; open it by its usual address".into(),
+        ));
+    };
+    let state = flow::new_state();
+    let redirect_uri = format!("{base}{}", provider.redirect_path());
     let request = provider
         .authorize(&state, &redirect_uri)
         .await
@@ -252,17 +364,24 @@ async fn begin(
         nonce: request.nonce,
         rd,
         redirect_uri,
-        binding: binding.to_hex(),
+        asked_by,
+        expires_at_ms: flow::now_ms() + FLOW_TTL.as_millis() as i64,
     };
-    sessions
-        .put_flow(&state, &flow)
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?;
-    Ok(Reply::redirect(request.url.as_str()).with_cookie(&sessions.binding_cookie(&binding)))
+    let Some(cookies) = sessions.flow_cookies(req, &state, &flow) else {
+        return Err(Refusal::BadRequest(
+            "the sign-in request is too large".into(),
+        ));
+    };
+    let mut reply = Reply::redirect(request.url.as_str());
+    for cookie in &cookies {
+        reply = reply.with_cookie(cookie);
+    }
+    Ok(reply)
 }
 
-/// Takes the flow of a callback (once), checks it belongs to `provider` and this browser,
-/// checks the issuer, exchanges the code and verifies the id_token.
+/// Opens the flow of a callback from its cookie (once: the cookie is cleared by
+/// [`handle`]), checks it belongs to `provider`, checks the issuer, exchanges the code,
+/// verifies the id_token, then marks the state used (the first store write of a sign-in).
 async fn finish(
     app: &App,
     provider: &Provider,
@@ -276,16 +395,31 @@ async fn finish(
             .inc();
     };
     let state = query_param(req, "state").unwrap_or_default();
-    let flow = sessions
-        .take_flow(&state)
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?;
-    let Some(flow) = flow.filter(|f| f.provider == provider.label) else {
-        logins("unknown_state");
-        return Err(Refusal::SignInFailed {
-            why: "This sign-in link has expired or was already used.".into(),
-            retry: start_url(app, "/", Intent::Login),
-        });
+    let home = start_url(app, "/", Intent::Login);
+    let flow = match sessions.flow_of(req, &state) {
+        Ok(Some((_, flow))) if flow.provider == provider.label => flow,
+        Ok(_) | Err(FlowRefusal::Invalid(_)) => {
+            logins("unknown_state");
+            return Err(Refusal::SignInFailed {
+                why: UNKNOWN_FLOW.into(),
+                retry: home,
+            });
+        }
+        Err(FlowRefusal::Duplicate(_)) => {
+            // Two cookies of one flow's name: one was planted. Neither is used.
+            logins("duplicate_cookie");
+            return Err(Refusal::SignInFailed {
+                why: "Your browser sent this sign-in twice with different cookies; both were discarded.".into(),
+                retry: home,
+            });
+        }
+        Err(FlowRefusal::Expired(_)) => {
+            logins("expired");
+            return Err(Refusal::SignInFailed {
+                why: "This sign-in took longer than ten minutes.".into(),
+                retry: home,
+            });
+        }
     };
     let retry = start_url(app, &flow.rd, flow.intent);
     if let Some(error) = query_param(req, "error") {
@@ -299,13 +433,6 @@ async fn finish(
             _ => format!("{name} reported an error: {error}."),
         };
         return Err(Refusal::SignInFailed { why, retry });
-    }
-    if sessions.binding_of(req).map(|b| b.to_hex()) != Some(flow.binding.clone()) {
-        logins("wrong_browser");
-        return Err(Refusal::SignInFailed {
-            why: "This sign-in was started in another browser (or its cookie expired).".into(),
-            retry,
-        });
     }
     let endpoints = provider.endpoints().await.map_err(provider_refusal)?;
     // RFC 9207: a mix-up attack shows up as another issuer here, or as none.
@@ -324,51 +451,125 @@ async fn finish(
             retry,
         });
     };
-    match provider
+    let (identity, tokens) = match provider
         .exchange(&code, &flow.verifier, &flow.redirect_uri, &flow.nonce)
         .await
     {
-        Ok((identity, tokens)) => {
-            logins("ok");
-            Ok((flow, identity, tokens))
-        }
+        Ok(done) => done,
         Err(OidcError::Unavailable(e)) => {
             logins("provider_unavailable");
-            Err(Refusal::ProviderUnavailable(e))
+            return Err(Refusal::ProviderUnavailable(e));
         }
         Err(e) => {
             logins("invalid");
             tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
-            Err(Refusal::SignInFailed {
+            return Err(Refusal::SignInFailed {
                 why: "The sign-in could not be verified.".into(),
                 retry,
-            })
+            });
         }
+    };
+    // Only now, with a code the provider honoured, may the store be written.
+    match sessions.mark_flow_used(&state, &flow).await {
+        Ok(true) => {}
+        Ok(false) => {
+            logins("replayed");
+            return Err(Refusal::SignInFailed {
+                why: UNKNOWN_FLOW.into(),
+                retry: home,
+            });
+        }
+        Err(_) => return Err(Refusal::StoreUnavailable),
     }
+    logins("ok");
+    Ok((flow, identity, tokens))
 }
 
-/// `GET start?rd=[&intent=connect]`: sign in with Magento.com.
+/// `GET start?rd=[&intent=connect]`: sign in with Magento.com. A connect flow records the
+/// session that asks and the cloud account it holds (the callback links only for them).
 async fn start(app: &App, req: &RequestHeader, info: RequestInfo) -> Result<Reply, Refusal> {
     let sso = app.sso.as_ref().ok_or(Refusal::NotFound)?;
     let intent = match query_param(req, "intent").as_deref() {
         Some("connect") => Intent::Connect,
         _ => Intent::Login,
     };
-    begin(app, sso, intent, req, info).await
+    let asked_by = asked_by_current(app, req).await?;
+    begin(app, sso, intent, asked_by, req, info).await
 }
 
 /// `GET account/start?rd=`: sign in to the cloud account (`[account] source = "oauth2"`).
+/// A Magento.com session waiting for its account is recorded: the callback links for it only.
 async fn account_start(
     app: &App,
     req: &RequestHeader,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
     let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
-    begin(app, provider, Intent::Login, req, info).await
+    let asked_by = asked_by_current(app, req).await?;
+    begin(app, provider, Intent::Login, asked_by, req, info).await
 }
 
-/// `GET callback`: back from Magento.com. A login looks up the link (primary login); a
-/// connect links the session's cloud account to this Magento.com account.
+/// The identity a session is known by: its Magento.com identity, else its cloud account.
+fn primary_key(record: &SessionRecord) -> Option<String> {
+    record
+        .sso
+        .as_ref()
+        .or(record.account.as_ref())
+        .map(|i| i.key())
+}
+
+/// The session of the request as the starter of a flow, if it has one. A store read only
+/// for a cookie whose tag verified: never for an anonymous client.
+async fn asked_by_current(app: &App, req: &RequestHeader) -> Result<Option<AskedBy>, Refusal> {
+    Ok(current(app, req)
+        .await?
+        .and_then(|(id, record)| primary_key(&record).map(|key| AskedBy::new(id, &key))))
+}
+
+/// Whether `flow` was started by the session `old` (same id, same identity).
+fn started_by(flow: &Flow, old: &(OpaqueId, SessionRecord)) -> bool {
+    let (id, record) = old;
+    match (flow.asked_by, primary_key(record)) {
+        (Some(asked), Some(key)) => asked.is(id, &key),
+        _ => false,
+    }
+}
+
+/// Whether a sign-in as `identity` may replace the browser's session `old`: when that
+/// session started it (switching users on purpose), or is already this person. Otherwise a
+/// planted flow cookie would sign a signed-in victim into the attacker's account (login
+/// CSRF), from where one more click could link her account to his.
+fn may_replace(flow: &Flow, old: Option<&(OpaqueId, SessionRecord)>, identity_key: &str) -> bool {
+    old.is_none_or(|old| {
+        let same_person = [&old.1.sso, &old.1.account]
+            .into_iter()
+            .flatten()
+            .any(|i| i.key() == identity_key);
+        same_person || started_by(flow, old)
+    })
+}
+
+/// The page for a flow that would link an identity to a session other than the one that
+/// asked for it (a planted flow cookie, or a session that changed meanwhile).
+fn not_this_session(app: &App) -> Refusal {
+    app.metrics
+        .links
+        .with_label_values(&["wrong_session"])
+        .inc();
+    Refusal::SignInFailed {
+        why: "This sign-in was started from another session (or another browser). Nothing was connected and your session is unchanged; start again from your account page.".into(),
+        retry: if app.config.account.is_some() {
+            link_page_url(app)
+        } else {
+            start_url(app, "/", Intent::Login)
+        },
+    }
+}
+
+/// `GET callback`: back from Magento.com. A login looks up the link (primary login, never a
+/// new link); a connect links the session's cloud account to this Magento.com account, only
+/// when the request's session is the one that started the connect and still holds the same
+/// cloud account.
 async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let sso = app.sso.as_ref().ok_or(Refusal::NotFound)?;
     let (flow, identity, tokens) = finish(app, sso, req).await?;
@@ -385,9 +586,19 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
                     retry: link_page_url(app),
                 });
             };
+            if !old.as_ref().is_some_and(|old| started_by(&flow, old)) {
+                tracing::warn!("connect callback for another session refused; nothing linked");
+                return Err(not_this_session(app));
+            }
             link(app, &account, &identity).await?;
             account_jwt = old.as_ref().and_then(|(_, r)| r.account_jwt.clone());
             Some(account)
+        }
+        (Intent::Login, _) | (Intent::Connect, false)
+            if !may_replace(&flow, old.as_ref(), &identity.key()) =>
+        {
+            tracing::warn!("sign-in into another session's browser refused; session kept");
+            return Err(not_this_session(app));
         }
         (Intent::Login, true) => {
             let registry = app.registry.as_ref().ok_or(Refusal::NotFound)?;
@@ -412,8 +623,9 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
 }
 
 /// `GET account/callback`: back from the cloud account's sign-in. With a Magento.com
-/// session waiting for its account, this links them; otherwise it starts an account
-/// session, which the link rule then sends on to Magento.com.
+/// session waiting for its account, this links them, when that session started this
+/// sign-in (otherwise nothing is linked and the session is left alone); without one, it
+/// starts an account session, which the link rule then sends on to Magento.com.
 async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
     let (flow, account, _tokens) = finish(app, provider, req).await?;
@@ -424,8 +636,16 @@ async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refus
         .and_then(|(_, r)| r.sso.clone().map(|s| (s, r.tokens.clone())));
     let cookie = match waiting_sso {
         Some((sso, tokens)) => {
+            if !old.as_ref().is_some_and(|old| started_by(&flow, old)) {
+                tracing::warn!("account callback for another session refused; nothing linked");
+                return Err(not_this_session(app));
+            }
             link(app, &account, &sso).await?;
             replace_session(app, old.as_ref(), Some(sso), Some(account), tokens, None).await?
+        }
+        None if !may_replace(&flow, old.as_ref(), &account.key()) => {
+            tracing::warn!("sign-in into another session's browser refused; session kept");
+            return Err(not_this_session(app));
         }
         None => replace_session(app, old.as_ref(), None, Some(account), None, None).await?,
     };
@@ -748,7 +968,10 @@ async fn sign_out_page(
         return Ok(Reply::json(
             StatusCode::OK,
             &json!({
-                "sign_out": format!("{}{action}", base_url(app, req, info)),
+                "sign_out": format!(
+                    "{}{action}",
+                    base_url(app, req, info).unwrap_or_default()
+                ),
                 "method": "POST",
                 "csrf": csrf,
             }),
@@ -802,8 +1025,9 @@ async fn sign_out(
     let mut location = rd.clone();
     // The Magento.com session ends too, with the id_token as hint when the session still
     // has one (after a disconnect it does not, and the browser is still signed in there).
-    if let (Some(sso), true) = (&app.sso, had_session) {
-        let back = format!("{}{}/signed_out", base_url(app, req, info), app.prefix());
+    let base = base_url(app, req, info);
+    if let (Some(sso), true, Some(base)) = (&app.sso, had_session, base) {
+        let back = format!("{base}{}/signed_out", app.prefix());
         if let Some(mut url) = sso.end_session_url(id_token.as_deref(), &back).await {
             url.query_pairs_mut().append_pair("state", &rd);
             location = url.to_string();

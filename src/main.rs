@@ -125,6 +125,23 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     }
 }
 
+/// Warns when Redis, if it answers, may evict links (`maxmemory-policy` `allkeys-*`). A
+/// Redis that does not answer is a note, not a failure: `check` validates the file.
+fn check_eviction(app: &linkgate::app::App) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    match runtime.block_on(app.store.eviction_warning()) {
+        Ok(Some(warning)) => eprintln!("warning: {warning}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("note: could not check Redis' maxmemory-policy: {e}"),
+    }
+}
+
 /// Runs a `links` action on a current-thread runtime of its own (it never runs inside
 /// Pingora) and turns the outcome into the exit status.
 fn links(config: &Config, action: LinksAction) -> ExitCode {
@@ -216,11 +233,26 @@ fn main() -> ExitCode {
                     if c.upstreams.len() == 1 { "" } else { "s" },
                     c.session.store.as_str(),
                 );
-                // What `run` builds before serving, without connecting anywhere: upstream
-                // hosts resolved, page templates compiled, providers prepared.
-                if let Err(e) = linkgate::app::App::new(c) {
-                    eprintln!("{}: {e}", config.config.display());
-                    return ExitCode::FAILURE;
+                let unnamed = c.sso.is_some()
+                    && c.server.public_url.is_none()
+                    && c.upstreams.iter().all(|u| u.hosts.is_empty());
+                let redis = c.session.store == linkgate::config::StoreKind::Redis;
+                // What `run` builds before serving: upstream hosts resolved, page templates
+                // compiled, providers prepared.
+                let app = match linkgate::app::App::new(c) {
+                    Ok(app) => app,
+                    Err(e) => {
+                        eprintln!("{}: {e}", config.config.display());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                if unnamed {
+                    eprintln!(
+                        "warning: server.public_url is not set and no upstream lists hosts: sign-in starts only when the gate is opened by its own address (e.g. http://127.0.0.1:4180); set public_url"
+                    );
+                }
+                if redis {
+                    check_eviction(&app);
                 }
                 println!("{summary}");
                 ExitCode::SUCCESS

@@ -194,7 +194,111 @@ mod tests {
         assert_eq!(p.resolve(Some("https://example.com/")), HOME);
     }
 
+    /// Pieces an attacker strings together: separators and their encodings (once and
+    /// twice), whitespace and control characters, user info, schemes, hosts.
+    const PIECES: &[&str] = &[
+        "/",
+        "//",
+        "\\",
+        "/\\",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%5C",
+        "%252f",
+        "%255c",
+        "%2e",
+        ".",
+        "..",
+        "%2e%2e",
+        "?",
+        "#",
+        "%3f",
+        "%23",
+        "@",
+        "%40",
+        ":",
+        "%3a",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "%09",
+        "%0a",
+        "%0d",
+        "%00",
+        "%20",
+        "\u{3000}",
+        "%E3%80%80",
+        "\u{200b}",
+        "\u{ff0f}",
+        "evil.com",
+        "example.com",
+        "app.example.com",
+        "shop.test",
+        "x",
+        "https:",
+        "http:",
+        "https://",
+        "HTTPS://",
+        "javascript:",
+        "data:",
+        "user:pw@",
+        "%ff",
+        "%",
+        "\u{0}",
+        "\u{7f}",
+    ];
+
+    fn pieces() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(PIECES), 1..8).prop_map(|v| v.concat())
+    }
+
+    /// Where a browser on `https://gate.test/` goes for `out`, as the WHATWG URL parser
+    /// (the `url` crate) reads it, raw and after one more decoding by an application.
+    fn lands_on_allowed_ground(out: &str) -> bool {
+        let base = Url::parse("https://gate.test/start").unwrap();
+        let allowed = |u: &Url| {
+            matches!(u.scheme(), "http" | "https")
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.host_str().is_some_and(|h| {
+                    h == "gate.test"
+                        || h == "shop.test"
+                        || h == "example.com"
+                        || h.ends_with(".example.com")
+                })
+        };
+        let decoded = percent_encoding::percent_decode_str(out)
+            .decode_utf8_lossy()
+            .into_owned();
+        [out, decoded.as_str()]
+            .iter()
+            .all(|text| base.join(text).is_ok_and(|u| allowed(&u)))
+    }
+
     proptest! {
+        #[test]
+        fn tricky_pieces_never_leave_allowed_ground(rd in pieces()) {
+            let p = policy();
+            let out = p.resolve(Some(&rd));
+            if out != HOME {
+                prop_assert_eq!(&out, &rd, "a value is followed as it is, or not at all");
+                prop_assert!(lands_on_allowed_ground(&out), "{:?}", out);
+                let local = out.starts_with('/') && !out.starts_with("//") && !out.starts_with("/\\");
+                let lower = out.to_ascii_lowercase();
+                // Schemes are case-insensitive (`HTTPS://example.com` is fine, and allowed).
+                prop_assert!(local || lower.starts_with("http://") || lower.starts_with("https://"), "{:?}", out);
+                prop_assert!(!out.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\'));
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_and_never_leaves(rd in "\\PC{0,80}") {
+            let out = policy().resolve(Some(&rd));
+            prop_assert!(out == HOME || lands_on_allowed_ground(&out), "{:?}", out);
+        }
+
         #[test]
         fn whatever_is_followed_stays_on_allowed_ground(rd in "[ -~\\t\\n]{0,40}") {
             let p = policy();

@@ -52,7 +52,7 @@ pub use provider::{
     TokenAuthMethod, ALLOWED_ALGS,
 };
 pub use server::{Server, Tls, DEFAULT_LISTEN, DEFAULT_PROXY_PREFIX};
-pub use session::{Redis, RedisMode, SameSite, Session, StoreKind};
+pub use session::{default_cookie_name, Redis, RedisMode, SameSite, Session, StoreKind};
 pub use upstream::Upstream;
 
 use provider::ProviderKind;

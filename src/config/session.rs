@@ -22,7 +22,10 @@ pub const REFRESH_BEFORE_SENSIBLE: Duration = Duration::from_secs(15 * 60);
 /// `[session]`: the session cookie and where sessions live.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// Cookie name (`cookie_name`, default `_linkgate`).
+    /// Cookie name (`cookie_name`; default `__Host-linkgate` with `cookie_secure`, which
+    /// browsers accept only with `Secure`, `Path=/` and no `Domain`, so neither a sibling
+    /// subdomain nor a plain-HTTP man in the middle can plant one; `_linkgate` without).
+    /// The flow cookies are named after it: `{cookie_name}_bind_{short state}`.
     pub cookie_name: String,
     /// 32-byte key for the cookie HMAC and the session encryption (`cookie_secret` /
     /// `cookie_secret_file`, base64); required when `[sso]` is configured.
@@ -138,6 +141,15 @@ impl RedisMode {
     }
 }
 
+/// The session cookie's name when `cookie_name` is not set.
+pub fn default_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-linkgate"
+    } else {
+        "_linkgate"
+    }
+}
+
 /// True when `name` is a valid cookie name (an RFC 6265 / RFC 9110 token).
 pub(crate) fn is_cookie_token(name: &str) -> bool {
     !name.is_empty()
@@ -170,6 +182,7 @@ impl Session {
             cache_capacity: 100_000,
         };
         let Some(mut t) = t else {
+            session.cookie_name = default_cookie_name(true).to_string();
             if needs_secret {
                 ctx.error(
                     &(0..0),
@@ -217,6 +230,10 @@ impl Session {
             }
         }
         session.cookie_secure = t.bool_or(ctx, "cookie_secure", true);
+        let explicit_name = t.get("cookie_name").is_some();
+        if !explicit_name {
+            session.cookie_name = default_cookie_name(session.cookie_secure).to_string();
+        }
         session.cookie_samesite = t.choice(
             ctx,
             "cookie_samesite",
@@ -243,7 +260,15 @@ impl Session {
         }
         if name.starts_with("__Host-") && session.cookie_domain.is_some() {
             if let Some(n) = t.get("cookie_domain") {
-                n.error(ctx, format!("cookie name `{name}` forbids cookie_domain"));
+                let hint = if explicit_name {
+                    ""
+                } else {
+                    " (the default name with cookie_secure = true); to share the session across subdomains set cookie_name, e.g. \"__Secure-linkgate\", and know that a sibling subdomain can then plant cookies"
+                };
+                n.error(
+                    ctx,
+                    format!("cookie name `{name}` forbids cookie_domain{hint}"),
+                );
             }
         }
         session.ttl = t.duration(ctx, "ttl", session.ttl, false);

@@ -150,7 +150,7 @@ fn minimal_config_fills_every_default() {
     assert!(c.link.allow_disconnect);
 
     let s = &c.session;
-    assert_eq!(s.cookie_name, "_linkgate");
+    assert_eq!(s.cookie_name, "__Host-linkgate");
     assert!(s.cookie_secret.is_none());
     assert_eq!(s.cookie_domain, None);
     assert!(s.cookie_secure);

@@ -273,12 +273,18 @@ impl Hygiene {
         Ok(())
     }
 
-    /// Whether a cookie name is one of linkgate's (`_linkgate`, `_linkgate_csrf`, ...).
+    /// Whether a cookie name is one of linkgate's (`_linkgate`, `_linkgate_bind_…`, ...).
+    /// Both default names count too, whatever the configured one: after an upgrade that
+    /// moved the session to `__Host-linkgate`, a browser still sends its `_linkgate` cookie
+    /// for a while, and its value is a valid session id under the same secret.
     pub fn is_own_cookie(&self, name: &str) -> bool {
-        name == self.cookie_name
-            || name
-                .strip_prefix(self.cookie_name.as_str())
-                .is_some_and(|rest| rest.starts_with('_'))
+        let family = |root: &str| {
+            name.strip_prefix(root)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+        };
+        family(&self.cookie_name)
+            || family(crate::config::default_cookie_name(true))
+            || family(crate::config::default_cookie_name(false))
     }
 }
 

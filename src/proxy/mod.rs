@@ -173,6 +173,7 @@ impl Gate {
             ctx.decision = Decision::Endpoint;
             let info = RequestInfo {
                 peer_trusted: ctx.peer_trusted,
+                local: None,
             };
             let endpoint = endpoint.to_string();
             return Outcome::Reply(login::handle(app, &endpoint, session, info).await);

@@ -413,13 +413,18 @@ pub fn canonical_host(raw: &[u8]) -> Option<String> {
         if !labels_ok {
             return None;
         }
-        (name.to_ascii_lowercase(), port)
+        let mut lower = String::with_capacity(text.len());
+        lower.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        (lower, port)
     };
     match port {
         None => Some(name),
         Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
             p.parse::<u16>().ok()?;
-            Some(format!("{name}:{p}"))
+            let mut host = name;
+            host.push(':');
+            host.push_str(p);
+            Some(host)
         }
         Some(_) => None,
     }

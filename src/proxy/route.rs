@@ -126,6 +126,16 @@ impl Router {
             .max_by_key(|(i, r)| (r.prefix.len(), !r.hosts.is_empty(), usize::MAX - i))
     }
 
+    /// Whether `host` (a `Host` value, port allowed) is named by some upstream's `hosts`
+    /// (exactly or by a `*.` pattern). A route without `hosts` names no host: it serves
+    /// any, which is not the same as vouching for one.
+    pub fn names_host(&self, host: &str) -> bool {
+        let host = strip_port(host).to_ascii_lowercase();
+        self.routes
+            .iter()
+            .any(|r| r.hosts.iter().any(|p| p.matches(&host)))
+    }
+
     /// The route at `index` (as returned by [`Router::pick`]).
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
@@ -171,6 +181,22 @@ mod tests {
 
     fn picked(router: &Router, host: Option<&str>, path: &str) -> Option<String> {
         router.pick(host, path).map(|(_, r)| r.name.clone())
+    }
+
+    #[test]
+    fn only_configured_hosts_are_named() {
+        let router = Router {
+            routes: vec![
+                route("default", &[], "/"),
+                route("shop", &["shop.test", "*.shop.test"], "/"),
+            ],
+        };
+        for named in ["shop.test", "SHOP.test:8443", "www.shop.test"] {
+            assert!(router.names_host(named), "{named}");
+        }
+        for other in ["evil.test", "shop.test.evil", "xshop.test", "", "[::1]:80"] {
+            assert!(!router.names_host(other), "{other}");
+        }
     }
 
     #[test]

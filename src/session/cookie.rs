@@ -3,8 +3,8 @@
 //!
 //! Wire form: base64url(no padding) of `id (16 bytes) || tag (16 bytes)`, where
 //! `tag = HMAC-SHA256(mac_key, "session" || id)[..16]`. The id carries 128 random bits; the
-//! tag is compared in constant time. The same construction binds the browser-binding cookie
-//! of a login flow, under another label.
+//! tag is compared in constant time. The same construction tags the CSRF token of forms,
+//! under another label.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -28,7 +28,8 @@ impl OpaqueId {
         Self(rand::random())
     }
 
-    /// An id from given bytes (derived ones; see `Sessions::jwt_session_id`).
+    /// An id from given bytes (derived ones, see `Sessions::jwt_session_id`; sealed flows
+    /// carry ids so).
     pub fn from_bytes(bytes: [u8; ID_LEN]) -> Self {
         Self(bytes)
     }
@@ -157,10 +158,50 @@ mod tests {
         assert_eq!(OpaqueId::from_hex("zz"), None);
     }
 
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
     proptest! {
         #[test]
         fn arbitrary_values_never_verify(value in ".{0,64}") {
             prop_assert_eq!(decode(&keys(), Purpose::Session, &value), None);
+        }
+
+        /// Values of exactly the right length and alphabet: only the tag can refuse them.
+        #[test]
+        fn well_formed_forgeries_never_verify(value in "[A-Za-z0-9_-]{43}") {
+            prop_assert_eq!(decode(&keys(), Purpose::Session, &value), None);
+            prop_assert_eq!(decode(&keys(), Purpose::Binding, &value), None);
+        }
+
+        /// Any one character of a genuine cookie changed (id or tag, any position, any
+        /// replacement in the alphabet): refused.
+        #[test]
+        fn a_modified_cookie_never_verifies(id in any::<[u8; 16]>(), pos in 0usize..ENCODED_LEN, step in 1usize..64) {
+            let k = keys();
+            let id = OpaqueId(id);
+            let genuine = encode(&k, Purpose::Session, &id);
+            prop_assert_eq!(decode(&k, Purpose::Session, &genuine), Some(id));
+            let mut bytes = genuine.into_bytes();
+            let at = ALPHABET.iter().position(|c| *c == bytes[pos]).unwrap_or(0);
+            bytes[pos] = ALPHABET[(at + step) % ALPHABET.len()];
+            let modified = String::from_utf8(bytes).unwrap();
+            prop_assert_eq!(decode(&k, Purpose::Session, &modified), None);
+        }
+
+        /// The same id under another purpose's tag, or with a tag of another id, never
+        /// verifies: a binding or CSRF token is never a session cookie.
+        #[test]
+        fn tags_do_not_travel_between_ids_or_purposes(a in any::<[u8; 16]>(), b in any::<[u8; 16]>()) {
+            prop_assume!(a != b);
+            let k = keys();
+            let (a, b) = (OpaqueId(a), OpaqueId(b));
+            let csrf = encode(&k, Purpose::Csrf, &a);
+            prop_assert_eq!(decode(&k, Purpose::Session, &csrf), None);
+            let raw_a = URL_SAFE_NO_PAD.decode(encode(&k, Purpose::Session, &a)).unwrap();
+            let raw_b = URL_SAFE_NO_PAD.decode(encode(&k, Purpose::Session, &b)).unwrap();
+            let mut spliced = raw_a[..ID_LEN].to_vec();
+            spliced.extend_from_slice(&raw_b[ID_LEN..]);
+            prop_assert_eq!(decode(&k, Purpose::Session, &URL_SAFE_NO_PAD.encode(spliced)), None);
         }
     }
 }

@@ -13,6 +13,7 @@ pub struct Keys {
     /// hashing the padded key again (two SHA-256 blocks saved per cookie check).
     cookie_mac: Hmac<Sha256>,
     record_aead: [u8; 32],
+    flow_aead: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -27,14 +28,17 @@ impl Keys {
         let hk = Hkdf::<Sha256>::new(Some(b"linkgate/v1"), secret);
         let mut cookie_mac = [0u8; 32];
         let mut record_aead = [0u8; 32];
+        let mut flow_aead = [0u8; 32];
         // 32-byte outputs are always within HKDF-SHA256's limit.
         let _ = hk.expand(b"cookie-mac", &mut cookie_mac);
         let _ = hk.expand(b"record-aead", &mut record_aead);
+        let _ = hk.expand(b"flow-aead", &mut flow_aead);
         let cookie_mac = <Hmac<Sha256> as Mac>::new_from_slice(&cookie_mac)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         Self {
             cookie_mac,
             record_aead,
+            flow_aead,
         }
     }
 
@@ -46,5 +50,11 @@ impl Keys {
     /// The AEAD key for records at rest.
     pub fn record_aead(&self) -> &[u8; 32] {
         &self.record_aead
+    }
+
+    /// The AEAD key for login flows sealed into cookies (see `session::flow`): its own key,
+    /// so a flow cookie can never be opened as a record at rest, nor the reverse.
+    pub fn flow_aead(&self) -> &[u8; 32] {
+        &self.flow_aead
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! A session record lives in the store under `session:{id}`, sealed (see [`seal`]) and
 //! expiring after `session.ttl`; the cookie carries only the tagged id (see [`cookie`]). A
-//! login flow's state (PKCE verifier, nonce, `rd`) lives under `flow:{state}` for at most ten
-//! minutes and is taken once; a browser-binding cookie ties it to the browser that started
-//! it. This module never decides who may pass: it only loads, saves and forgets.
+//! login flow's state (PKCE verifier, nonce, `rd`) lives in a sealed cookie of its own for
+//! at most ten minutes (see [`flow`]): an anonymous sign-in writes nothing to the store.
+//! A request carrying two cookies of one of linkgate's names is never resolved by picking
+//! one (a sibling subdomain or a plain-HTTP man in the middle may have planted the other):
+//! it counts as carrying none. This module never decides who may pass: it only loads, saves
+//! and forgets.
 
 pub mod cache;
 pub mod cookie;
+pub mod flow;
 pub mod keys;
 pub mod seal;
 
@@ -87,25 +91,7 @@ pub enum Intent {
     Connect,
 }
 
-/// A login in progress.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Flow {
-    /// Which provider (`sso` or `account`).
-    pub provider: String,
-    /// Why.
-    #[serde(default)]
-    pub intent: Intent,
-    /// PKCE verifier.
-    pub verifier: String,
-    /// The nonce the id_token must carry.
-    pub nonce: String,
-    /// Where to go afterwards (already validated).
-    pub rd: String,
-    /// The redirect URI sent to the provider (the exchange must repeat it).
-    pub redirect_uri: String,
-    /// The browser binding (hex id of the binding cookie).
-    pub binding: String,
-}
+pub use flow::Flow;
 
 /// The shortest time between two refreshes of a session's tokens, whatever their lifetime
 /// and `session.refresh_before` (see [`refresh_at`]).
@@ -337,15 +323,18 @@ impl Sessions {
         &self.config.cookie_name
     }
 
-    fn binding_cookie_name(&self) -> String {
+    /// The prefix of flow cookie names (`{cookie_name}_bind`, the browser-binding cookie of
+    /// earlier versions): a flow cookie is `{cookie_name}_bind_{short state}`.
+    fn flow_cookie_prefix(&self) -> String {
         format!("{}_bind", self.config.cookie_name)
     }
 
-    /// The session id of a request, if its cookie carries a valid tag. Several cookies of
-    /// the same name (a subdomain may set one too) are each tried.
+    /// The session id of a request, if it carries exactly one session cookie and its tag is
+    /// valid. Two or more cookies of the name are refused, never tried in turn: which one a
+    /// browser sends first is the planter's choice (a longer `Path`, an earlier creation).
     pub fn id_of(&self, req: &RequestHeader) -> Option<OpaqueId> {
-        cookies(req, &self.config.cookie_name)
-            .find_map(|v| cookie::decode(&self.keys, Purpose::Session, v))
+        let value = only(cookies(req, &self.config.cookie_name))?;
+        cookie::decode(&self.keys, Purpose::Session, value)
     }
 
     /// Whether the request carries a session cookie at all (valid or not).
@@ -353,10 +342,114 @@ impl Sessions {
         cookies(req, &self.config.cookie_name).next().is_some()
     }
 
-    /// The browser binding of a request, if its binding cookie is valid.
-    pub fn binding_of(&self, req: &RequestHeader) -> Option<OpaqueId> {
-        cookies(req, &self.binding_cookie_name())
-            .find_map(|v| cookie::decode(&self.keys, Purpose::Binding, v))
+    /// The flow of `state` that this request's flow cookie carries, with the cookie's name.
+    /// `Err` names the cookie to clear when the request carries it but it cannot be used:
+    /// twice (planted), forged, for another state, or expired. `Ok(None)` when the request
+    /// does not carry it at all (another browser, or already used).
+    pub fn flow_of(
+        &self,
+        req: &RequestHeader,
+        state: &str,
+    ) -> Result<Option<(String, Flow)>, FlowRefusal> {
+        if !flow::is_state(state) {
+            return Ok(None);
+        }
+        let name = flow::cookie_name(&self.flow_cookie_prefix(), state);
+        let (first, twice) = {
+            let mut values = cookies(req, &name);
+            (values.next().map(str::to_owned), values.next().is_some())
+        };
+        let Some(value) = first else {
+            return Ok(None);
+        };
+        if twice {
+            return Err(FlowRefusal::Duplicate(name));
+        }
+        match Flow::open(&self.keys, &value, state) {
+            Some(f) if !f.expired(flow::now_ms()) => Ok(Some((name, f))),
+            Some(_) => Err(FlowRefusal::Expired(name)),
+            None => Err(FlowRefusal::Invalid(name)),
+        }
+    }
+
+    /// The name of the flow cookie of `state` when the request carries it (to clear it).
+    pub fn carried_flow_cookie(&self, req: &RequestHeader, state: &str) -> Option<String> {
+        if !flow::is_state(state) {
+            return None;
+        }
+        let name = flow::cookie_name(&self.flow_cookie_prefix(), state);
+        let carried = cookies(req, &name).next().is_some();
+        carried.then_some(name)
+    }
+
+    /// `Set-Cookie` lines for a new flow of `state`: the flow's own cookie first, then a
+    /// clearing line for each older flow cookie of this browser that must go to keep within
+    /// [`flow::MAX_FLOWS`] and [`flow::BUDGET`] (unreadable ones first, then the oldest).
+    /// `None` when the flow does not fit in a cookie.
+    pub fn flow_cookies(&self, req: &RequestHeader, state: &str, f: &Flow) -> Option<Vec<String>> {
+        let value = f.seal(&self.keys, state)?;
+        let name = flow::cookie_name(&self.flow_cookie_prefix(), state);
+        let prefix = format!("{}_", self.flow_cookie_prefix());
+        let mut held: Vec<(i64, &str, usize)> = all_cookies(req)
+            .filter(|(k, _)| k.starts_with(&prefix) && *k != name)
+            .map(|(k, v)| {
+                let expires = Flow::open_any(&self.keys, v)
+                    .filter(|f| !f.expired(flow::now_ms()))
+                    .map_or(i64::MIN, |f| f.expires_at_ms);
+                (expires, k, k.len() + v.len())
+            })
+            .collect();
+        held.sort_unstable();
+        held.dedup_by(|a, b| a.1 == b.1);
+        let mut total: usize =
+            held.iter().map(|(_, _, n)| n).sum::<usize>() + name.len() + value.len();
+        let mut lines = vec![format!(
+            "{name}={value}{}",
+            self.flow_attributes(flow_max_age())
+        )];
+        let mut kept = held.len();
+        // At most a few clearing lines per answer: a client that sends hundreds of fake flow
+        // cookies gets them cleared a few at a time, not an answer as large as its request.
+        for (expires, old, size) in held.into_iter().take(MAX_FLOW_CLEARS) {
+            if expires != i64::MIN && kept < flow::MAX_FLOWS && total <= flow::BUDGET {
+                break;
+            }
+            lines.push(self.clear_flow_cookie(old));
+            kept -= 1;
+            total -= size;
+        }
+        Some(lines)
+    }
+
+    /// `Set-Cookie` that removes the flow cookie `name`.
+    pub fn clear_flow_cookie(&self, name: &str) -> String {
+        format!("{name}={}", self.flow_attributes(0))
+    }
+
+    /// Flow cookies are host-only whatever `cookie_domain` says (a flow belongs to the host
+    /// that started it), `Path=/`, `Secure` with `cookie_secure`, and `SameSite=Lax` so that
+    /// the provider's redirect back (a top-level GET navigation) carries them.
+    fn flow_attributes(&self, max_age: i64) -> String {
+        let mut attrs = String::from("; Path=/; HttpOnly; SameSite=Lax");
+        if self.config.cookie_secure {
+            attrs.push_str("; Secure");
+        }
+        attrs.push_str(&format!("; Max-Age={max_age}"));
+        attrs
+    }
+
+    /// Marks the flow of `state` used, after its code was exchanged: `false` when it
+    /// already was (a replay). The mark expires with the flow. The only store write of a
+    /// sign-in before its session, and it comes after the provider vouched for the code.
+    pub async fn mark_flow_used(&self, state: &str, f: &Flow) -> Result<bool, StoreError> {
+        let remaining = (f.expires_at_ms - flow::now_ms()).clamp(1, FLOW_TTL.as_millis() as i64);
+        self.store
+            .try_lock(
+                &store_keys::flow(state),
+                "used",
+                Duration::from_millis(remaining as u64),
+            )
+            .await
     }
 
     /// What a request of session `id` carries: from the cache (no store round trip), or
@@ -656,27 +749,6 @@ impl Sessions {
             .await
     }
 
-    /// Stores a login flow under its `state`.
-    pub async fn put_flow(&self, state: &str, flow: &Flow) -> Result<(), StoreError> {
-        let key = store_keys::flow(state);
-        let plain = serde_json::to_vec(flow).unwrap_or_default();
-        let sealed = seal::seal(&self.keys, key.as_bytes(), &plain);
-        self.store.put(&key, &sealed, FLOW_TTL).await
-    }
-
-    /// Takes a login flow: the second take of the same `state` finds nothing.
-    pub async fn take_flow(&self, state: &str) -> Result<Option<Flow>, StoreError> {
-        if state.is_empty() || state.len() > 128 {
-            return Ok(None);
-        }
-        let key = store_keys::flow(state);
-        let Some(sealed) = self.store.take(&key).await? else {
-            return Ok(None);
-        };
-        Ok(seal::open(&self.keys, key.as_bytes(), &sealed)
-            .and_then(|plain| serde_json::from_slice(&plain).ok()))
-    }
-
     fn ttl_secs(&self) -> i64 {
         i64::try_from(self.config.ttl.as_secs()).unwrap_or(i64::MAX / 4)
     }
@@ -715,23 +787,52 @@ impl Sessions {
     pub fn clear_session_cookie(&self) -> String {
         format!("{}={}", self.config.cookie_name, self.attributes(Some(0)))
     }
+}
 
-    /// `Set-Cookie` for a browser binding. It outlives one flow so that several tabs can
-    /// log in at once under the same binding.
-    pub fn binding_cookie(&self, id: &OpaqueId) -> String {
-        // SameSite=Lax: the provider's redirect back is a top-level GET navigation.
-        let mut attrs = String::from("; Path=/; HttpOnly; SameSite=Lax");
-        if self.config.cookie_secure {
-            attrs.push_str("; Secure");
+/// Why the flow cookie of a callback cannot be used; each names the cookie to clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowRefusal {
+    /// The request carries two cookies of the flow's name.
+    Duplicate(String),
+    /// Forged, altered, sealed under another secret or for another state.
+    Invalid(String),
+    /// Older than ten minutes.
+    Expired(String),
+}
+
+impl FlowRefusal {
+    /// The name of the cookie to clear.
+    pub fn cookie(&self) -> &str {
+        match self {
+            FlowRefusal::Duplicate(n) | FlowRefusal::Invalid(n) | FlowRefusal::Expired(n) => n,
         }
-        attrs.push_str(&format!("; Max-Age={}", FLOW_TTL.as_secs()));
-        format!(
-            "{}={}{}",
-            self.binding_cookie_name(),
-            cookie::encode(&self.keys, Purpose::Binding, id),
-            attrs
-        )
     }
+}
+
+/// The most flow cookies one answer clears.
+const MAX_FLOW_CLEARS: usize = 8;
+
+fn flow_max_age() -> i64 {
+    FLOW_TTL.as_secs() as i64
+}
+
+/// The single item of `items`; `None` for none or several.
+fn only<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.next().is_none().then_some(first)
+}
+
+/// Every `(name, value)` pair of the request's `Cookie` headers.
+pub fn all_cookies(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> + '_ {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim().trim_matches('"')))
+        })
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
@@ -739,15 +840,7 @@ pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<I
 where
     'a: 'n,
 {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
-        })
+    all_cookies(req).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 #[cfg(test)]

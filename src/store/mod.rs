@@ -49,6 +49,12 @@ pub trait Backend: Send + Sync + Debug {
     async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The store's eviction policy (Redis' `maxmemory-policy`, from `INFO memory`, which
+    /// needs no `CONFIG` permission); `None` for a store that never evicts. With several
+    /// nodes, the first policy that could evict links, else any.
+    async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
     /// Atomically: when neither `a` nor `b` exists, sets `a` to `va` and `b` to `vb` (no
     /// expiry) and adds `member` to the set `index`. Otherwise changes nothing and returns
     /// what `a` and `b` hold. Of two concurrent calls that touch a common key, one wins.
@@ -121,6 +127,11 @@ impl Debug for Store {
             .field("prefix", &self.prefix)
             .finish()
     }
+}
+
+/// Whether a Redis `maxmemory-policy` may evict keys without a TTL (links).
+pub fn policy_evicts_links(policy: &str) -> bool {
+    policy.trim().to_ascii_lowercase().starts_with("allkeys-")
 }
 
 /// Logical keys, formatted once here so the layout of DESIGN.md lives in one place. The part
@@ -269,6 +280,27 @@ impl Store {
     /// See [`Backend::ping`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", self.backend.ping()).await
+    }
+
+    /// See [`Backend::eviction_policy`].
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        self.run("eviction_policy", self.backend.eviction_policy())
+            .await
+    }
+
+    /// A warning when the store may evict links: links have no TTL, so only an `allkeys-*`
+    /// policy can evict them (`volatile-*` touches keys with a TTL only; `noeviction`
+    /// refuses writes instead). `Ok(None)` when the policy is safe.
+    pub async fn eviction_warning(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .eviction_policy()
+            .await?
+            .filter(|p| policy_evicts_links(p))
+            .map(|p| {
+                format!(
+                    "Redis maxmemory-policy is {p}: under memory pressure Redis may evict links, which have no TTL; use noeviction or a volatile-* policy"
+                )
+            }))
     }
 
     /// The metrics this store reports to.

@@ -461,4 +461,38 @@ impl Backend for RedisBackend {
             Err(StoreError::Unavailable(format!("PING answered {pong}")))
         }
     }
+
+    async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        let info: redis::Value = self.query(redis::cmd("INFO").arg("memory")).await?;
+        let mut texts = Vec::new();
+        collect_text(&info, &mut texts);
+        let policies: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_string())
+            .collect();
+        Ok(policies
+            .iter()
+            .find(|p| super::policy_evicts_links(p))
+            .or(policies.first())
+            .cloned())
+    }
+}
+
+/// Every text inside a reply (a cluster answers `INFO` per node).
+fn collect_text(value: &redis::Value, out: &mut Vec<String>) {
+    match value {
+        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => out.push(s.clone()),
+        redis::Value::VerbatimString { text, .. } => out.push(text.clone()),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().for_each(|v| collect_text(v, out))
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            collect_text(k, out);
+            collect_text(v, out);
+        }),
+        _ => {}
+    }
 }

@@ -133,13 +133,16 @@ impl Redis {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Keys matching a pattern.
+    /// Keys matching a pattern, sorted (SCAN's order changes whenever Redis rehashes).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         let out = self.cli(&["--scan", "--pattern", pattern]);
-        out.lines()
+        let mut keys: Vec<String> = out
+            .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_string)
-            .collect()
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// How many times the server ran `command` (from `INFO commandstats`).
