@@ -549,7 +549,7 @@ def start_nginx(procs, tmp, name, workers, servers, ports, upstreams=""):
     return p
 
 
-def start_provider(procs, tmp, port, redirect_uris):
+def start_provider(procs, tmp, port, redirect_uris, name="sso", access_ttl=None):
     node_modules = os.path.join(OIDC_DIR, "node_modules", "oidc-provider", "package.json")
     if not os.path.isfile(node_modules):
         raise BenchError(
@@ -559,7 +559,7 @@ def start_provider(procs, tmp, port, redirect_uris):
     config = {
         "port": port,
         "issuer": issuer,
-        "name": "sso",
+        "name": name,
         "clients": [
             {
                 "client_id": CLIENT_ID,
@@ -571,15 +571,15 @@ def start_provider(procs, tmp, port, redirect_uris):
             }
         ],
         "accounts": {},
-        "ttl": {},
+        "ttl": {"AccessToken": access_ttl} if access_ttl else {},
         "verbose": False,
     }
-    path = os.path.join(tmp, "provider.json")
+    path = os.path.join(tmp, f"provider-{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
     # stdin stays open: the provider exits when it closes (when this driver dies).
     p = procs.spawn(
-        "provider",
+        f"provider-{name}",
         ["node", "provider.mjs", path],
         cwd=OIDC_DIR,
         stdin=subprocess.PIPE,
@@ -599,7 +599,7 @@ def start_provider(procs, tmp, port, redirect_uris):
         raise BenchError("the OpenID provider printed no READY line within 30 s") from None
     if first != f"READY {issuer}":
         raise BenchError(
-            f"the OpenID provider did not start ({first!r}):\n{procs.log_tail('provider')}"
+            f"the OpenID provider did not start ({first!r}):\n{procs.log_tail(f'provider-{name}')}"
         )
     return p, issuer
 
@@ -719,6 +719,15 @@ class Rig:
             procs, tmp, provider_port,
             [f"http://127.0.0.1:{p}/oauth2/callback" for p in self.gate_ports],
         )
+        # A second provider whose access tokens are short (5 minutes, Keycloak's default;
+        # --short-ttl), behind its own linkgate with the defaults (refresh_before = "5m").
+        short_port, self.short_gate_port = free_port(), free_port()
+        log(f"OpenID provider with {args.short_ttl}s access tokens on 127.0.0.1:{short_port}")
+        self.short_provider, self.short_issuer = start_provider(
+            procs, tmp, short_port,
+            [f"http://127.0.0.1:{self.short_gate_port}/oauth2/callback"],
+            name="sso-short", access_ttl=args.short_ttl,
+        )
 
         self.gates = {}
         for (name, ttl), port in zip((("gate-cached", "30s"), ("gate-nocache", "0s")),
@@ -733,6 +742,11 @@ class Rig:
                                                self.origin_port, self.issuer, self.redis_port,
                                                assertion=True)
         log(f"linkgate gate-assert (cache_ttl 30s, [assertion]) on {self.gates['gate-assert']['url']}")
+        self.gates["gate-short"] = start_gate(procs, args, tmp, "gate-short",
+                                              self.short_gate_port, "30s", self.origin_port,
+                                              self.short_issuer, self.redis_port)
+        log(f"linkgate gate-short (cache_ttl 30s, {args.short_ttl}s tokens) on "
+            f"{self.gates['gate-short']['url']}")
 
         a = self.gates["gate-cached"]
         self.nginx_ports = (free_port(), free_port())
@@ -798,27 +812,38 @@ class Rig:
     def nginx_workers(self):
         return children_of(self.nginx.pid)
 
+    def short_counts(self):
+        """The short-token provider's counters (/__test/counts)."""
+        status, body = http_get(f"{self.short_issuer}/__test/counts")
+        if status != 200:
+            raise BenchError(f"the short-token provider's counts: {status}")
+        return json.loads(body)
+
 
 # === the benchmark ===
 
 
-def scenarios(rig, cookie, jwt):
+def scenarios(rig, cookie, jwt, short_cookie):
     """(key, label, url, headers, proxy pids (for CPU), gate (for RSS) or None)."""
     a, b = rig.gates["gate-cached"], rig.gates["gate-nocache"]
-    c = rig.gates["gate-assert"]
+    c = rig.gates["gate-short"]
+    d = rig.gates["gate-assert"]
     cookie_h = {"Cookie": f"{COOKIE_NAME}={cookie}"}
     workers = rig.nginx_workers()
-    return [
+    minutes = f"{rig.args.short_ttl / 60:g}-min"
+    rows = [
         ("origin", "origin direct (the limit)", f"http://127.0.0.1:{rig.origin_port}/app",
          {}, [], None),
         ("skip_auth", "linkgate skip-auth route (bare Pingora)", f"{a['url']}/public/app",
          {}, [a["proc"].pid], a),
         ("session_cached", "linkgate session, cache on (30s)", f"{a['url']}/app",
          cookie_h, [a["proc"].pid], a),
+        ("session_cached_short", f"linkgate session, cache on, {minutes} tokens",
+         f"{c['url']}/app", {"Cookie": f"{COOKIE_NAME}={short_cookie}"}, [c["proc"].pid], c),
         ("session_nocache", "linkgate session, cache off (0s)", f"{b['url']}/app",
          cookie_h, [b["proc"].pid], b),
-        ("session_assertion", "linkgate session, cache on + assertion", f"{c['url']}/app",
-         cookie_h, [c["proc"].pid], c),
+        ("session_assertion", "linkgate session, cache on + assertion", f"{d['url']}/app",
+         cookie_h, [d["proc"].pid], d),
         ("bearer_jwt", "linkgate bearer JWT (RS256)", f"{a['url']}/api",
          {"Authorization": f"Bearer {jwt}"}, [a["proc"].pid], a),
         ("nginx_proxy", "nginx proxy_pass", f"http://127.0.0.1:{rig.nginx_ports[0]}/app",
@@ -826,6 +851,10 @@ def scenarios(rig, cookie, jwt):
         ("nginx_auth_request", "nginx auth_request -> linkgate /oauth2/auth",
          f"http://127.0.0.1:{rig.nginx_ports[1]}/app", cookie_h, workers + [a["proc"].pid], a),
     ]
+    if rig.args.only:
+        keep = set(rig.args.only.split(","))
+        rows = [r for r in rows if r[0] in keep]
+    return rows
 
 
 def check_targets(table):
@@ -846,7 +875,10 @@ def bench(args, rig):
     log("signing in once through linkgate (browser-less, cookie jar, no redirects followed)")
     cookie = sign_in(rig.gates["gate-cached"]["url"], "bench-user")
     jwt = rig.sign_jwt("bench-api")
-    table = scenarios(rig, cookie, jwt)
+    short_cookie = sign_in(rig.gates["gate-short"]["url"], "bench-short-user")
+    short_signed_in = time.monotonic()
+    short_before = rig.short_counts()
+    table = scenarios(rig, cookie, jwt, short_cookie)
     check_targets(table)
 
     log(f"warm-up: {args.warmup}s per target")
@@ -906,8 +938,29 @@ def bench(args, rig):
         base[key] = m["rps"]
         results.append(m)
     for m in results:
-        m["vs_passthrough"] = m["rps"] / base["skip_auth"] if base["skip_auth"] else None
-        m["vs_nginx_proxy"] = m["rps"] / base["nginx_proxy"] if base["nginx_proxy"] else None
+        m["vs_passthrough"] = m["rps"] / base["skip_auth"] if base.get("skip_auth") else None
+        m["vs_nginx_proxy"] = (m["rps"] / base["nginx_proxy"]
+                               if base.get("nginx_proxy") else None)
+
+    # The short-token session: its refreshes at the provider over the whole run.
+    short_after = rig.short_counts()
+    elapsed = time.monotonic() - short_signed_in
+    calls = short_after["refresh_token"] - short_before["refresh_token"]
+    short = {
+        "access_token_ttl_s": rig.args.short_ttl,
+        "seconds_since_sign_in": round(elapsed, 1),
+        "refresh_calls": calls,
+        "refresh_errors": short_after["token_error"] - short_before["token_error"],
+        "refresh_calls_per_5_min": calls * 300 / elapsed if elapsed else None,
+        "linkgate_refreshes": {
+            r: metric(rig.gates["gate-short"]["admin"], "linkgate_token_refreshes_total",
+                      {"result": r})
+            for r in ("ok", "unavailable", "refused", "superseded")
+        },
+    }
+    for m in results:
+        if m["key"] == "session_cached_short":
+            m["short_tokens"] = short
 
     hits = metric(rig.gates["gate-cached"]["admin"], "linkgate_session_cache_total",
                   {"result": "hit"})
@@ -1191,6 +1244,19 @@ def print_table(results, args, cache_hits):
             print(f"  redis commands per request, {m['key']}: {cmds}")
         if m["errors"]:
             print(f"  WARNING {m['key']}: {m['errors']} wrk errors (see results.json)")
+    by_key = {m["key"]: m for m in results}
+    for m in results:
+        st = m.get("short_tokens")
+        if not st:
+            continue
+        long = by_key.get("session_cached")
+        if long and long["rps"]:
+            print(f"  {m['key']}: {m['rps'] / long['rps']:.2f}x the req/s of the 1-hour-token "
+                  f"row (session_cached) of this run")
+        print(f"  {m['key']}: {st['refresh_calls']} refresh calls at the provider "
+              f"({st['refresh_errors']} errors) in {st['seconds_since_sign_in']:.0f} s since its "
+              f"sign-in, {st['access_token_ttl_s']} s tokens: "
+              f"{st['refresh_calls_per_5_min']:.2f} per session per 5 minutes")
     if not cache_hits:
         print("NOTE: linkgate reported no session-cache hits (linkgate_session_cache_total"
               "{result=\"hit\"}): the in-process session cache is not in effect in this build, "
@@ -1367,6 +1433,78 @@ def soak(args, rig):
     }
 
 
+def refresh_soak(args, rig):
+    """Many sessions on short access tokens under load: refreshes counted, none lost."""
+    gate = rig.gates["gate-short"]
+    n_wanted = args.sessions
+    log(f"signing in {n_wanted:,} users at the {args.short_ttl}s-token gate")
+    cookies, took, errors = sign_in_many(gate["url"], args.signin_seconds, n_wanted,
+                                         args.signin_workers)
+    if len(cookies) < n_wanted:
+        raise BenchError(f"only {len(cookies)} of {n_wanted} sign-ins: {errors[:3]}")
+    n = len(cookies)
+    log(f"{n:,} sessions in {took:.0f}s; loading each once")
+    bad = touch_all(gate["url"], cookies, args.signin_workers)
+    if bad:
+        raise BenchError(f"{len(bad)} sessions were not accepted (statuses {sorted(set(bad))})")
+    cookie_file = os.path.join(rig.tmp, "cookies.txt")
+    with open(cookie_file, "w") as f:
+        f.write("".join(f"{COOKIE_NAME}={c}\n" for c in cookies))
+    before = rig.short_counts()
+    refreshes = lambda: {  # noqa: E731
+        r: metric(gate["admin"], "linkgate_token_refreshes_total", {"result": r}) or 0
+        for r in ("ok", "unavailable", "refused", "superseded")
+    }
+    lg_before = refreshes()
+    redis_before = redis_commandstats(rig.redis_port)
+    minutes = args.soak_minutes
+    log(f"refresh soak: {minutes} min of wrk over all {n:,} sessions ({args.short_ttl}s tokens)")
+    argv = run_wrk(args, f"{gate['url']}/app", {}, int(minutes * 60),
+                   script="bench/sessions.lua", script_args=[cookie_file])
+    out_path = os.path.join(rig.tmp, "refresh-soak-wrk.out")
+    started = time.monotonic()
+    with open(out_path, "w") as out:
+        w = rig.procs.spawn("wrk-refresh-soak", argv, cwd=ROOT, stdout=out)
+        while w.poll() is None:
+            rig.alive()
+            time.sleep(1)
+    elapsed = time.monotonic() - started
+    with open(out_path) as f:
+        r = parse_wrk(f.read())
+    after = rig.short_counts()
+    lg_after = refreshes()
+    delta = redis_delta(redis_before, redis_commandstats(rig.redis_port))
+    log("checking every session once more")
+    lost = touch_all(gate["url"], cookies, args.signin_workers)
+    calls = after["refresh_token"] - before["refresh_token"]
+    expected = n * elapsed / (args.short_ttl / 2)
+    out = {
+        "minutes": minutes,
+        "sessions": n,
+        "access_token_ttl_s": args.short_ttl,
+        "wrk": r,
+        "redis_per_request": sum(delta.values()) / max(r["requests"], 1),
+        "provider_refresh_calls": calls,
+        "provider_token_errors": after["token_error"] - before["token_error"],
+        "refresh_calls_per_session": calls / n,
+        "refresh_calls_expected_at_half_lifetime": round(expected),
+        "linkgate_refreshes": {k: lg_after[k] - lg_before[k] for k in lg_after},
+        "sessions_lost": len(lost),
+        "lost_statuses": sorted(set(lost)),
+    }
+    print()
+    print(f"refresh soak: {minutes} min, wrk -t{args.threads} -c{args.connections}, {n:,} "
+          f"sessions on {args.short_ttl} s access tokens through one linkgate (cache on)")
+    print(f"  load: {r['rps']:,.0f} req/s, p99 {r['p99_us'] / 1000:.2f} ms, "
+          f"{sum(r['errors'].values())} errors, non-2xx {r['errors'].get('status', 0)}, "
+          f"{out['redis_per_request']:.3f} Redis commands per request")
+    print(f"  refresh calls at the provider: {calls:,} ({calls / n:.1f} per session; "
+          f"{expected:,.0f} expected at one per half lifetime), {out['provider_token_errors']} "
+          f"token errors; linkgate's count {out['linkgate_refreshes']}")
+    print(f"  sessions lost: {len(lost)} of {n:,}")
+    return out
+
+
 # === main ===
 
 
@@ -1432,13 +1570,20 @@ def parse_args(argv):
     p.add_argument("--half-rate", type=float,
                    help="half-load phase: target req/s (half the skip-auth row's req/s)")
     p.add_argument("--soak-minutes", type=float, help="soak length (10; --quick 1)")
-    p.add_argument("--sessions", type=int, default=100_000,
+    p.add_argument("--sessions", type=int, default=None,
                    help="soak: most distinct sessions to sign in (100000)")
     p.add_argument("--signin-seconds", type=float,
                    help="soak: time budget for the sign-ins (600, enough for 100k here; --quick 10)")
     p.add_argument("--signin-workers", type=int, default=16, help="soak: parallel sign-ins (16)")
     p.add_argument("--sample", type=float, default=10, help="soak: RSS sample period, s (10)")
-    p.add_argument("--out", help="results file (bench/results.json; --soak: bench/soak.json)")
+    p.add_argument("--out", help="results file (bench/results.json; --soak: bench/soak.json; "
+                   "--refresh-soak: bench/refresh_soak.json)")
+    p.add_argument("--short-ttl", type=int, default=300,
+                   help="access-token lifetime, s, of the short-token provider (300)")
+    p.add_argument("--only", help="comma-separated row keys to run (all)")
+    p.add_argument("--refresh-soak", action="store_true",
+                   help="--sessions (1000) signed in at the short-token gate under load for "
+                        "--soak-minutes: refresh calls counted, lost sessions counted")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args(argv)
     q = a.quick
@@ -1454,8 +1599,12 @@ def parse_args(argv):
         p.error("--half-rounds: 0 or more")
     a.soak_minutes = a.soak_minutes or (1 if q else 10)
     a.signin_seconds = a.signin_seconds or (10 if q else 600)
-    a.out = a.out or os.path.join(ROOT, "bench", "soak.json" if a.soak else "results.json")
-    a.mode = ("soak" if a.soak else "comparison") + (" --quick" if q else "")
+    if a.sessions is None:
+        a.sessions = 1000 if a.refresh_soak else 100_000
+    name = "soak.json" if a.soak else "refresh_soak.json" if a.refresh_soak else "results.json"
+    a.out = a.out or os.path.join(ROOT, "bench", name)
+    a.mode = ("soak" if a.soak else "refresh soak" if a.refresh_soak else "comparison") + (
+        " --quick" if q else "")
     return a
 
 
@@ -1492,6 +1641,8 @@ def main(argv):
         }
         if args.soak:
             out = {"meta": meta, "soak": soak(args, rig)}
+        elif args.refresh_soak:
+            out = {"meta": meta, "refresh_soak": refresh_soak(args, rig)}
         else:
             results, hits, table = bench(args, rig)
             meta["session_cache_hits"] = hits

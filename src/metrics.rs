@@ -42,6 +42,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `linkgate_stripped_identity_headers_total`: client-sent identity headers removed.
     pub stripped_headers: IntCounter,
+    /// `linkgate_token_refreshes_total{result}`: calls to the SSO provider's token endpoint
+    /// with a session's refresh token, by outcome (`ok`, `unavailable`, `refused`, and
+    /// `superseded` for a refusal after another refresher had rotated the token).
+    pub token_refreshes: IntCounterVec,
     /// `linkgate_refused_targets_total{reason}`: requests refused with 400 because their
     /// target or `Host` had more than one reading (src/proxy/path.rs).
     pub refused_targets: IntCounterVec,
@@ -154,6 +158,11 @@ impl Metrics {
                 &["upstream", "kind"],
             )?,
             stripped_headers,
+            token_refreshes: counter(
+                "linkgate_token_refreshes_total",
+                "Session token refreshes at the SSO provider by result",
+                &["result"],
+            )?,
             refused_targets: counter(
                 "linkgate_refused_targets_total",
                 "Requests refused because their target or Host had more than one reading",

@@ -50,7 +50,8 @@ pub use link::{default_required_from, Link, LinkMode};
 pub use log::{Log, LogConfig, LogFormat};
 pub use pages::Pages;
 pub use provider::{
-    Account, AccountSource, JwtLocation, JwtSource, Preset, Provider, TokenAuthMethod, ALLOWED_ALGS,
+    Account, AccountSource, Documented, JwtLocation, JwtSource, LogoutParams, Preset, Provider,
+    TokenAuthMethod, ALLOWED_ALGS,
 };
 pub use server::{Server, Tls, DEFAULT_LISTEN, DEFAULT_PROXY_PREFIX};
 pub use session::{default_cookie_name, Redis, RedisMode, SameSite, Session, StoreKind};

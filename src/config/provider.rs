@@ -47,6 +47,17 @@ pub struct Provider {
     pub jwks_url: Option<Url>,
     /// RP-initiated logout endpoint (`end_session_url`).
     pub end_session_url: Option<Url>,
+    /// The preset's documented endpoints: used where discovery names none (the default,
+    /// `preset_endpoints = "discovery"`), or instead of what discovery names
+    /// (`preset_endpoints = "documented"`, then copied into the explicit fields above).
+    pub documented: Documented,
+    /// How the logout endpoint is called (`logout_params`, default `"oidc"`; the
+    /// `adobe-ims` preset's default `"ims"`).
+    pub logout_params: LogoutParams,
+    /// What joins the scopes in an authorization request (`scope_separator`: `"space"`, the
+    /// default, as OAuth 2.0 says; `"comma"`, the `adobe-ims` preset's default, as IMS
+    /// documents).
+    pub scope_separator: String,
     /// OAuth2 client id (`client_id`, required).
     pub client_id: String,
     /// OAuth2 client secret (`client_secret` / `client_secret_file`); none for public clients.
@@ -72,6 +83,42 @@ pub struct Provider {
     pub groups_claim: Option<String>,
     /// Timeout of each HTTP call to the provider (`http_timeout`, default `10s`).
     pub http_timeout: Duration,
+}
+
+/// A preset's documented endpoints (all `None` without a preset).
+#[derive(Debug, Clone, Default)]
+pub struct Documented {
+    /// Authorization endpoint.
+    pub authorize: Option<Url>,
+    /// Token endpoint.
+    pub token: Option<Url>,
+    /// Userinfo endpoint.
+    pub userinfo: Option<Url>,
+    /// JWKS.
+    pub jwks: Option<Url>,
+    /// Logout endpoint (IMS's `/ims/logout/v1`: its discovery document has no
+    /// `end_session_endpoint`).
+    pub end_session: Option<Url>,
+}
+
+/// The parameters of the logout redirect (`logout_params`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutParams {
+    /// `"oidc"`: RP-Initiated Logout 1.0 (`id_token_hint`, `client_id`,
+    /// `post_logout_redirect_uri`).
+    Oidc,
+    /// `"ims"`: Adobe IMS's `/ims/logout/v1` (`client_id`, `redirect_uri`).
+    Ims,
+}
+
+impl LogoutParams {
+    /// The word used for it in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogoutParams::Oidc => "oidc",
+            LogoutParams::Ims => "ims",
+        }
+    }
 }
 
 /// A named bundle of provider settings.
@@ -188,6 +235,9 @@ const OAUTH2_ONLY_KEYS: &[&str] = &[
     "extra_auth_params",
     "id_token_algs",
     "groups_claim",
+    "logout_params",
+    "scope_separator",
+    "preset_endpoints",
 ];
 
 /// Keys only `source = "jwt"` accepts in `[account]`.
@@ -233,20 +283,55 @@ impl Provider {
         let issuer = issuer_explicit
             .clone()
             .or_else(|| defaults.as_ref().map(|d| d.issuer.to_string()));
-        let discovery_url = discovery_explicit.or_else(|| match (&issuer_explicit, &defaults) {
-            (None, Some(d)) => Url::parse(d.discovery).ok(),
-            _ => issuer.as_deref().and_then(discovery_for),
-        });
-        let mut endpoint = |ctx: &mut Ctx<'_>, key: &'static str, preset: Option<&str>| {
-            t.url(ctx, key, HTTP)
-                .or_else(|| preset.and_then(|p| Url::parse(p).ok()))
+        // A preset's paths hang off the issuer (the real one, or a test double's).
+        let at_issuer = |path: &str| {
+            let base = issuer.as_deref()?.trim_end_matches('/');
+            Url::parse(&format!("{base}{path}")).ok()
         };
         let d = defaults.as_ref();
-        let authorize_url = endpoint(ctx, "authorize_url", d.map(|d| d.authorize));
-        let token_url = endpoint(ctx, "token_url", d.map(|d| d.token));
-        let userinfo_url = endpoint(ctx, "userinfo_url", d.map(|d| d.userinfo));
-        let jwks_url = endpoint(ctx, "jwks_url", d.map(|d| d.jwks));
-        let end_session_url = endpoint(ctx, "end_session_url", None);
+        let discovery_url = discovery_explicit.or_else(|| match d {
+            Some(d) => at_issuer(d.discovery),
+            None => issuer.as_deref().and_then(discovery_for),
+        });
+        let documented = match d {
+            Some(d) => Documented {
+                authorize: at_issuer(d.authorize),
+                token: at_issuer(d.token),
+                userinfo: at_issuer(d.userinfo),
+                jwks: at_issuer(d.jwks),
+                end_session: at_issuer(d.end_session),
+            },
+            None => Documented::default(),
+        };
+        let prefer_documented = t.choice(
+            ctx,
+            "preset_endpoints",
+            &[("discovery", false), ("documented", true)],
+            false,
+        );
+        let mut endpoint = |ctx: &mut Ctx<'_>, key: &'static str, documented: &Option<Url>| {
+            t.url(ctx, key, HTTP)
+                .or_else(|| documented.clone().filter(|_| prefer_documented))
+        };
+        let authorize_url = endpoint(ctx, "authorize_url", &documented.authorize);
+        let token_url = endpoint(ctx, "token_url", &documented.token);
+        let userinfo_url = endpoint(ctx, "userinfo_url", &documented.userinfo);
+        let jwks_url = endpoint(ctx, "jwks_url", &documented.jwks);
+        let end_session_url = endpoint(ctx, "end_session_url", &documented.end_session);
+        let logout_params = t.choice(
+            ctx,
+            "logout_params",
+            &[LogoutParams::Oidc, LogoutParams::Ims].map(|v| (v.as_str(), v)),
+            d.map_or(LogoutParams::Oidc, |d| d.logout_params),
+        );
+        let scope_separator = t
+            .choice(
+                ctx,
+                "scope_separator",
+                &[("space", " "), ("comma", ",")],
+                d.map_or(" ", |d| d.scope_separator),
+            )
+            .to_string();
 
         let client_id = t.nonempty(ctx, "client_id").map(|s| s.value);
         if client_id.is_none() && t.get("client_id").is_none() {
@@ -349,6 +434,9 @@ impl Provider {
             userinfo_url,
             jwks_url,
             end_session_url,
+            documented,
+            logout_params,
+            scope_separator,
             client_id: client_id?,
             client_secret: secret.map(|s| Secret::new(s.value)),
             token_auth_method,
@@ -372,23 +460,35 @@ struct PresetValues {
     token: &'static str,
     userinfo: &'static str,
     jwks: &'static str,
+    end_session: &'static str,
     scopes: &'static [&'static str],
     token_auth_method: TokenAuthMethod,
+    logout_params: LogoutParams,
+    scope_separator: &'static str,
 }
 
 impl PresetValues {
     fn of(preset: Preset) -> PresetValues {
         match preset {
+            // Paths under the issuer (`https://ims-na1.adobelogin.com` unless `issuer` says
+            // otherwise), as Adobe documents them. Discovery wins where it names an endpoint
+            // (`preset_endpoints = "documented"` turns that round).
             Preset::AdobeIms => PresetValues {
                 issuer: "https://ims-na1.adobelogin.com",
-                discovery: "https://ims-na1.adobelogin.com/ims/.well-known/openid-configuration",
-                authorize: "https://ims-na1.adobelogin.com/ims/authorize/v2",
-                token: "https://ims-na1.adobelogin.com/ims/token/v3",
-                userinfo: "https://ims-na1.adobelogin.com/ims/userinfo/v2",
-                jwks: "https://ims-na1.adobelogin.com/ims/keys",
-                scopes: &["openid", "AdobeID", "email", "profile"],
+                discovery: "/ims/.well-known/openid-configuration",
+                authorize: "/ims/authorize/v2",
+                token: "/ims/token/v3",
+                userinfo: "/ims/userinfo/v2",
+                jwks: "/ims/keys",
+                // Not in IMS's discovery document: its own logout, with its own parameters.
+                end_session: "/ims/logout/v1",
+                // offline_access: IMS issues refresh tokens only for it.
+                scopes: &["openid", "AdobeID", "email", "profile", "offline_access"],
                 // IMS takes the client credentials in the token request body.
                 token_auth_method: TokenAuthMethod::ClientSecretPost,
+                logout_params: LogoutParams::Ims,
+                // IMS documents its scopes comma-separated (`openid,AdobeID,...`).
+                scope_separator: ",",
             },
         }
     }

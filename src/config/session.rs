@@ -14,6 +14,11 @@ use url::Url;
 use super::reader::{parse_url, Ctx, ListForm, Str, Table};
 use crate::secret::Secret;
 
+/// The longest `refresh_before` that `linkgate check` takes without a warning: beyond it,
+/// the margin is out of proportion with the access tokens providers usually issue (5 minutes
+/// for Keycloak, an hour for most others), and the half-lifetime rule decides instead.
+pub const REFRESH_BEFORE_SENSIBLE: Duration = Duration::from_secs(15 * 60);
+
 /// `[session]`: the session cookie and where sessions live.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -33,7 +38,9 @@ pub struct Session {
     pub cookie_samesite: SameSite,
     /// Session lifetime (`ttl`, default `8h`).
     pub ttl: Duration,
-    /// Refresh provider tokens this long before they expire (`refresh_before`, default `5m`).
+    /// Refresh provider tokens this long before they expire (`refresh_before`, default `5m`),
+    /// but never before half their lifetime (see `session::refresh_at`); `linkgate check`
+    /// warns above [`REFRESH_BEFORE_SENSIBLE`].
     pub refresh_before: Duration,
     /// Where sessions, flows and links are kept (`store`, default `memory`).
     pub store: StoreKind,
@@ -269,6 +276,17 @@ impl Session {
         if session.refresh_before >= session.ttl {
             if let Some(n) = t.get("refresh_before") {
                 n.error(ctx, "must be shorter than session.ttl");
+            }
+        } else if session.refresh_before > REFRESH_BEFORE_SENSIBLE {
+            if let Some(n) = t.get("refresh_before") {
+                ctx.warn(
+                    &n.span,
+                    &n.path,
+                    format!(
+                        "{}s is long next to typical access-token lifetimes (5 minutes to 1 hour); tokens are refreshed at half their lifetime at the earliest anyway, so this only moves refreshes of tokens living longer than twice as long; a few minutes is usual",
+                        session.refresh_before.as_secs()
+                    ),
+                );
             }
         }
         let store_node = t.get("store");

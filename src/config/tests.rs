@@ -248,7 +248,7 @@ fn file_secrets_are_read_and_trimmed() {
 }
 
 #[test]
-fn preset_adobe_ims_fills_endpoints_and_explicit_keys_win() {
+fn preset_adobe_ims_leaves_endpoints_to_discovery_and_explicit_keys_win() {
     let text = with_upstream(
         "[sso]\npreset = \"adobe-ims\"\nclient_id = \"magento\"\nclient_secret = \"${SSO_SECRET}\"\n\
          userinfo_url = \"https://ims.example.test/userinfo\"\n[session]\ncookie_secret = \"${LINKGATE_COOKIE_SECRET}\"",
@@ -266,24 +266,37 @@ fn preset_adobe_ims_fills_endpoints_and_explicit_keys_win() {
         url(&sso.discovery_url).as_deref(),
         Some("https://ims-na1.adobelogin.com/ims/.well-known/openid-configuration")
     );
+    // Discovery names the endpoints; Adobe's documented ones fill what it leaves out.
+    assert_eq!(sso.authorize_url, None);
+    assert_eq!(sso.token_url, None);
+    assert_eq!(sso.jwks_url, None);
     assert_eq!(
-        url(&sso.authorize_url).as_deref(),
+        url(&sso.documented.authorize).as_deref(),
         Some("https://ims-na1.adobelogin.com/ims/authorize/v2")
     );
     assert_eq!(
-        url(&sso.token_url).as_deref(),
+        url(&sso.documented.token).as_deref(),
         Some("https://ims-na1.adobelogin.com/ims/token/v3")
     );
     assert_eq!(
-        url(&sso.jwks_url).as_deref(),
+        url(&sso.documented.jwks).as_deref(),
         Some("https://ims-na1.adobelogin.com/ims/keys")
     );
+    assert_eq!(
+        url(&sso.documented.end_session).as_deref(),
+        Some("https://ims-na1.adobelogin.com/ims/logout/v1")
+    );
+    assert_eq!(sso.logout_params, crate::config::LogoutParams::Ims);
+    assert_eq!(sso.scope_separator, ",");
     // Explicit key overrides the preset.
     assert_eq!(
         url(&sso.userinfo_url).as_deref(),
         Some("https://ims.example.test/userinfo")
     );
-    assert_eq!(sso.scopes, ["openid", "AdobeID", "email", "profile"]);
+    assert_eq!(
+        sso.scopes,
+        ["openid", "AdobeID", "email", "profile", "offline_access"]
+    );
     assert_eq!(sso.token_auth_method, TokenAuthMethod::ClientSecretPost);
     assert_eq!(sso.redirect_path, "/oauth2/callback");
     assert_eq!(sso.id_token_algs, ["RS256"]);
@@ -291,6 +304,55 @@ fn preset_adobe_ims_fills_endpoints_and_explicit_keys_win() {
     assert_eq!(sso.email_claim, "email");
     assert_eq!(sso.http_timeout, Duration::from_secs(10));
     assert_eq!(sso.client_secret.unwrap().expose(), "sso-secret-value");
+}
+
+#[test]
+fn preset_endpoints_documented_puts_adobes_endpoints_before_discovery() {
+    let text = with_upstream(
+        "[sso]\npreset = \"adobe-ims\"\nclient_id = \"m\"\nclient_secret = \"${SSO_SECRET}\"\n\
+         issuer = \"https://ims.example.test\"\npreset_endpoints = \"documented\"\n\
+         logout_params = \"oidc\"\nscope_separator = \"space\"\n\
+         [session]\ncookie_secret = \"${LINKGATE_COOKIE_SECRET}\"",
+    );
+    let c = parse_with(&text, &sso_env()).unwrap();
+    let sso = c.sso.unwrap();
+    let url = |u: &Option<url::Url>| u.as_ref().map(|u| u.as_str().to_string());
+    assert_eq!(
+        url(&sso.discovery_url).as_deref(),
+        Some("https://ims.example.test/ims/.well-known/openid-configuration")
+    );
+    assert_eq!(
+        url(&sso.token_url).as_deref(),
+        Some("https://ims.example.test/ims/token/v3")
+    );
+    assert_eq!(
+        url(&sso.end_session_url).as_deref(),
+        Some("https://ims.example.test/ims/logout/v1")
+    );
+    assert_eq!(sso.logout_params, crate::config::LogoutParams::Oidc);
+    assert_eq!(sso.scope_separator, " ");
+    // A separator IMS nor OAuth would read is refused.
+    let bad = with_upstream(
+        "[sso]\npreset = \"adobe-ims\"\nclient_id = \"m\"\nclient_secret = \"${SSO_SECRET}\"\n\
+         scope_separator = \";\"\n[session]\ncookie_secret = \"${LINKGATE_COOKIE_SECRET}\"",
+    );
+    assert!(parse_with(&bad, &sso_env()).is_err());
+}
+
+#[test]
+fn a_long_refresh_before_is_warned_about() {
+    let text = with_upstream(
+        "[sso]\npreset = \"adobe-ims\"\nclient_id = \"m\"\nclient_secret = \"${SSO_SECRET}\"\n\
+         [session]\ncookie_secret = \"${LINKGATE_COOKIE_SECRET}\"\nrefresh_before = \"30m\"",
+    );
+    let c = parse_with(&text, &sso_env()).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("refresh_before") && w.contains("half their lifetime")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
     StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::{Provider as ProviderConfig, TokenAuthMethod};
+use crate::config::{LogoutParams, Provider as ProviderConfig, TokenAuthMethod};
 use jwks::Jwks;
 use verify::{Claims, Expect, VerifyError};
 
@@ -207,6 +207,11 @@ pub struct Tokens {
     /// Unix seconds when the access token expires, when known.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// Unix seconds when these tokens were received (absent in sessions stored before it
+    /// was recorded): with `expires_at`, the access token's lifetime, which schedules the
+    /// next refresh (see `session::refresh_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
 }
 
 /// A new authorization request: the URL to send the browser to and the secrets to keep.
@@ -428,12 +433,16 @@ impl Provider {
             }
             _ => None,
         };
-        let pick = |explicit: &Option<Url>, found: Option<Url>, what: &str| {
-            explicit
-                .clone()
-                .or(found)
-                .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
-        };
+        // Explicit settings, then discovery, then the preset's documented endpoints.
+        let pick =
+            |explicit: &Option<Url>, found: Option<Url>, documented: &Option<Url>, what: &str| {
+                explicit
+                    .clone()
+                    .or(found)
+                    .or_else(|| documented.clone())
+                    .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
+            };
+        let doc = &c.documented;
         let d = discovered.as_ref();
         let endpoints = Endpoints {
             issuer: c
@@ -444,18 +453,31 @@ impl Provider {
             authorize: pick(
                 &c.authorize_url,
                 d.map(|d| d.authorization_endpoint.clone()),
+                &doc.authorize,
                 "authorization",
             )?,
-            token: pick(&c.token_url, d.map(|d| d.token_endpoint.clone()), "token")?,
+            token: pick(
+                &c.token_url,
+                d.map(|d| d.token_endpoint.clone()),
+                &doc.token,
+                "token",
+            )?,
             userinfo: c
                 .userinfo_url
                 .clone()
-                .or(d.and_then(|d| d.userinfo_endpoint.clone())),
-            jwks: pick(&c.jwks_url, d.map(|d| d.jwks_uri.clone()), "jwks")?,
+                .or(d.and_then(|d| d.userinfo_endpoint.clone()))
+                .or_else(|| doc.userinfo.clone()),
+            jwks: pick(
+                &c.jwks_url,
+                d.map(|d| d.jwks_uri.clone()),
+                &doc.jwks,
+                "jwks",
+            )?,
             end_session: c
                 .end_session_url
                 .clone()
-                .or(d.and_then(|d| d.end_session_endpoint.clone())),
+                .or(d.and_then(|d| d.end_session_endpoint.clone()))
+                .or_else(|| doc.end_session.clone()),
             iss_in_response: d.is_some_and(|d| d.authorization_response_iss_parameter_supported),
         };
         let mut client = oauth2::Client::new(ClientId::new(c.client_id.clone()))
@@ -498,8 +520,13 @@ impl Provider {
             .authorize_url(|| CsrfToken::new(state.to_string()))
             .set_redirect_uri(std::borrow::Cow::Owned(redirect))
             .set_pkce_challenge(challenge)
-            .add_scopes(self.config.scopes.iter().map(|s| Scope::new(s.clone())))
             .add_extra_param("nonce", nonce.clone());
+        if !self.config.scopes.is_empty() {
+            // Joined here, not by the OAuth2 client (which always uses a space): IMS
+            // documents comma-separated scopes (`scope_separator`).
+            let scope = self.config.scopes.join(&self.config.scope_separator);
+            request = request.add_extra_param("scope", scope);
+        }
         for (k, v) in &self.config.extra_auth_params {
             request = request.add_extra_param(k.clone(), v.clone());
         }
@@ -667,11 +694,20 @@ impl Provider {
         let mut url = endpoints.end_session?;
         {
             let mut q = url.query_pairs_mut();
-            if let Some(hint) = id_token_hint {
-                q.append_pair("id_token_hint", hint);
+            match self.config.logout_params {
+                LogoutParams::Oidc => {
+                    if let Some(hint) = id_token_hint {
+                        q.append_pair("id_token_hint", hint);
+                    }
+                    q.append_pair("client_id", &self.config.client_id);
+                    q.append_pair("post_logout_redirect_uri", post_logout_redirect);
+                }
+                // Adobe IMS's `/ims/logout/v1`.
+                LogoutParams::Ims => {
+                    q.append_pair("client_id", &self.config.client_id);
+                    q.append_pair("redirect_uri", post_logout_redirect);
+                }
             }
-            q.append_pair("client_id", &self.config.client_id);
-            q.append_pair("post_logout_redirect_uri", post_logout_redirect);
         }
         Some(url)
     }
@@ -766,6 +802,7 @@ fn tokens_of(response: &TokenResponse, previous: Option<&Tokens>) -> Tokens {
         expires_at: response
             .expires_in()
             .map(|d| now + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+        issued_at: Some(now),
     }
 }
 

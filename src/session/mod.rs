@@ -93,6 +93,43 @@ pub enum Intent {
 
 pub use flow::Flow;
 
+/// The shortest time between two refreshes of a session's tokens, whatever their lifetime
+/// and `session.refresh_before` (see [`refresh_at`]).
+pub const MIN_REFRESH_INTERVAL: i64 = 5;
+
+/// How long a request's claim on a refresh holds at most in this process (the refresh lock
+/// in the store holds as long).
+pub const REFRESH_CLAIM: Duration = Duration::from_secs(30);
+
+/// When a session's access token is due for a refresh: `refresh_before` ahead of its expiry,
+/// but never before half its lifetime has passed, and never sooner than
+/// [`MIN_REFRESH_INTERVAL`] after it was issued; at its expiry at the latest. A 5-minute token
+/// is refreshed after 2.5 minutes (not at once under `refresh_before = "5m"`), a 1-hour one
+/// `refresh_before` ahead of its expiry. Tokens stored before their issue time was recorded
+/// (`issued_at` absent) follow `refresh_before` alone.
+pub fn refresh_at(issued_at: Option<i64>, expires_at: i64, refresh_before: i64) -> Option<i64> {
+    let by_margin = expires_at.saturating_sub(refresh_before);
+    let Some(iat) = issued_at else {
+        return Some(by_margin);
+    };
+    let lifetime = expires_at.saturating_sub(iat).max(0);
+    let earliest = iat
+        .saturating_add(lifetime / 2)
+        .max(iat.saturating_add(MIN_REFRESH_INTERVAL));
+    Some(by_margin.max(earliest).min(expires_at))
+}
+
+/// How long a failed refresh (the provider down or answering nonsense) is not tried again,
+/// here and on every other instance: a tenth of the token's lifetime, between
+/// [`MIN_REFRESH_INTERVAL`] and a minute. Meanwhile the session keeps its tokens.
+pub fn refresh_backoff(issued_at: Option<i64>, expires_at: Option<i64>) -> Duration {
+    let lifetime = match (issued_at, expires_at) {
+        (Some(iat), Some(exp)) => exp.saturating_sub(iat),
+        _ => 300,
+    };
+    Duration::from_secs((lifetime / 10).clamp(MIN_REFRESH_INTERVAL, 60) as u64)
+}
+
 /// The channel on which instances tell each other which cached sessions to drop.
 pub const INVALIDATION_CHANNEL: &str = "invalidate";
 
@@ -121,6 +158,9 @@ pub struct Sessions {
     /// Counts link changes (this instance's and the others'): a JWT verified while one
     /// happened is not remembered, as for sessions.
     links_generation: Arc<AtomicU64>,
+    /// Sessions whose refresh a request of this process has claimed, or whose failed
+    /// refresh backs off: id to the unix second until which no other request here tries.
+    refreshes: Arc<std::sync::Mutex<std::collections::HashMap<OpaqueId, i64>>>,
 }
 
 /// The invalidation message (after `{instance}:`) that says a link was made or removed.
@@ -166,6 +206,7 @@ impl Sessions {
             instance: OpaqueId::random().to_hex(),
             account_jwts,
             links_generation: Arc::new(AtomicU64::new(0)),
+            refreshes: Arc::default(),
         }
     }
 
@@ -190,7 +231,14 @@ impl Sessions {
             // Messages may have been missed while (re)subscribing.
             self.forget_account_jwts();
             while let Some(message) = rx.recv().await {
-                self.generation.fetch_add(1, Ordering::SeqCst);
+                let from_here = message
+                    .split_once(':')
+                    .is_some_and(|(from, _)| from == self.instance);
+                // This instance's own changes counted when they were made (`invalidate`): the
+                // echo must not keep what it cached since (a refresh's new passport) out.
+                if !from_here {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                }
                 match message.split_once(':') {
                     None => {
                         cache.clear();
@@ -429,6 +477,24 @@ impl Sessions {
         let Some(record) = self.load(id).await? else {
             return Ok(None);
         };
+        Ok(Some(self.remember(id, record, generation, passport)))
+    }
+
+    /// The change counter, read before a store read whose result [`Sessions::remember`]
+    /// is to cache.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The passport of a record read from the store, cached (replacing what was) unless a
+    /// change happened since `generation` was read before the read.
+    pub fn remember(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        generation: u64,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Arc<Passport> {
         let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
         let mut resident = passport(record);
         resident.expires_at = expires_at;
@@ -439,7 +505,36 @@ impl Sessions {
                 cache.insert(*id, resident.clone());
             }
         }
-        Ok(Some(resident))
+        resident
+    }
+
+    /// Writes a refreshed session record back and caches its passport here at once (built
+    /// by `passport`), so that the requests after a refresh need no store read on this
+    /// instance; the other instances drop theirs, as after any save. Returns the passport.
+    pub async fn save_refreshed(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Result<Arc<Passport>, StoreError> {
+        self.write(id, &record).await?;
+        let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
+        let mut resident = passport(record);
+        resident.expires_at = expires_at;
+        resident.refresh_at = refresh_at.unwrap_or(i64::MAX);
+        let resident = Arc::new(resident);
+        // A read that began before the write must not cache the old record after this one:
+        // the generation moves first. The entry is replaced, never removed, so that the
+        // requests meanwhile hit the old passport or the new one, not the store.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.insert(*id, resident.clone());
+        }
+        let message = format!("{}:{}", self.instance, id.to_hex());
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a session invalidation");
+        }
+        Ok(resident)
     }
 
     /// Loads a whole session record (tokens included) from the store; `None` when it does
@@ -533,15 +628,20 @@ impl Sessions {
 
     /// Writes a session record back (after a refresh), keeping its expiry.
     pub async fn save(&self, id: &OpaqueId, record: &SessionRecord) -> Result<(), StoreError> {
+        self.write(id, record).await?;
+        self.invalidate(id).await;
+        Ok(())
+    }
+
+    /// Puts a session record in the store (no cache change, no message).
+    async fn write(&self, id: &OpaqueId, record: &SessionRecord) -> Result<(), StoreError> {
         let key = store_keys::session(&id.to_hex());
         let plain = serde_json::to_vec(record).unwrap_or_default();
         let sealed = seal::seal(&self.keys, key.as_bytes(), &plain);
         let remaining = (record.expires_at - now()).max(1) as u64;
         self.store
             .put(&key, &sealed, Duration::from_secs(remaining))
-            .await?;
-        self.invalidate(id).await;
-        Ok(())
+            .await
     }
 
     /// Deletes a session (and drops it from every instance's cache).
@@ -590,12 +690,63 @@ impl Sessions {
     }
 
     /// From when the session's access token should be refreshed, when it can be (a refresh
-    /// token and a known expiry).
-    fn refresh_at(&self, record: &SessionRecord) -> Option<i64> {
+    /// token and a known expiry): see [`refresh_at`].
+    pub fn refresh_at(&self, record: &SessionRecord) -> Option<i64> {
         let tokens = record.tokens.as_ref()?;
         tokens.refresh_token.as_ref()?;
         let before = i64::try_from(self.config.refresh_before.as_secs()).unwrap_or(i64::MAX / 4);
-        tokens.expires_at.map(|exp| exp.saturating_sub(before))
+        refresh_at(tokens.issued_at, tokens.expires_at?, before)
+    }
+
+    /// Claims the refresh of session `id` for the calling request: `true` when no other
+    /// request of this process is refreshing it and no failed refresh is backing off. The
+    /// claim holds until [`Sessions::refresh_done`] (or, should that never come, for
+    /// [`REFRESH_CLAIM`]). Costs a mutex and a map lookup, no store command: the requests
+    /// that do not get it are served from the cache.
+    pub fn claim_refresh(&self, id: &OpaqueId) -> bool {
+        let now = now();
+        let mut claims = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(id).is_some_and(|until| *until > now) {
+            return false;
+        }
+        if claims.len() >= 4096 {
+            claims.retain(|_, until| *until > now);
+        }
+        claims.insert(*id, now + REFRESH_CLAIM.as_secs() as i64);
+        true
+    }
+
+    /// Ends a claim: `None` after a refresh (or after finding one done), `Some(t)` to leave
+    /// the session alone here until unix second `t` (the provider failed, or another
+    /// instance holds the refresh lock).
+    pub fn refresh_done(&self, id: &OpaqueId, retry_at: Option<i64>) {
+        let mut claims = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        match retry_at {
+            Some(at) => {
+                claims.insert(*id, at);
+            }
+            None => {
+                claims.remove(id);
+            }
+        }
+    }
+
+    /// Holds the refresh lock of session `id` (taken with `token`) for `ttl` more, from
+    /// now: every instance leaves the session's refresh alone meanwhile (a backoff after
+    /// the provider failed).
+    pub async fn hold_refresh_lock(
+        &self,
+        id: &OpaqueId,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put(
+                &store_keys::refresh_lock(&id.to_hex()),
+                token.as_bytes(),
+                ttl,
+            )
+            .await
     }
 
     /// Takes the refresh lock of a session (one refresher at a time, across instances).
@@ -763,6 +914,7 @@ mod tests {
             refresh_token: Some("rt".into()),
             id_token: Some("it".into()),
             expires_at: Some(now() + expires_in),
+            issued_at: None,
         }
     }
 
@@ -941,5 +1093,62 @@ mod tests {
             i64::MAX,
             "nothing to refresh with"
         );
+    }
+
+    #[test]
+    fn a_refresh_waits_for_half_the_tokens_lifetime_and_the_floor() {
+        let iat = 1_000_000;
+        // 5-minute tokens under refresh_before = 5m: not due at once, but after 2.5 minutes.
+        assert_eq!(refresh_at(Some(iat), iat + 300, 300), Some(iat + 150));
+        // 1-hour tokens: refresh_before ahead of the expiry.
+        assert_eq!(refresh_at(Some(iat), iat + 3600, 60), Some(iat + 3540));
+        // 24-hour tokens (IMS) under the default.
+        assert_eq!(refresh_at(Some(iat), iat + 86_400, 300), Some(iat + 86_100));
+        // Short tokens: the floor, then the expiry bound it.
+        assert_eq!(
+            refresh_at(Some(iat), iat + 8, 6),
+            Some(iat + MIN_REFRESH_INTERVAL)
+        );
+        assert_eq!(refresh_at(Some(iat), iat + 3, 1), Some(iat + 3));
+        // Tokens stored without their issue time: refresh_before alone, as before.
+        assert_eq!(refresh_at(None, iat + 300, 300), Some(iat));
+        // The backoff after a failure: a tenth of the lifetime, 5 s to a minute.
+        assert_eq!(refresh_backoff(Some(iat), Some(iat + 300)).as_secs(), 30);
+        assert_eq!(refresh_backoff(Some(iat), Some(iat + 8)).as_secs(), 5);
+        assert_eq!(refresh_backoff(Some(iat), Some(iat + 86_400)).as_secs(), 60);
+        assert_eq!(refresh_backoff(None, None).as_secs(), 30);
+    }
+
+    #[tokio::test]
+    async fn one_request_claims_a_refresh_and_a_failure_backs_off() {
+        let (sessions, _) = sessions("30s");
+        let id = OpaqueId::random();
+        assert!(sessions.claim_refresh(&id), "the first request refreshes");
+        assert!(
+            !sessions.claim_refresh(&id),
+            "the others are served meanwhile"
+        );
+        sessions.refresh_done(&id, None);
+        assert!(
+            sessions.claim_refresh(&id),
+            "done: the next due request may"
+        );
+        sessions.refresh_done(&id, Some(now() + 60));
+        assert!(!sessions.claim_refresh(&id), "backing off");
+        sessions.refresh_done(&id, Some(now() - 1));
+        assert!(sessions.claim_refresh(&id), "the backoff is over");
+        // A session with tokens that carry their issue time follows the half-life rule.
+        let mut t = tokens(300);
+        t.issued_at = Some(now());
+        let (id, record) = sessions
+            .create(Some(identity("u9")), None, Some(t))
+            .await
+            .unwrap();
+        assert!(
+            !sessions.needs_refresh(&record),
+            "refresh_before = 60 s, 300 s tokens"
+        );
+        let resident = sessions.resident(&id, passport).await.unwrap().unwrap();
+        assert_eq!(resident.refresh_at, record.created_at + 240);
     }
 }

@@ -188,6 +188,11 @@ pub struct ProviderOptions {
     pub verbose: bool,
     /// The `node` binary; `None`: `$LINKGATE_TEST_NODE`, else `node` on PATH.
     pub node_binary: Option<String>,
+    /// Every refresh answers with a new refresh token and spends the old one (reusing a
+    /// spent one is `invalid_grant` and revokes the grant, as oidc-provider does).
+    pub rotate_refresh_tokens: bool,
+    /// Behave like Adobe IMS (see provider.mjs): implies rotation.
+    pub ims: bool,
 }
 
 impl ProviderOptions {
@@ -201,7 +206,19 @@ impl ProviderOptions {
             port: None,
             verbose: false,
             node_binary: None,
+            rotate_refresh_tokens: false,
+            ims: false,
         }
+    }
+    /// Single-use refresh tokens (see [`ProviderOptions::rotate_refresh_tokens`]).
+    pub fn rotate_refresh_tokens(mut self, on: bool) -> Self {
+        self.rotate_refresh_tokens = on;
+        self
+    }
+    /// An Adobe IMS look-alike (see [`ProviderOptions::ims`]).
+    pub fn ims(mut self, on: bool) -> Self {
+        self.ims = on;
+        self
     }
     pub fn client(mut self, client: ClientConfig) -> Self {
         self.clients.push(client);
@@ -252,6 +269,8 @@ impl ProviderOptions {
             "accounts": self.accounts.iter().map(|(k, a)| (k.clone(), a.to_json())).collect::<serde_json::Map<_, _>>(),
             "ttl": self.ttl,
             "verbose": self.verbose || std::env::var(VERBOSE_ENV).is_ok_and(|v| v == "1"),
+            "rotate_refresh_tokens": self.rotate_refresh_tokens,
+            "ims": self.ims,
         });
         if let Some(jwks) = &self.jwks {
             v["jwks"] = jwks.clone();
@@ -288,6 +307,12 @@ pub struct Counts {
     pub end_session: u64,
     /// JWKS downloads.
     pub jwks: u64,
+    /// IMS-style logouts (`/ims/logout/v1`, with `ims`).
+    pub ims_logout: u64,
+    /// Refresh-token requests answered by the `token_status` switch (not by the provider).
+    pub refresh_refused_on_purpose: u64,
+    /// Code exchanges answered by the `token_status` switch.
+    pub code_refused_on_purpose: u64,
 }
 
 impl Counts {
@@ -305,6 +330,9 @@ impl Counts {
             userinfo: n("userinfo"),
             revocation: n("revocation"),
             end_session: n("end_session"),
+            ims_logout: n("ims_logout"),
+            refresh_refused_on_purpose: n("refresh_refused_on_purpose"),
+            code_refused_on_purpose: n("code_refused_on_purpose"),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct ScenarioBuilder {
     toml: String,
     server: Option<ServerLines>,
     upstream: String,
+    sso_keys: String,
+    ims: bool,
     provider: Box<dyn FnOnce(ProviderOptions) -> ProviderOptions>,
 }
 
@@ -99,6 +101,8 @@ impl ScenarioBuilder {
             toml: String::new(),
             server: None,
             upstream: String::new(),
+            sso_keys: String::new(),
+            ims: false,
             provider: Box::new(|o| o),
         }
     }
@@ -123,6 +127,22 @@ impl ScenarioBuilder {
         self.upstream.push_str(toml);
         self.upstream.push('\n');
         self
+    }
+
+    /// More keys for `[sso]` (`http_timeout`, `preset`...).
+    pub fn sso_keys(mut self, keys: &str) -> Self {
+        self.sso_keys.push_str(keys);
+        self.sso_keys.push('\n');
+        self
+    }
+
+    /// The SSO provider behaves like Adobe IMS (provider.mjs `ims`: no end_session in its
+    /// discovery, `/ims/logout/v1`, comma scopes, string `email_verified`, `...@AdobeID`
+    /// subjects, rotating refresh tokens, `client_secret_post`), and linkgate runs the
+    /// `adobe-ims` preset against it (its issuer replaced by the local one).
+    pub fn ims(mut self) -> Self {
+        self.ims = true;
+        self.sso_keys("preset = \"adobe-ims\"")
     }
 
     /// Adds `[account]` of the given kind.
@@ -152,12 +172,12 @@ impl ScenarioBuilder {
         let builder = GateBuilder::new();
         let callback = builder.url("/oauth2/callback");
         let signed_out = builder.url("/oauth2/signed_out");
-        let opts = (self.provider)(
-            ProviderOptions::new("sso").client(
-                ClientConfig::confidential(CLIENT_ID, CLIENT_SECRET, &callback)
-                    .post_logout_redirect_uri(&signed_out),
-            ),
-        );
+        let mut client = ClientConfig::confidential(CLIENT_ID, CLIENT_SECRET, &callback)
+            .post_logout_redirect_uri(&signed_out);
+        if self.ims {
+            client = client.auth_method("client_secret_post");
+        }
+        let opts = (self.provider)(ProviderOptions::new("sso").ims(self.ims).client(client));
         let provider = OidcProvider::start(opts);
         let account_key = (self.accounts == Accounts::Jwt).then(|| oidc::generate_key("platform"));
         let accounts = match self.accounts {
@@ -194,10 +214,11 @@ impl ScenarioBuilder {
         };
         let extra_session = session_keys(&builder);
         let sections = format!(
-            "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+            "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n{sso_keys}\n\
              {account_section}\n\
              [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\n{extra_session}\n{store}\n{extra}",
             issuer = provider.issuer(),
+            sso_keys = self.sso_keys,
             extra = self.toml,
         );
         let server_lines = self.server.map(|f| f(&builder)).unwrap_or_default();

@@ -14,7 +14,16 @@
 //     "jwks": { "keys": [private JWKs] },                 (optional: an RS256 key is generated)
 //     "ttl": { "AccessToken": s, "IdToken": s, "RefreshToken": s, ... },  (optional, seconds)
 //     "accounts": { "alice": { "email", "name", "preferred_username", "groups", "email_verified" } },
-//     "verbose": false }                                  (optional: log every request to stderr)
+//     "verbose": false,                                   (optional: log every request to stderr)
+//     "rotate_refresh_tokens": false,                     (optional: every refresh spends its token)
+//     "ims": false }                                      (optional: behave like Adobe IMS, below)
+//
+// With "ims": true the provider behaves the way Adobe IMS does where it differs from a stock
+// OpenID provider: the discovery document (also served at /ims/.well-known/...) has no
+// end_session_endpoint, and logout is IMS's own GET /ims/logout/v1?client_id&redirect_uri;
+// authorization requests must carry comma-separated scopes (a space-separated list is
+// refused with invalid_scope) and may ask for AdobeID; email_verified is the string "true";
+// sub looks like "0123ABCD...@AdobeID"; refresh tokens rotate. (24-hour tokens: set "ttl".)
 //
 // Everything is served from 127.0.0.1 and nothing is ever fetched from elsewhere: the login,
 // logout and error pages below replace oidc-provider's stock pages, which import a web font.
@@ -32,6 +41,9 @@
 //     "refresh_id_token": {...}      the id_token of a refresh, changed and re-signed
 //     "authorization_iss": s|null    the `iss` of authorization responses: replaced, or removed
 //     "discovery": {key: v}          discovery document entries, replaced
+//     "token_status": N              POST /token answers status N (a JSON OAuth error for 400,
+//                                    else an HTML page); counted as *_refused_on_purpose
+//     "token_delay_ms": N            POST /token answers N ms late
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -89,6 +101,15 @@ const label = String(config.name || 'oidc');
 const cookieSuffix = label.replace(/[^A-Za-z0-9]/g, '_');
 const issuer = config.issuer || `http://127.0.0.1:${config.port}`;
 const accounts = config.accounts || {};
+const ims = Boolean(config.ims);
+const rotate = ims || Boolean(config.rotate_refresh_tokens);
+// IMS-style subjects: an opaque id "@AdobeID", mapped back to the login name for the claims.
+const imsSubs = new Map();
+function imsSub(login) {
+  const sub = `${crypto.createHash('sha256').update(login).digest('hex').slice(0, 24).toUpperCase()}@AdobeID`;
+  imsSubs.set(sub, login);
+  return sub;
+}
 
 // ---- shutdown: stdin closed (parent died), SIGTERM, SIGINT --------------------------------
 function shutdown(why) {
@@ -119,17 +140,22 @@ function freshCounts() {
     revocation: 0, // POST /token/revocation
     end_session: 0, // GET|POST /session/end (first leg)
     jwks: 0, // GET /jwks
+    ims_logout: 0, // GET /ims/logout/v1 (ims)
+    refresh_refused_on_purpose: 0, // POST /token (refresh_token) answered by token_status
+    code_refused_on_purpose: 0, // POST /token (other grants) answered by token_status
   };
 }
 let counts = freshCounts();
 
 // ---- accounts -------------------------------------------------------------------------------
-function accountClaims(login) {
+function accountClaims(id) {
+  const login = imsSubs.get(id) || id;
   const a = accounts[login] || {};
+  const verified = a.email_verified ?? true;
   return {
-    sub: login,
+    sub: id,
     email: a.email || (login.includes('@') ? login : `${login}@example.test`),
-    email_verified: a.email_verified ?? true,
+    email_verified: ims ? String(verified) : verified,
     name: a.name || login,
     preferred_username: a.preferred_username || login,
     groups: a.groups || [],
@@ -176,6 +202,73 @@ function loginPage(uid, params, error) {
 </form>`);
 }
 
+// ---- storage --------------------------------------------------------------------------------
+// oidc-provider's own in-memory adapter is an LRU of 1,000 entries: past a few hundred signed-in
+// users it evicts live grants and refresh tokens, and then refuses their refreshes
+// (invalid_grant), which a test or a soak would blame on linkgate. This one keeps everything
+// until it expires (swept once a minute).
+const stored = new Map(); // "Model:id" -> { payload, expiresAt (ms, 0: never) }
+const grantMembers = new Map(); // grantId -> Set of "Model:id"
+
+function liveEntry(key) {
+  const e = stored.get(key);
+  if (!e) return undefined;
+  if (e.expiresAt && e.expiresAt <= Date.now()) {
+    stored.delete(key);
+    return undefined;
+  }
+  return e.payload;
+}
+
+setInterval(() => {
+  const now = Date.now();
+  for (const [key, e] of stored) {
+    if (e.expiresAt && e.expiresAt <= now) stored.delete(key);
+  }
+}, 60_000).unref();
+
+class MapAdapter {
+  constructor(model) { this.model = model; }
+
+  key(id) { return `${this.model}:${id}`; }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : 0;
+    const key = this.key(id);
+    stored.set(key, { payload, expiresAt });
+    if (payload.grantId) {
+      if (!grantMembers.has(payload.grantId)) grantMembers.set(payload.grantId, new Set());
+      grantMembers.get(payload.grantId).add(key);
+    }
+    if (payload.uid) stored.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    if (payload.userCode) stored.set(`userCode:${payload.userCode}`, { payload: id, expiresAt });
+  }
+
+  async find(id) { return liveEntry(this.key(id)); }
+
+  async findByUid(uid) {
+    const id = liveEntry(`sessionUid:${uid}`);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async findByUserCode(userCode) {
+    const id = liveEntry(`userCode:${userCode}`);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async consume(id) {
+    const payload = liveEntry(this.key(id));
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { stored.delete(this.key(id)); }
+
+  async revokeByGrantId(grantId) {
+    for (const key of grantMembers.get(grantId) || []) stored.delete(key);
+    grantMembers.delete(grantId);
+  }
+}
+
 // ---- provider -------------------------------------------------------------------------------
 // Numbers (seconds) for every TTL in use, so that oidc-provider does not print a NOTICE for each
 // default TTL function; the values are oidc-provider's own defaults. config.ttl overrides them.
@@ -198,6 +291,7 @@ function numberTtls(ttl) {
 }
 
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients: (config.clients || []).map((c) => ({
     client_id: c.client_id,
     ...(c.client_secret ? { client_secret: c.client_secret } : {}),
@@ -220,7 +314,10 @@ const provider = new Provider(issuer, {
   },
   responseTypes: ['code'],
   pkce: { required: () => true }, // 9.x only implements S256 (plain is refused)
-  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...(ims ? ['AdobeID'] : [])],
+  // Rotation on: every refresh spends its token. Off: oidc-provider's default (rotate public
+  // clients' tokens and old ones), which for these confidential clients means never.
+  ...(rotate ? { rotateRefreshToken: () => true } : {}),
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
@@ -398,6 +495,75 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// POST /token switches: late, or failing (before oidc-provider reads the request, so the
+// body is read here to count by grant type).
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/token' && ctx.method === 'POST') {
+    if (misbehave.token_delay_ms) {
+      await new Promise((resolve) => { setTimeout(resolve, misbehave.token_delay_ms); });
+    }
+    if (misbehave.token_status) {
+      const form = new URLSearchParams(await readBody(ctx));
+      if (form.get('grant_type') === 'refresh_token') counts.refresh_refused_on_purpose += 1;
+      else counts.code_refused_on_purpose += 1;
+      ctx.status = misbehave.token_status;
+      if (misbehave.token_status === 400) {
+        ctx.body = { error: 'invalid_grant', error_description: 'refused on purpose' };
+      } else {
+        ctx.type = 'html';
+        ctx.body = page('Unavailable', '<p>misbehaving on purpose</p>');
+      }
+      return undefined;
+    }
+  }
+  return next();
+});
+
+// Adobe IMS's ways (config.ims).
+if (ims) {
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/ims/.well-known/openid-configuration') ctx.path = '/.well-known/openid-configuration';
+    if (ctx.path === '/auth' && ctx.method === 'GET' && typeof ctx.query.scope === 'string') {
+      const { scope } = ctx.query;
+      if (/\s/.test(scope.trim())) {
+        ctx.status = 400;
+        ctx.type = 'html';
+        ctx.body = page('Error', '<pre id="error">invalid_scope: scopes are comma-separated</pre>');
+        return undefined;
+      }
+      // oidc-provider reads space-separated scopes; IMS's commas become spaces here.
+      ctx.query = { ...ctx.query, scope: scope.split(',').filter(Boolean).join(' ') };
+    }
+    if (ctx.path === '/ims/logout/v1' && ctx.method === 'GET') {
+      counts.ims_logout += 1;
+      const client = (config.clients || []).find((c) => c.client_id === ctx.query.client_id);
+      const target = ctx.query.redirect_uri;
+      if (!client || !(client.post_logout_redirect_uris || []).includes(target)) {
+        ctx.status = 400;
+        ctx.type = 'html';
+        ctx.body = page('Error', '<pre id="error">invalid client_id or redirect_uri</pre>');
+        return undefined;
+      }
+      try {
+        const session = await provider.Session.get(ctx);
+        await session.destroy();
+      } catch (err) {
+        process.stderr.write(`ims logout: ${err?.message}\n`);
+      }
+      ctx.status = 302;
+      ctx.redirect(target);
+      return undefined;
+    }
+    await next();
+    if (ctx.path === '/.well-known/openid-configuration' && ctx.body) {
+      const doc = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : { ...ctx.body };
+      delete doc.end_session_endpoint;
+      ctx.body = doc;
+    }
+    return undefined;
+  });
+}
+
 async function finish(ctx, result, mergeWithLastSubmission) {
   const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
   ctx.redirect(returnTo);
@@ -493,7 +659,7 @@ provider.use(async (ctx, next) => {
       ctx.body = loginPage(uid, details.params, 'A login name is required.');
       return undefined;
     }
-    return finish(ctx, { login: { accountId: login } }, false);
+    return finish(ctx, { login: { accountId: ims ? imsSub(login) : login } }, false);
   }
 
   if (action === 'abort' && method === 'POST') {
