@@ -227,6 +227,11 @@ setInterval(() => {
   }
 }, 60_000).unref();
 
+const GRANTABLE = new Set([
+  'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode',
+  'BackchannelAuthenticationRequest', 'PreAuthorizedCode',
+]);
+
 class MapAdapter {
   constructor(model) { this.model = model; }
 
@@ -236,11 +241,16 @@ class MapAdapter {
     const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : 0;
     const key = this.key(id);
     stored.set(key, { payload, expiresAt });
-    if (payload.grantId) {
+    // As oidc-provider's own memory adapter: only token-like models belong to a grant (an
+    // Interaction carries a grantId too, and must survive the revocation of an old grant
+    // when another account signs in), and only a Session is found by its uid.
+    if (GRANTABLE.has(this.model) && payload.grantId) {
       if (!grantMembers.has(payload.grantId)) grantMembers.set(payload.grantId, new Set());
       grantMembers.get(payload.grantId).add(key);
     }
-    if (payload.uid) stored.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    if (this.model === 'Session' && payload.uid) {
+      stored.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    }
     if (payload.userCode) stored.set(`userCode:${payload.userCode}`, { payload: id, expiresAt });
   }
 
