@@ -287,7 +287,6 @@ impl Tally {
         match what {
             Ok(s) if (200..300).contains(&s) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
-                return;
             }
             Ok(s) => {
                 self.non_2xx.fetch_add(1, Ordering::Relaxed);
