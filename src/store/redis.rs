@@ -259,6 +259,18 @@ impl RedisBackend {
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T, StoreError> {
+        self.script_replicated(script, keys, args, false).await
+    }
+
+    /// Runs a script; with `replicated`, then waits on the same connection until a replica
+    /// has the write (see [`confirm_replicated`]).
+    async fn script_replicated<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+        replicated: bool,
+    ) -> Result<T, StoreError> {
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(*k);
@@ -272,15 +284,64 @@ impl RedisBackend {
         ) -> Result<T, StoreError> {
             inv.invoke_async(c).await.map_err(unavailable)
         }
+        let wait = self.command_timeout / 2;
         let result = match self.conn().await? {
-            Conn::Single(mut c) => run(&invocation, &mut c).await,
+            Conn::Single(mut c) => match run(&invocation, &mut c).await {
+                Ok(v) if replicated => confirm_replicated(&mut c, wait).await.map(|()| v),
+                other => other,
+            },
+            // A cluster routes WAIT to no particular node: links there rely on the cluster's
+            // own replication (see README, "Operating").
             Conn::Cluster(mut c) => run(&invocation, &mut c).await,
-            Conn::Sentinel(mut c) => run(&invocation, &mut c).await,
+            Conn::Sentinel(mut c) => match run(&invocation, &mut c).await {
+                Ok(v) if replicated => confirm_replicated(&mut c, wait).await.map(|()| v),
+                other => other,
+            },
         };
         if result.is_err() {
             self.failed().await;
         }
         result
+    }
+}
+
+/// After a write that must survive a failover (a link, an unlink), waits until at least one
+/// replica acknowledged everything this connection wrote (`WAIT 1`). Redis replicates
+/// asynchronously: without this, a master killed right after acknowledging a link loses it
+/// when its replica is promoted. A master with no replica connected has nobody to wait
+/// for: the write is accepted with a warning (a failover then loses it). A replica that is
+/// connected but does not confirm within `wait` is an error: the caller answers 503 and the
+/// user retries (the write may be on the master; a retry then finds it).
+async fn confirm_replicated<C: ConnectionLike>(
+    c: &mut C,
+    wait: Duration,
+) -> Result<(), StoreError> {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    let replicas: u64 = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    if replicas == 0 {
+        tracing::warn!("link write on a Redis master with no replica connected: a failover before it is replicated loses it");
+        return Ok(());
+    }
+    let acked: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(millis(wait))
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    if acked >= 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "no replica confirmed the write within {wait:?}"
+        )))
     }
 }
 
@@ -353,10 +414,11 @@ impl Backend for RedisBackend {
 
     async fn create_pair(&self, pair: &Pair<'_>) -> Result<PairOutcome, StoreError> {
         let reply: Vec<redis::Value> = self
-            .script_bytes(
+            .script_replicated(
                 &self.create_pair,
                 &[pair.a, pair.b, pair.index],
                 &[pair.va, pair.vb, pair.member.as_bytes()],
+                true,
             )
             .await?;
         let text = |v: &redis::Value| -> Option<Vec<u8>> {
@@ -385,10 +447,11 @@ impl Backend for RedisBackend {
 
     async fn delete_pair(&self, pair: &Pair<'_>) -> Result<bool, StoreError> {
         let n: i64 = self
-            .script_bytes(
+            .script_replicated(
                 &self.delete_pair,
                 &[pair.a, pair.b, pair.index],
                 &[pair.va, pair.member.as_bytes()],
+                true,
             )
             .await?;
         Ok(n == 1)

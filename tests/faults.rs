@@ -1,0 +1,780 @@
+//! Faults with real parts on loopback (issue 14): what a user sees when Redis fails over,
+//! when two gates share a Redis Cluster, and while linkgate upgrades itself under load.
+//! Each test prints one `FAULTS ...` line with its counts (run with `--nocapture`); the
+//! figures of a run are in bench/README.md, "Faults". Counts, not throughput: the machine
+//! these run on is shared.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::cookie::{CookieStore, Jar};
+use support::oidc::{ClientConfig, OidcProvider, ProviderOptions};
+use support::sso::{
+    navigate, user, Scenario, ScenarioBuilder, StoreKind, ACCOUNTS_CLIENT_ID, CLIENT_ID,
+    CLIENT_SECRET,
+};
+use support::{free_port, Gate, GateBuilder, Upstream, COOKIE_SECRET};
+
+// === Redis processes ===
+
+/// Redis servers and sentinels in a scratch directory, killed when dropped.
+struct Procs {
+    dir: tempfile::TempDir,
+    children: Vec<(u16, Child)>,
+}
+
+impl Procs {
+    fn new() -> Self {
+        support::require("redis-server", "apt-get install redis-server");
+        support::require("redis-cli", "apt-get install redis-tools");
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            children: Vec::new(),
+        }
+    }
+
+    /// A redis-server on `port` (no persistence) with extra arguments; waits for `PING`.
+    fn redis(&mut self, port: u16, extra: &[&str]) {
+        let dir = self.dir.path().to_str().expect("utf-8 dir").to_string();
+        let p = port.to_string();
+        let mut args = vec![
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.children.push((port, child));
+        support::wait_until("redis to answer", Duration::from_secs(10), || {
+            cli(port, &["PING"]) == "PONG"
+        });
+    }
+
+    /// A sentinel on `port` watching the master `linkgate` at `master` (quorum 2).
+    fn sentinel(&mut self, port: u16, master: u16) {
+        let conf = self.dir.path().join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor linkgate 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds linkgate 1000\n\
+                 sentinel failover-timeout linkgate 5000\n\
+                 sentinel parallel-syncs linkgate 1\n",
+                dir = self.dir.path().display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        self.children.push((port, child));
+        support::wait_until("a sentinel to answer", Duration::from_secs(10), || {
+            cli(port, &["PING"]) == "PONG"
+        });
+    }
+
+    /// SIGKILL, as a crashed machine would: no shutdown, no last save.
+    fn kill(&mut self, port: u16) {
+        if let Some(i) = self.children.iter().position(|(p, _)| *p == port) {
+            let (_, mut child) = self.children.remove(i);
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `redis-cli -p PORT --raw ARGS...`, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Keys matching a pattern on one server.
+fn keys(port: u16, pattern: &str) -> BTreeSet<String> {
+    cli(port, &["--scan", "--pattern", pattern])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A field of `SENTINEL MASTER linkgate` (alternating name/value lines).
+fn sentinel_field(port: u16, field: &str) -> Option<String> {
+    let out = cli(port, &["SENTINEL", "MASTER", "linkgate"]);
+    let lines: Vec<&str> = out.lines().collect();
+    lines
+        .chunks(2)
+        .find(|c| c.first() == Some(&field))
+        .and_then(|c| c.get(1))
+        .map(|v| v.to_string())
+}
+
+/// Three cluster masters on fresh ports, slots assigned, `cluster_state:ok` everywhere.
+fn cluster(procs: &mut Procs) -> Vec<u16> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for p in &ports {
+        let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
+        let nodes = nodes.to_str().expect("utf-8").to_string();
+        procs.redis(
+            *p,
+            &["--cluster-enabled", "yes", "--cluster-config-file", &nodes],
+        );
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .arg("--cluster-yes")
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    support::wait_until("cluster_state:ok", Duration::from_secs(20), || {
+        ports
+            .iter()
+            .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    });
+    ports
+}
+
+// === Two gates over one store ===
+
+/// linkgate twice (A is `scenario.gate`, B is returned) with one configuration: the same
+/// store, cookie secret and providers, each gate's callbacks registered at both providers.
+/// `[account]` is the accounts provider (`oauth2`), so the link rule is on.
+async fn two_gates(store: &str) -> (Scenario, Gate) {
+    let upstream = Upstream::start().await;
+    let a = GateBuilder::new();
+    let b = GateBuilder::new();
+    let provider = OidcProvider::start(
+        ProviderOptions::new("sso").client(
+            ClientConfig::confidential(CLIENT_ID, CLIENT_SECRET, &a.url("/oauth2/callback"))
+                .redirect_uri(&b.url("/oauth2/callback"))
+                .post_logout_redirect_uri(&a.url("/oauth2/signed_out"))
+                .post_logout_redirect_uri(&b.url("/oauth2/signed_out")),
+        ),
+    );
+    let accounts = OidcProvider::start(
+        ProviderOptions::new("accounts").client(
+            ClientConfig::confidential(
+                ACCOUNTS_CLIENT_ID,
+                CLIENT_SECRET,
+                &a.url("/oauth2/account/callback"),
+            )
+            .redirect_uri(&b.url("/oauth2/account/callback")),
+        ),
+    );
+    let sections = format!(
+        "[sso]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+         [account]\nsource = \"oauth2\"\nissuer = \"{accounts_issuer}\"\nclient_id = \"{ACCOUNTS_CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\n\
+         [session]\ncookie_secret = \"{COOKIE_SECRET}\"\ncookie_secure = false\nstore = \"redis\"\n\n{store}\n",
+        issuer = provider.issuer(),
+        accounts_issuer = accounts.issuer(),
+    );
+    let gate_a = a.upstream("app", &upstream).toml(&sections).start();
+    let gate_b = b.upstream("app", &upstream).toml(&sections).start();
+    (
+        Scenario {
+            provider,
+            accounts: Some(accounts),
+            account_key: None,
+            gate: gate_a,
+            upstream,
+            redis: None,
+            sections,
+        },
+        gate_b,
+    )
+}
+
+/// A browser whose cookies the test can read (to replay them after a sign-out).
+fn browser() -> (reqwest::Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(jar.clone())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    (http, jar)
+}
+
+/// The `Cookie` header the browser sends to `gate`.
+fn cookie_header(jar: &Jar, gate: &Gate) -> String {
+    let url = reqwest::Url::parse(&gate.url("/")).expect("url");
+    jar.cookies(&url)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .expect("the browser holds cookies")
+}
+
+/// Method 1: the cloud account `account` signs in and connects Magento.com `sso`; returns
+/// the answer at `/projects` afterwards.
+async fn link(s: &Scenario, http: &reqwest::Client, account: &str, sso: &str) -> reqwest::Response {
+    let resp = s.account_sign_in(http, "/projects", account).await;
+    assert_eq!(resp.status(), 302, "account callback");
+    let (resp, _) = s.follow(http, resp, sso).await;
+    resp
+}
+
+/// A GET by hand with a replayed `Cookie` header; returns the status.
+async fn status_with_cookie(gate: &Gate, path: &str, cookie: &str) -> u16 {
+    navigate(support::client_without_cookies().get(gate.url(path)))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+// === Load ===
+
+/// What a load loop saw.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    non_2xx: AtomicU64,
+    errors: AtomicU64,
+    /// Requests whose connection was reset after it had been reused, answered by the one
+    /// retry a browser makes for an idempotent request (RFC 9112, 9.3.1).
+    retried: AtomicU64,
+    /// Connections refused (nobody listening).
+    refused: AtomicU64,
+    samples: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record(&self, what: Result<u16, String>) {
+        match what {
+            Ok(s) if (200..300).contains(&s) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(s) => {
+                self.non_2xx.fetch_add(1, Ordering::Relaxed);
+                self.sample(format!("status {s}"));
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.sample(e);
+            }
+        }
+    }
+
+    fn sample(&self, text: String) {
+        let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() < 10 {
+            s.push(text);
+        }
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.non_2xx.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Runs GETs of `urls` with `http` in a loop until `stop`, at most `limit` requests.
+fn load(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    limit: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && n < limit {
+            for url in &urls {
+                let mut r = navigate(http.get(url)).send().await;
+                if let Err(e) = &r {
+                    if e.is_connect() {
+                        tally.refused.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tally.retried.fetch_add(1, Ordering::Relaxed);
+                        tally.sample(format!("retried once: {url}: {e:?}"));
+                        r = navigate(http.get(url)).send().await;
+                    }
+                }
+                tally.record(
+                    r.map(|r| r.status().as_u16())
+                        .map_err(|e| format!("{url}: {e:?}")),
+                );
+                n += 1;
+            }
+        }
+    })
+}
+
+// === 1. Sentinel failover ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_loses_no_acknowledged_link_and_cached_sessions_keep_working() {
+    let mut procs = Procs::new();
+    let (master, replica) = (free_port(), free_port());
+    procs.redis(master, &[]);
+    let m = master.to_string();
+    procs.redis(replica, &["--replicaof", "127.0.0.1", &m]);
+    support::wait_until("the replica to sync", Duration::from_secs(20), || {
+        cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+    });
+    let sentinels: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for p in &sentinels {
+        procs.sentinel(*p, master);
+    }
+    // Sentinels find each other and the replica through the master (hello messages every
+    // 2 s); a failover needs a quorum that knows the replica.
+    support::wait_until(
+        "the sentinels to know each other and the replica",
+        Duration::from_secs(30),
+        || {
+            sentinels.iter().all(|p| {
+                sentinel_field(*p, "num-other-sentinels").as_deref() == Some("2")
+                    && sentinel_field(*p, "num-slaves").as_deref() == Some("1")
+            })
+        },
+    );
+    let nodes = sentinels
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (s, b) = two_gates(&format!(
+        "[redis]\nmode = \"sentinel\"\nnodes = [{nodes}]\nsentinel_master = \"linkgate\"\n"
+    ))
+    .await;
+
+    // Links made and acknowledged (the user saw the linked page) before the fault.
+    const LINKS: usize = 5;
+    let mut linked = Vec::new();
+    for i in 0..LINKS {
+        let http = user();
+        let resp = link(
+            &s,
+            &http,
+            &format!("cloud-f{i}"),
+            &format!("f{i}@magento.test"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "link {i} acknowledged");
+        assert_eq!(
+            s.upstream.last().header("x-linkgate-account-id"),
+            Some(format!("cloud-f{i}").as_str())
+        );
+        linked.push(http);
+    }
+    let sessions_before = keys(master, "linkgate:session:*");
+    let links_before = keys(master, "linkgate:link:*");
+    assert_eq!(links_before.len(), 2 * LINKS, "{links_before:?}");
+    // Both gates have every session in their cache.
+    for http in &linked {
+        for gate in [&s.gate, &b] {
+            let r = navigate(http.get(gate.url("/warm"))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+
+    // Cached sessions under load on both gates through the whole failover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let loops: Vec<_> = linked
+        .iter()
+        .map(|http| {
+            load(
+                http.clone(),
+                vec![s.gate.url("/during"), b.url("/during")],
+                stop.clone(),
+                tally.clone(),
+                20_000,
+            )
+        })
+        .collect();
+
+    let killed = Instant::now();
+    procs.kill(master);
+    // New sign-ins (primary login of a linked identity) until one succeeds again.
+    let mut refused = 0u32;
+    let mut first_refusal: Option<String> = None;
+    let recovered = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no recovery within 60 s after the master was killed ({refused} sign-ins refused)"
+        );
+        let fresh = user();
+        let outcome = s.begin_sign_in(&fresh, "/after", "f0@magento.test").await;
+        let resp = s.finish_sign_in(&fresh, &outcome).await;
+        match resp.status().as_u16() {
+            302 => break killed.elapsed(),
+            503 => {
+                refused += 1;
+                if first_refusal.is_none() {
+                    let retry = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let body = resp.text().await.unwrap_or_default();
+                    first_refusal = Some(format!(
+                        "retry-after {retry:?}, page {:?}",
+                        body.chars().take(200).collect::<String>()
+                    ));
+                }
+            }
+            other => panic!(
+                "a sign-in during the failover answered {other}: {:?}",
+                resp.text().await
+            ),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    // A sign-in after the recovery lands on the linked cloud account.
+    let fresh = user();
+    let resp = s.sign_in(&fresh, "/after", "f1@magento.test").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        s.upstream.last().header("x-linkgate-account-id"),
+        Some("cloud-f1")
+    );
+    let (ok, non_2xx, errors) = tally.counts();
+    let (retried, load_refused) = (
+        tally.retried.load(Ordering::Relaxed),
+        tally.refused.load(Ordering::Relaxed),
+    );
+    let promoted = cli(replica, &["INFO", "replication"]);
+    assert!(promoted.contains("role:master"), "{promoted}");
+    let links_after = keys(replica, "linkgate:link:*");
+    let lost_links = links_before.difference(&links_after).count();
+    let sessions_after = keys(replica, "linkgate:session:*");
+    let lost_sessions = sessions_before.difference(&sessions_after).count();
+    eprintln!(
+        "FAULTS sentinel-failover: cached-session requests ok={ok} non2xx={non_2xx} errors={errors} \
+         resets={retried} refused={load_refused}; \
+         sign-ins refused with 503: {refused}, recovered {:.1} s after SIGKILL; \
+         links lost {lost_links}/{}; sessions lost {lost_sessions}/{}; first refusal: {first_refusal:?}",
+        recovered.as_secs_f64(),
+        links_before.len(),
+        sessions_before.len(),
+    );
+    assert_eq!(
+        (non_2xx, errors, retried, load_refused),
+        (0, 0, 0, 0),
+        "cached sessions failed during the failover: {:?}",
+        tally.samples.lock().unwrap()
+    );
+    assert!(ok > 0, "the load ran");
+    assert_eq!(lost_links, 0, "acknowledged links lost in the failover");
+    assert_eq!(lost_sessions, 0, "sessions lost in the failover");
+}
+
+// === 2. Redis Cluster, two gates ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_a_sign_out_or_an_unlink_on_one_gate_is_refused_on_the_other() {
+    let mut procs = Procs::new();
+    let ports = cluster(&mut procs);
+    let nodes = ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (s, b) = two_gates(&format!("[redis]\nmode = \"cluster\"\nnodes = [{nodes}]\n")).await;
+    // The bound a revocation may take to reach the other gate: the session cache lifetime.
+    let bound = Duration::from_secs(30);
+
+    // One identity, linked, signed in from two browsers.
+    let (linked, linked_jar) = browser();
+    assert_eq!(
+        link(&s, &linked, "cloud-c1", "c1@magento.test")
+            .await
+            .status(),
+        200
+    );
+    let (second, second_jar) = browser();
+    assert_eq!(
+        s.sign_in(&second, "/x", "c1@magento.test").await.status(),
+        200
+    );
+    let (other, other_jar) = browser();
+    assert_eq!(
+        link(&s, &other, "cloud-c2", "c2@magento.test")
+            .await
+            .status(),
+        200
+    );
+    let cookies = [
+        cookie_header(&linked_jar, &s.gate),
+        cookie_header(&second_jar, &s.gate),
+        cookie_header(&other_jar, &s.gate),
+    ];
+    // Every session is in both gates' caches.
+    for c in &cookies {
+        for gate in [&s.gate, &b] {
+            assert_eq!(status_with_cookie(gate, "/warm", c).await, 200);
+        }
+    }
+
+    // A sign-out on A: the same cookie on B is refused.
+    let resp = s.sign_out(&second, "").await;
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    let started = Instant::now();
+    support::sso::eventually("B to refuse the signed-out session", bound, || {
+        let c = cookies[1].clone();
+        let b = &b;
+        async move { status_with_cookie(b, "/after-sign-out", &c).await == 302 }
+    })
+    .await;
+    let sign_out_seen = started.elapsed();
+
+    // `linkgate links unlink` (run against A's configuration): the linked session is
+    // refused on both gates; the other user's is not touched.
+    let config = s.gate.dir().join("config.toml");
+    let config = config.to_str().expect("utf-8");
+    let (code, list, err) = support::linkgate_cli(&["links", "-c", config, "list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let account_key = list
+        .lines()
+        .find(|l| l.contains("cloud-c1"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("cloud-c1 in {list}"))
+        .to_string();
+    let started = Instant::now();
+    let (code, out, err) =
+        support::linkgate_cli(&["links", "-c", config, "unlink", &account_key], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for gate in [&b, &s.gate] {
+        support::sso::eventually("the unlinked session to be refused", bound, || {
+            let c = cookies[0].clone();
+            async move { status_with_cookie(gate, "/after-unlink", &c).await != 200 }
+        })
+        .await;
+    }
+    let unlink_seen = started.elapsed();
+    for gate in [&s.gate, &b] {
+        assert_eq!(
+            status_with_cookie(gate, "/untouched", &cookies[2]).await,
+            200,
+            "the other user's session is not touched"
+        );
+    }
+    eprintln!(
+        "FAULTS cluster-two-gates: sign-out on A refused on B after {:.2} s; \
+         links unlink refused on both after {:.2} s (bound {} s)",
+        sign_out_seen.as_secs_f64(),
+        unlink_seen.as_secs_f64(),
+        bound.as_secs()
+    );
+}
+
+// === 3. Graceful upgrade under load ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_upgrade_under_load_refuses_and_fails_nothing() {
+    let mut s = ScenarioBuilder::new(StoreKind::Redis)
+        .toml("[authz]\nskip_auth_routes = [\"^/public/\"]")
+        .start()
+        .await;
+    let mut signed_in = Vec::new();
+    for i in 0..4 {
+        let http = user();
+        assert_eq!(
+            s.sign_in(&http, "/x", &format!("u{i}@example.test"))
+                .await
+                .status(),
+            200
+        );
+        signed_in.push(http);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut loops = Vec::new();
+    for http in &signed_in {
+        loops.push(load(
+            http.clone(),
+            vec![s.gate.url("/session")],
+            stop.clone(),
+            tally.clone(),
+            50_000,
+        ));
+        loops.push(load(
+            support::client(),
+            vec![s.gate.url("/public/skip")],
+            stop.clone(),
+            tally.clone(),
+            50_000,
+        ));
+    }
+    // Some load on the old process first.
+    support::sso::eventually("load on the old process", Duration::from_secs(20), || {
+        let t = tally.clone();
+        async move { t.counts().0 >= 200 }
+    })
+    .await;
+    let before = tally.counts().0;
+    let mut old = tokio::task::block_in_place(|| s.gate.upgrade());
+    // The old process drains and exits while the load goes on.
+    let exited = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = old.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the old process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // And the new one serves more after that.
+    let at_exit = tally.counts().0;
+    support::sso::eventually("load on the new process", Duration::from_secs(20), || {
+        let t = tally.clone();
+        async move { t.counts().0 >= at_exit + 200 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let (ok, non_2xx, errors) = tally.counts();
+    let retried = tally.retried.load(Ordering::Relaxed);
+    let refused = tally.refused.load(Ordering::Relaxed);
+    eprintln!(
+        "FAULTS upgrade-under-load: requests ok={ok} (before upgrade {before}, by old exit {at_exit}) \
+         non2xx={non_2xx} errors-after-one-retry={errors} refused={refused} \
+         reset-on-reused-connection-then-retried={retried}; old process exit {exited}; {:?}",
+        tally.samples.lock().unwrap()
+    );
+    // Pingora closes idle keep-alive connections when the old process starts draining: a
+    // request a client writes on such a connection at that instant is reset (counted in
+    // `retried`, see bench/README.md). Nothing may be refused, fail twice, or answer non-2xx.
+    assert_eq!(
+        (non_2xx, errors, refused),
+        (0, 0, 0),
+        "{:?}",
+        tally.samples.lock().unwrap()
+    );
+    assert!(exited.success(), "the old process exited cleanly: {exited}");
+}
+
+// === Links wait for a replica ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_is_acknowledged_only_once_a_replica_has_it() {
+    use linkgate::store::{Backend, Pair, PairOutcome};
+    let mut procs = Procs::new();
+    let (master, replica) = (free_port(), free_port());
+    procs.redis(master, &[]);
+    let m = master.to_string();
+    procs.redis(replica, &["--replicaof", "127.0.0.1", &m]);
+    support::wait_until("the replica to sync", Duration::from_secs(20), || {
+        cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+            && cli(master, &["INFO", "replication"]).contains("state=online")
+    });
+    let config = linkgate::config::Config::parse(
+        &format!(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+             [session]\nstore = \"redis\"\n[redis]\nurl = \"redis://127.0.0.1:{master}/0\"\n"
+        ),
+        "test.toml",
+        &|_| None,
+    )
+    .expect("config");
+    let backend =
+        linkgate::store::redis::RedisBackend::new(config.redis.as_ref().unwrap()).expect("backend");
+    let pair = |a: &'static str, b: &'static str| Pair {
+        a,
+        va: b"x",
+        b,
+        vb: b"y",
+        index: "idx",
+        member: a,
+    };
+    // A healthy replica: the link is created and is on the replica when acknowledged.
+    assert_eq!(
+        backend.create_pair(&pair("a1", "b1")).await.unwrap(),
+        PairOutcome::Created
+    );
+    assert_eq!(
+        cli(replica, &["GET", "a1"]),
+        "x",
+        "replicated before the ack"
+    );
+    // A replica that stops acknowledging (frozen): the link is not acknowledged.
+    let replica_pid = procs
+        .children
+        .iter()
+        .find(|(p, _)| *p == replica)
+        .map(|(_, c)| c.id())
+        .expect("replica");
+    let pid = nix::unistd::Pid::from_raw(replica_pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let refused = backend.create_pair(&pair("a2", "b2")).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    assert!(
+        refused.is_err(),
+        "a link no replica confirmed was acknowledged: {refused:?}"
+    );
+    // The retry a user makes finds it (it was on the master) and confirms it.
+    support::sso::eventually("the replica to catch up", Duration::from_secs(20), || {
+        let r = cli(replica, &["GET", "a2"]);
+        async move { r == "x" }
+    })
+    .await;
+    assert!(matches!(
+        backend.create_pair(&pair("a2", "b2")).await.unwrap(),
+        PairOutcome::Exists { .. }
+    ));
+    // With no replica connected, the write goes through (the documented window).
+    procs.kill(replica);
+    support::wait_until(
+        "the master to see no replica",
+        Duration::from_secs(20),
+        || cli(master, &["INFO", "replication"]).contains("connected_slaves:0"),
+    );
+    assert_eq!(
+        backend.create_pair(&pair("a3", "b3")).await.unwrap(),
+        PairOutcome::Created
+    );
+}
