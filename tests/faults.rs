@@ -221,6 +221,8 @@ async fn two_gates(store: &str) -> (Scenario, Gate) {
             upstream,
             redis: None,
             sections,
+            server_lines: String::new(),
+            upstream_lines: String::new(),
         },
         gate_b,
     )
