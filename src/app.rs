@@ -246,3 +246,28 @@ impl App {
             .map_or("accounts.magento.cloud", |a| a.display_name.as_str())
     }
 }
+
+// === rules of a request ===
+
+impl App {
+    /// The rules a passport is decided by, from the configuration.
+    pub fn rules(&self) -> crate::passport::Rules<'_> {
+        crate::passport::Rules {
+            headers: &self.config.headers,
+            authz: &self.config.authz,
+            linking: self.config.account.is_some(),
+            policies: &self.policies,
+            assertions: self.signer.is_some(),
+        }
+    }
+
+    /// The value of a request's link-status header (`linked`, `grace`...), when user headers
+    /// are passed; its name is `headers.names.link_status`.
+    pub fn link_status_value(
+        &self,
+        link_status: Option<&'static str>,
+    ) -> Option<http::HeaderValue> {
+        let status = link_status.filter(|_| self.config.headers.pass_user_headers)?;
+        Some(http::HeaderValue::from_static(status))
+    }
+}

@@ -45,7 +45,7 @@ const LOCK_KEY: &str = "lock:assertion:keys";
 const SKEW: i64 = 60;
 
 fn now() -> i64 {
-    crate::session::now()
+    crate::session::clock::now()
 }
 
 /// One key as kept in the store.

@@ -13,6 +13,7 @@ pub mod assertion;
 pub mod authz;
 pub mod body;
 pub mod config;
+pub mod decision;
 pub mod demo;
 pub mod link;
 pub mod logging;

@@ -1370,7 +1370,7 @@ async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
     {
         reply = reply.with_header_value(name.clone(), value);
     }
-    if let Some(value) = crate::proxy::link_status_value(app, status) {
+    if let Some(value) = app.link_status_value(status) {
         let name = app.config.headers.names.link_status.clone();
         reply = reply.with_header_value(name, value);
     }

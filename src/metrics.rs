@@ -6,7 +6,7 @@ use pingora_prometheus::prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::proxy::{Decision, FORWARD_LABEL};
+use crate::decision::{Decision, FORWARD_LABEL};
 
 /// Every metric linkgate exports.
 pub struct Metrics {

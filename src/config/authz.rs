@@ -6,8 +6,8 @@
 
 use regex::Regex;
 
+use super::names::is_dns_name;
 use super::reader::{parse_url, Ctx, ListForm, Str, Table};
-use super::upstream::is_dns_name;
 
 /// `[authz]`: authorisation rules.
 #[derive(Debug, Clone)]

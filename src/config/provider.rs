@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::names::is_cookie_token;
 use super::reader::{parse_url, Ctx, ListForm, Str, Table};
-use super::session::is_cookie_token;
 use crate::secret::Secret;
 
 /// Signature algorithms an `id_token_algs` / `algs` list may name.

@@ -150,14 +150,6 @@ pub fn default_cookie_name(secure: bool) -> &'static str {
     }
 }
 
-/// True when `name` is a valid cookie name (an RFC 6265 / RFC 9110 token).
-pub(crate) fn is_cookie_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-}
-
 // === impl Session ===
 
 impl Session {
@@ -194,7 +186,7 @@ impl Session {
         };
         if let Some(s) = t.nonempty(ctx, "cookie_name") {
             let name = s.value.trim();
-            if is_cookie_token(name) {
+            if super::names::is_cookie_token(name) {
                 session.cookie_name = name.to_string();
             } else {
                 s.error(
@@ -218,7 +210,7 @@ impl Session {
         }
         if let Some(s) = t.nonempty(ctx, "cookie_domain") {
             let d = s.value.trim().to_ascii_lowercase();
-            if super::upstream::is_dns_name(d.trim_start_matches('.')) {
+            if super::names::is_dns_name(d.trim_start_matches('.')) {
                 session.cookie_domain = Some(d);
             } else {
                 s.error(
@@ -508,7 +500,7 @@ fn redis_node(ctx: &mut Ctx<'_>, s: &Str) -> Option<String> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         !host.is_empty()
             && port.parse::<u16>().is_ok_and(|p| p > 0)
-            && (super::upstream::is_dns_name(host) || host.parse::<std::net::IpAddr>().is_ok())
+            && (super::names::is_dns_name(host) || host.parse::<std::net::IpAddr>().is_ok())
     });
     if ok {
         Some(v.to_string())
@@ -548,6 +540,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::names::is_cookie_token;
 
     #[test]
     fn cookie_tokens() {

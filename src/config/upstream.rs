@@ -123,7 +123,7 @@ pub(crate) fn read_all(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> Vec<Ups
 /// `linkgate check`'s findings on the route policies: rules that can never match or never
 /// admit anyone. Warnings, not errors: the configuration still runs as written.
 pub(crate) fn lint(ctx: &mut Ctx<'_>, authz: &super::Authz, upstreams: &[Upstream], linking: bool) {
-    use crate::proxy::route::prefix_covers;
+    use crate::proxy::path::prefix_covers;
     for (i, up) in upstreams.iter().enumerate() {
         let inherited = Effective::of(authz, &up.policy);
         lint_policy(ctx, &up.policy, &inherited, linking);
@@ -392,7 +392,7 @@ fn host_pattern(ctx: &mut Ctx<'_>, s: &Str) -> Option<String> {
     let name = v.strip_prefix("*.").unwrap_or(&v);
     let valid = !name.is_empty()
         && ((name.parse::<std::net::IpAddr>().is_ok() && !v.starts_with("*."))
-            || is_dns_name(name));
+            || super::names::is_dns_name(name));
     if !valid {
         s.error(
             ctx,
@@ -406,24 +406,9 @@ fn host_pattern(ctx: &mut Ctx<'_>, s: &Str) -> Option<String> {
     Some(v)
 }
 
-/// True for a plausible DNS name: dot-separated labels of letters, digits and `-`.
-pub(crate) fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::is_dns_name;
+    use crate::config::names::is_dns_name;
 
     #[test]
     fn dns_names() {

@@ -966,7 +966,8 @@ impl AccountJwt {
     ) -> Result<Option<&'a str>, OidcError> {
         match &self.source.location {
             crate::config::JwtLocation::Cookie(name) => {
-                let mut values = crate::session::cookies(req, name).filter(|v| !v.is_empty());
+                let mut values =
+                    crate::session::cookie::cookies(req, name).filter(|v| !v.is_empty());
                 let first = values.next();
                 if values.any(|v| Some(v) != first) {
                     return Err(OidcError::Refused(format!(

@@ -244,7 +244,7 @@ fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
     };
     // `refresh_at` is set by `Sessions::resident` for the passports it caches; the others
     // are used once.
-    let passport = Passport::new(&crate::proxy::rules(app), proof);
+    let passport = Passport::new(&app.rules(), proof);
     match (&record.account_jwt, &record.account) {
         (Some(binding), Some(account)) => passport.following(FollowsJwt {
             // A hash that does not parse never matches: every JWT is then verified.
@@ -423,7 +423,7 @@ async fn account_pass(
         id_token: None,
         expires_at: valid_until,
     };
-    let passport = Arc::new(Passport::new(&crate::proxy::rules(app), proof));
+    let passport = Arc::new(Passport::new(&app.rules(), proof));
     let pass = Arc::new(AccountPass {
         account,
         sso,
@@ -455,7 +455,7 @@ async fn from_bearer(app: &App, token: &str) -> Found {
         id_token: None,
         expires_at,
     };
-    Found::Passport(Arc::new(Passport::new(&crate::proxy::rules(app), proof)))
+    Found::Passport(Arc::new(Passport::new(&app.rules(), proof)))
 }
 
 /// A bearer token's Magento.com identity, its linked account (looked up in the registry:

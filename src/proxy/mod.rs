@@ -27,66 +27,7 @@ use crate::passport::Field;
 use crate::respond::{self, Refusal, Reply};
 use identify::{Found, Passport, Via};
 
-/// The label of the decision taken for a request (metric `decision`, access log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Decision {
-    /// Not decided yet (an error before the decision).
-    #[default]
-    Undecided,
-    /// A linkgate endpoint under `proxy_prefix` answered.
-    Endpoint,
-    /// Forwarded without authentication through `authz.skip_auth_routes`.
-    SkipAuth,
-    /// Forwarded with a session.
-    Session,
-    /// Forwarded with a bearer token.
-    Bearer,
-    /// Signed in but refused by `[authz]`.
-    Forbidden,
-    /// Signed in, but the account link is missing while the rule is enforced.
-    LinkRequired,
-    /// Redirected a browser to sign in.
-    RedirectLogin,
-    /// Refused with 401.
-    Unauthenticated,
-    /// Refused with a 4xx/5xx of linkgate's own (bad request, no route, store down...).
-    Refused,
-}
-
-/// The `decision` label of a request forwarded before its decision was recorded.
-pub const FORWARD_LABEL: &str = "forward";
-
-impl Decision {
-    /// Every decision (next to the enum, so that a new variant is added here too).
-    pub const ALL: [Decision; 10] = [
-        Decision::Undecided,
-        Decision::Endpoint,
-        Decision::SkipAuth,
-        Decision::Session,
-        Decision::Bearer,
-        Decision::Forbidden,
-        Decision::LinkRequired,
-        Decision::RedirectLogin,
-        Decision::Unauthenticated,
-        Decision::Refused,
-    ];
-
-    /// The stable label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Undecided => "undecided",
-            Decision::Endpoint => "endpoint",
-            Decision::SkipAuth => "skip_auth",
-            Decision::Session => "session",
-            Decision::Bearer => "bearer",
-            Decision::Forbidden => "forbidden",
-            Decision::LinkRequired => "link_required",
-            Decision::RedirectLogin => "redirect_login",
-            Decision::Unauthenticated => "unauthenticated",
-            Decision::Refused => "refused",
-        }
-    }
-}
+pub use crate::decision::{Decision, FORWARD_LABEL};
 
 /// Counts a request as in flight for as long as it lives.
 #[derive(Debug)]
@@ -361,24 +302,6 @@ impl Gate {
     }
 }
 
-/// The rules a passport is decided by, from the configuration.
-pub fn rules(app: &App) -> crate::passport::Rules<'_> {
-    crate::passport::Rules {
-        headers: &app.config.headers,
-        authz: &app.config.authz,
-        linking: app.config.account.is_some(),
-        policies: &app.policies,
-        assertions: app.signer.is_some(),
-    }
-}
-
-/// The value of a request's link-status header (`linked`, `grace`...), when user headers
-/// are passed; its name is `headers.names.link_status`.
-pub fn link_status_value(app: &App, link_status: Option<&'static str>) -> Option<HeaderValue> {
-    let status = link_status.filter(|_| app.config.headers.pass_user_headers)?;
-    Some(HeaderValue::from_static(status))
-}
-
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -508,7 +431,7 @@ impl ProxyHttp for Gate {
             for (field, value) in passport.headers.fields(forward_user) {
                 upstream.insert_header(cased.field(field), value)?;
             }
-            if let Some(value) = link_status_value(&self.app, ctx.link_status) {
+            if let Some(value) = self.app.link_status_value(ctx.link_status) {
                 upstream.insert_header(cased.link_status(), value)?;
             }
             if let Some(authorization) = passport.headers.get(Field::Authorization) {

@@ -150,14 +150,7 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Whether `prefix` covers `path` at a segment boundary: `/api` covers `/api` and `/api/x`,
-/// not `/apix`; `/api/` covers `/api/x`; `/` covers everything.
-pub fn prefix_covers(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
+pub use super::path::prefix_covers;
 
 #[cfg(test)]
 mod tests {

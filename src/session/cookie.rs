@@ -11,6 +11,8 @@ use base64::Engine as _;
 use hmac::Mac;
 use subtle::ConstantTimeEq;
 
+use pingora::http::RequestHeader;
+
 use super::keys::Keys;
 
 const ID_LEN: usize = 16;
@@ -119,6 +121,29 @@ pub fn decode(keys: &Keys, purpose: Purpose, value: &str) -> Option<OpaqueId> {
     let id = OpaqueId(id);
     let expected = tag(keys, purpose, &id);
     bool::from(expected.ct_eq(&raw[ID_LEN..])).then_some(id)
+}
+
+// === reading cookies ===
+
+/// Every `(name, value)` pair of the request's `Cookie` headers.
+pub fn all_cookies(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> + '_ {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim().trim_matches('"')))
+        })
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers.
+pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+where
+    'a: 'n,
+{
+    all_cookies(req).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! and forgets.
 
 pub mod cache;
+pub mod clock;
 pub mod cookie;
 pub mod flow;
 pub mod keys;
@@ -91,6 +92,8 @@ pub enum Intent {
     Connect,
 }
 
+pub use clock::now;
+pub use cookie::{all_cookies, cookies};
 pub use flow::Flow;
 
 /// The shortest time between two refreshes of a session's tokens, whatever their lifetime
@@ -173,11 +176,6 @@ impl std::fmt::Debug for Sessions {
             .field("cache", &self.cache)
             .finish()
     }
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 // === impl Sessions ===
@@ -838,27 +836,6 @@ fn flow_max_age() -> i64 {
 fn only<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
     let first = items.next()?;
     items.next().is_none().then_some(first)
-}
-
-/// Every `(name, value)` pair of the request's `Cookie` headers.
-pub fn all_cookies(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> + '_ {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
-        })
-}
-
-/// Every value of cookie `name` in the request's `Cookie` headers.
-pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
-where
-    'a: 'n,
-{
-    all_cookies(req).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 #[cfg(test)]
