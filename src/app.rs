@@ -66,12 +66,8 @@ pub struct App {
     pub sessions: Option<Sessions>,
     /// The SSO provider (`[sso]`).
     pub sso: Option<Arc<Provider>>,
-    /// The accounts provider (`[account] source = "oauth2"`).
-    pub account_provider: Option<Arc<Provider>>,
-    /// The account JWT verifier (`[account] source = "jwt"`).
-    pub account_jwt: Option<AccountJwt>,
-    /// The link registry (whenever sessions exist).
-    pub registry: Option<Registry>,
+    /// How cloud accounts are linked (`[account]`), with the link registry when they are.
+    pub linking: Linking,
     /// Further issuers accepted for bearer tokens.
     pub issuers: Vec<Issuer>,
     /// Bearer tokens verified recently, by SHA-256 of the token (when `authz.bearer_tokens`
@@ -83,6 +79,70 @@ pub struct App {
     pub policies: crate::policy::Policies,
     /// The identity assertion signer (`[assertion]`).
     pub signer: Option<Arc<crate::assertion::Signer>>,
+}
+
+/// How cloud accounts come to be linked, decided once at start-up from `[account]`: either
+/// not at all, or by one source with the link registry beside it. What a request may do
+/// follows from the variant; no handler re-derives it from the configuration.
+#[derive(Debug)]
+pub enum Linking {
+    /// No `[account]`: linking is not in play.
+    Off,
+    /// `[account] source = "jwt"`: the platform's account JWT names the cloud account.
+    Jwt {
+        /// Verifies the platform's JWT.
+        verifier: AccountJwt,
+        /// The links.
+        registry: Registry,
+    },
+    /// `[account] source = "oauth2"`: the accounts provider signs the cloud account in.
+    OAuth2 {
+        /// The accounts provider.
+        provider: Arc<Provider>,
+        /// The links.
+        registry: Registry,
+    },
+}
+
+impl Linking {
+    /// Whether linking is in play.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Linking::Off)
+    }
+
+    /// The link registry, when linking is in play.
+    pub fn registry(&self) -> Option<&Registry> {
+        match self {
+            Linking::Off => None,
+            Linking::Jwt { registry, .. } | Linking::OAuth2 { registry, .. } => Some(registry),
+        }
+    }
+
+    /// The platform JWT verifier (`source = "jwt"`).
+    pub fn jwt(&self) -> Option<&AccountJwt> {
+        match self {
+            Linking::Jwt { verifier, .. } => Some(verifier),
+            _ => None,
+        }
+    }
+
+    /// The accounts provider (`source = "oauth2"`).
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match self {
+            Linking::OAuth2 { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+}
+
+/// Sign-in with Magento.com: the provider and the sessions it makes. Present whenever
+/// `[sso]` is (which cannot be configured without a cookie secret).
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn<'a> {
+    /// The SSO provider.
+    pub provider: &'a Provider,
+    /// The sessions.
+    pub sessions: &'a Sessions,
 }
 
 /// A bearer token that verified: who it speaks for, until when.
@@ -164,20 +224,20 @@ impl App {
             }
             None => Vec::new(),
         };
-        let (account_provider, account_jwt) = match config.account.as_ref().map(|a| &a.source) {
-            Some(AccountSource::OAuth2(p)) => (
-                Some(Arc::new(
+        let linking = match config.account.as_ref().map(|a| &a.source) {
+            // `[account]` needs `[sso]`, which needs sessions: the registry is always there.
+            Some(AccountSource::OAuth2(p)) => Linking::OAuth2 {
+                provider: Arc::new(
                     Provider::new("account", p.clone()).map_err(StartError::Provider)?,
-                )),
-                None,
-            ),
-            Some(AccountSource::Jwt(j)) => (
-                None,
-                Some(AccountJwt::new(j.clone()).map_err(StartError::Provider)?),
-            ),
-            None => (None, None),
+                ),
+                registry: Registry::new(store.clone()),
+            },
+            Some(AccountSource::Jwt(j)) => Linking::Jwt {
+                verifier: AccountJwt::new(j.clone()).map_err(StartError::Provider)?,
+                registry: Registry::new(store.clone()),
+            },
+            None => Linking::Off,
         };
-        let registry = sessions.as_ref().map(|_| Registry::new(store.clone()));
         let mut domains = config.authz.redirect_domains.clone();
         if let Some(host) = config.server.public_url.as_ref().and_then(|u| u.host_str()) {
             domains.push(host.to_string());
@@ -215,9 +275,7 @@ impl App {
             sessions,
             verified_tokens,
             sso,
-            account_provider,
-            account_jwt,
-            registry,
+            linking,
             issuers,
             redirects,
             policies,
@@ -228,6 +286,29 @@ impl App {
     /// `server.proxy_prefix`.
     pub fn prefix(&self) -> &str {
         &self.config.server.proxy_prefix
+    }
+
+    /// Sign-in with Magento.com, when `[sso]` is configured.
+    pub fn sign_in(&self) -> Option<SignIn<'_>> {
+        Some(SignIn {
+            provider: self.sso.as_deref()?,
+            sessions: self.sessions.as_ref()?,
+        })
+    }
+
+    /// Sign-in to the cloud account (`[account] source = "oauth2"`), with the registry it
+    /// links in.
+    pub fn account_sign_in(&self) -> Option<(SignIn<'_>, &Registry)> {
+        match &self.linking {
+            Linking::OAuth2 { provider, registry } => Some((
+                SignIn {
+                    provider,
+                    sessions: self.sessions.as_ref()?,
+                },
+                registry,
+            )),
+            _ => None,
+        }
     }
 
     /// The SSO provider's name as users know it ("Magento.com").
@@ -255,19 +336,76 @@ impl App {
         crate::passport::Rules {
             headers: &self.config.headers,
             authz: &self.config.authz,
-            linking: self.config.account.is_some(),
+            linking: self.linking.is_on(),
             policies: &self.policies,
             assertions: self.signer.is_some(),
         }
     }
 
-    /// The value of a request's link-status header (`linked`, `grace`...), when user headers
-    /// are passed; its name is `headers.names.link_status`.
+    /// The rules the policy core decides a request by under `policy` at `now`: whether a
+    /// browser can be sent to sign in, and the link requirement (none without `[account]`).
+    pub fn rules_under(
+        &self,
+        policy: &crate::policy::Resolved,
+        now: time::OffsetDateTime,
+    ) -> crate::policy::Rules {
+        crate::policy::Rules {
+            sign_in: self.sso.is_some(),
+            linking: self.linking.is_on().then(|| {
+                crate::policy::requirement(policy.link_mode, self.config.link.required_from, now)
+            }),
+        }
+    }
+
+    /// The link requirement of `[link]` (the global policy) at `now`.
+    pub fn requirement(&self, now: time::OffsetDateTime) -> crate::policy::Requirement {
+        crate::policy::requirement(self.config.link.mode, self.config.link.required_from, now)
+    }
+
+    /// The value of a request's link-status header (`linked`, `grace`), when user headers
+    /// are passed and there is one; its name is `headers.names.link_status`.
     pub fn link_status_value(
         &self,
-        link_status: Option<&'static str>,
+        status: crate::policy::LinkStatus,
     ) -> Option<http::HeaderValue> {
-        let status = link_status.filter(|_| self.config.headers.pass_user_headers)?;
+        let status = status
+            .label()
+            .filter(|_| self.config.headers.pass_user_headers)?;
         Some(http::HeaderValue::from_static(status))
+    }
+
+    /// `{prefix}/start?rd=…` (with `intent=connect` to connect the session's cloud account).
+    /// An `rd` longer than [`crate::session::flow::MAX_RD`] becomes `/`: `start` would refuse
+    /// it.
+    pub fn start_url(&self, rd: &str, intent: crate::session::Intent) -> String {
+        let rd = if rd.len() > crate::session::flow::MAX_RD {
+            "/"
+        } else {
+            rd
+        };
+        let connect = if intent == crate::session::Intent::Connect {
+            "&intent=connect"
+        } else {
+            ""
+        };
+        format!(
+            "{}/start?rd={}{connect}",
+            self.prefix(),
+            crate::redirect::encode(rd)
+        )
+    }
+
+    /// The account page, `{prefix}/link`.
+    pub fn link_page_url(&self) -> String {
+        format!("{}/link", self.prefix())
+    }
+
+    /// The refusal of an API client whose link is missing while the rule is enforced: `401`
+    /// `insufficient_user_authentication` naming the account page.
+    pub fn link_required(&self) -> crate::respond::Refusal {
+        crate::respond::Refusal::LinkRequired {
+            sso: self.sso_name().to_string(),
+            link_page: self.link_page_url(),
+        }
     }
 }

@@ -10,14 +10,15 @@
 pub mod admin;
 pub mod app;
 pub mod assertion;
-pub mod authz;
 pub mod body;
 pub mod config;
+pub mod credentials;
 pub mod decision;
 pub mod demo;
+pub mod endpoints;
+pub mod identity;
 pub mod link;
 pub mod logging;
-pub mod login;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;

@@ -1,5 +1,6 @@
-//! Prometheus metrics, with the names of the contract (DESIGN.md). One registry per process,
-//! created at start-up and shared; rendered by the admin listener at `/metrics`.
+//! Prometheus metrics, under the names README.md documents (they are part of the operator
+//! contract). One registry per process, created at start-up and shared; rendered by the admin
+//! listener at `/metrics`.
 
 use pingora_prometheus::prometheus::{
     self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,

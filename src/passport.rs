@@ -7,20 +7,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::HeaderNames;
-use crate::oidc::Identity;
-use crate::session::cookie::OpaqueId;
-
-/// How a request proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// A session cookie.
-    Session,
-    /// An `Authorization: Bearer` JWT.
-    Bearer,
-    /// The platform's account JWT (`[account] source = "jwt"`) alone, no session: remembered
-    /// by the token's hash, nothing written to the store.
-    AccountJwt,
-}
+pub use crate::identity::Via;
+use crate::identity::{Identity, OpaqueId};
+pub use crate::policy::Forbidden;
 
 /// A proven identity, reduced to what a request needs from it: the identity headers, the
 /// facts the link rule and `[authz]` decide on, and, only where a page may show them, the
@@ -79,16 +68,6 @@ pub struct FollowsJwt {
     pub account_key: String,
 }
 
-/// A policy's refusal: who, which rule, and why in words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forbidden {
-    /// The primary identity as shown to a person.
-    pub who: String,
-    /// Why it may not pass, naming the rule that refused (`upstreams[0].rules[0] (shop
-    /// /admin): allowed_groups`).
-    pub reason: String,
-}
-
 /// The identities as shown to a person (email, else username, else subject).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
@@ -110,7 +89,7 @@ impl Names {
 
 /// What a passport is made from: the proof, the identities, and the tokens (used only for the
 /// headers that forward them).
-pub struct Proof<'a> {
+pub struct Evidence<'a> {
     /// How it was proven.
     pub via: Via,
     /// The session id, for a session.
@@ -162,7 +141,7 @@ pub struct Rules<'a> {
     pub authz: &'a crate::config::Authz,
     /// Whether `[account]` is configured (so that an unlinked identity may be sent to link).
     pub linking: bool,
-    /// Every route policy; the passport decides admission under each, once.
+    /// Every route policy; the passport decides under each, once, who may pass.
     pub policies: &'a crate::policy::Policies,
     /// Whether assertions are signed (the passport then carries their claims).
     pub assertions: bool,
@@ -170,7 +149,7 @@ pub struct Rules<'a> {
 
 impl Passport {
     /// Decides everything about a proof that does not depend on the time of a request.
-    pub fn new(rules: &Rules<'_>, proof: Proof<'_>) -> Self {
+    pub fn new(rules: &Rules<'_>, proof: Evidence<'_>) -> Self {
         let headers = rules.headers;
         // The identity that speaks for the user: Magento.com when signed in there (it is the
         // primary login), else the cloud account.
@@ -218,7 +197,7 @@ impl Passport {
                 .iter()
                 .enumerate()
                 .filter_map(|(index, policy)| {
-                    let denied = crate::authz::check(&policy.admission, i).err()?;
+                    let denied = crate::policy::check(&policy.allow, i).err()?;
                     Some((
                         index,
                         Forbidden {
@@ -344,7 +323,7 @@ impl Passport {
             policies: &policies,
             assertions: false,
         };
-        let proof = Proof {
+        let proof = Evidence {
             via: Via::Session,
             session: None,
             sso,
@@ -648,8 +627,8 @@ mod tests {
         }
     }
 
-    fn proof<'a>(sso: Option<&'a Identity>, account: Option<&'a Identity>) -> Proof<'a> {
-        Proof {
+    fn proof<'a>(sso: Option<&'a Identity>, account: Option<&'a Identity>) -> Evidence<'a> {
+        Evidence {
             via: Via::Session,
             session: None,
             sso,
@@ -776,7 +755,7 @@ mod tests {
         assert_eq!(p.headers.get(Field::User).unwrap(), "alice");
         assert_eq!(p.headers.get(Field::Groups).unwrap(), "staff,ops");
 
-        let no_id_token = Proof {
+        let no_id_token = Evidence {
             id_token: None,
             ..proof(Some(&alice), None)
         };

@@ -95,6 +95,11 @@ impl RedirectPolicy {
     }
 }
 
+/// `text` percent-encoded for a query value (everything but letters and digits escaped).
+pub fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ mod error;
 mod headers;
 mod link;
 mod log;
-mod names;
+pub mod names;
 mod pages;
 mod provider;
 mod reader;

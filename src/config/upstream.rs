@@ -123,7 +123,7 @@ pub(crate) fn read_all(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> Vec<Ups
 /// `linkgate check`'s findings on the route policies: rules that can never match or never
 /// admit anyone. Warnings, not errors: the configuration still runs as written.
 pub(crate) fn lint(ctx: &mut Ctx<'_>, authz: &super::Authz, upstreams: &[Upstream], linking: bool) {
-    use crate::proxy::path::prefix_covers;
+    use super::names::prefix_covers;
     for (i, up) in upstreams.iter().enumerate() {
         let inherited = Effective::of(authz, &up.policy);
         lint_policy(ctx, &up.policy, &inherited, linking);

@@ -1,5 +1,5 @@
 //! The account link: one cloud account (accounts.magento.cloud) to one Magento.com SSO
-//! identity, both directions, and the policy that says when a link is required.
+//! identity, both directions (when a link is required is the policy's: [`crate::policy`]).
 //!
 //! The registry is the source of truth. Creating a link writes both directions and the index
 //! in one atomic store operation: two browsers linking at the same moment get exactly one
@@ -11,8 +11,7 @@ pub mod admin;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::{Link as LinkConfig, LinkMode};
-use crate::oidc::Identity;
+use crate::identity::Identity;
 use crate::store::{keys, Pair, PairOutcome, Store, StoreError};
 
 /// A link between a cloud account and an SSO identity.
@@ -127,7 +126,7 @@ impl Registry {
             .and_then(decode))
     }
 
-    /// Removes a link, both directions at once. Returns the removed record.
+    /// Removes a link, both directions at once. `true` when it was there to remove.
     pub async fn unlink(&self, record: &LinkRecord) -> Result<bool, StoreError> {
         let current = self
             .store
@@ -168,66 +167,10 @@ impl Registry {
     }
 }
 
-/// Whether linking is required for a session at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requirement {
-    /// Unlinked sessions are refused (sent to link).
-    Enforced,
-    /// Unlinked sessions pass, marked `grace` (before `required_from`, or `mode = "warn"`).
-    Grace,
-    /// Linking is never asked.
-    Off,
-}
-
-/// The requirement under `config` at `now`. `now` is a parameter so the rule is testable at
-/// any instant.
-pub fn requirement(config: &LinkConfig, now: OffsetDateTime) -> Requirement {
-    match config.mode {
-        LinkMode::Off => Requirement::Off,
-        LinkMode::Warn => Requirement::Grace,
-        LinkMode::Enforce if now < config.required_from => Requirement::Grace,
-        LinkMode::Enforce => Requirement::Enforced,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use time::macros::datetime;
-
-    fn config(mode: LinkMode) -> LinkConfig {
-        LinkConfig {
-            mode,
-            required_from: datetime!(2020-04-01 00:00 UTC),
-            allow_disconnect: true,
-        }
-    }
-
-    #[test]
-    fn the_rule_starts_on_1_april_2020() {
-        let enforce = config(LinkMode::Enforce);
-        assert_eq!(
-            requirement(&enforce, datetime!(2020-03-31 23:59:59 UTC)),
-            Requirement::Grace
-        );
-        assert_eq!(
-            requirement(&enforce, datetime!(2020-04-01 00:00 UTC)),
-            Requirement::Enforced
-        );
-        assert_eq!(
-            requirement(&enforce, datetime!(2026-11-25 12:00 UTC)),
-            Requirement::Enforced
-        );
-        assert_eq!(
-            requirement(&config(LinkMode::Warn), datetime!(2030-01-01 00:00 UTC)),
-            Requirement::Grace
-        );
-        assert_eq!(
-            requirement(&config(LinkMode::Off), datetime!(2030-01-01 00:00 UTC)),
-            Requirement::Off
-        );
-    }
 
     fn who(issuer: &str, sub: &str) -> Identity {
         Identity::sample(issuer, sub)
@@ -272,59 +215,5 @@ mod tests {
             r.create(&a2, &s1).await.unwrap(),
             LinkOutcome::Created(_)
         ));
-    }
-}
-
-/// What the link rule says about a signed-in request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Forward, with this `X-Linkgate-Link-Status` (none when linking is not in play).
-    Pass(Option<&'static str>),
-    /// Signed in with Magento.com but no linked cloud account, while enforcing: the page
-    /// that explains the rule (browsers) or 401 `insufficient_user_authentication` (APIs).
-    LinkRequired,
-    /// The cloud account is known but not connected, while enforcing: sign in with
-    /// Magento.com to connect (Method 1).
-    Connect,
-}
-
-/// The rule for a request that has `sso` and/or `account`, when `[account]` is configured
-/// (`linking`) under `requirement`.
-pub fn verdict(linking: bool, sso: bool, account: bool, requirement: Requirement) -> Verdict {
-    if !linking {
-        return Verdict::Pass(None);
-    }
-    match (sso && account, requirement) {
-        (true, _) => Verdict::Pass(Some("linked")),
-        (false, Requirement::Off) => Verdict::Pass(None),
-        (false, Requirement::Grace) => Verdict::Pass(Some("grace")),
-        (false, Requirement::Enforced) if sso => Verdict::LinkRequired,
-        (false, Requirement::Enforced) => Verdict::Connect,
-    }
-}
-
-#[cfg(test)]
-mod verdict_tests {
-    use super::*;
-
-    #[test]
-    fn the_rule_in_every_state() {
-        use Requirement::*;
-        assert_eq!(verdict(false, true, false, Enforced), Verdict::Pass(None));
-        assert_eq!(
-            verdict(true, true, true, Enforced),
-            Verdict::Pass(Some("linked"))
-        );
-        assert_eq!(verdict(true, true, false, Enforced), Verdict::LinkRequired);
-        assert_eq!(verdict(true, false, true, Enforced), Verdict::Connect);
-        assert_eq!(
-            verdict(true, true, false, Grace),
-            Verdict::Pass(Some("grace"))
-        );
-        assert_eq!(
-            verdict(true, false, true, Grace),
-            Verdict::Pass(Some("grace"))
-        );
-        assert_eq!(verdict(true, true, false, Off), Verdict::Pass(None));
     }
 }

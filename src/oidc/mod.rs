@@ -10,6 +10,8 @@
 pub mod jwks;
 pub mod verify;
 
+pub use crate::identity::Identity;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,59 +140,6 @@ pub enum OidcError {
     /// The tokens did not verify.
     #[error(transparent)]
     Verify(#[from] VerifyError),
-}
-
-/// A signed-in identity as the provider asserts it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Identity {
-    /// `iss`.
-    pub issuer: String,
-    /// `sub` (or the configured subject claim).
-    pub subject: String,
-    /// Email, if given.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// Whether the provider says the email is verified (absent counts as unverified).
-    #[serde(default)]
-    pub email_verified: bool,
-    /// Display name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `preferred_username`.
-    #[serde(default)]
-    pub preferred_username: Option<String>,
-    /// Groups, from the configured claim.
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-impl Identity {
-    /// An identity for tests: `sub@example.test`, verified, no name or groups.
-    #[cfg(test)]
-    pub fn sample(issuer: &str, sub: &str) -> Self {
-        Identity {
-            issuer: issuer.into(),
-            subject: sub.into(),
-            email: Some(format!("{sub}@example.test")),
-            email_verified: true,
-            name: None,
-            preferred_username: None,
-            groups: vec![],
-        }
-    }
-
-    /// The stable key of this identity: issuer and subject.
-    pub fn key(&self) -> String {
-        format!("{}|{}", self.issuer, self.subject)
-    }
-
-    /// What to show a person: email, else username, else subject.
-    pub fn display(&self) -> &str {
-        self.email
-            .as_deref()
-            .or(self.preferred_username.as_deref())
-            .unwrap_or(&self.subject)
-    }
 }
 
 /// Tokens from a code exchange or a refresh.
@@ -966,8 +915,7 @@ impl AccountJwt {
     ) -> Result<Option<&'a str>, OidcError> {
         match &self.source.location {
             crate::config::JwtLocation::Cookie(name) => {
-                let mut values =
-                    crate::session::cookie::cookies(req, name).filter(|v| !v.is_empty());
+                let mut values = crate::credentials::cookies(req, name).filter(|v| !v.is_empty());
                 let first = values.next();
                 if values.any(|v| Some(v) != first) {
                     return Err(OidcError::Refused(format!(
@@ -987,11 +935,7 @@ impl AccountJwt {
                 let v = v
                     .to_str()
                     .map_err(|_| OidcError::Refused(format!("the `{name}` header is not text")))?;
-                let v = v.trim();
-                let v = match v.split_once(' ') {
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                    _ => v,
-                };
+                let v = crate::credentials::without_bearer_scheme(v);
                 Ok((!v.is_empty()).then_some(v))
             }
         }

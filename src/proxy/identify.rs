@@ -31,13 +31,17 @@ use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 use crate::app::{App, VerifiedToken};
-use crate::oidc::{Identity, OidcError};
+use crate::credentials::bearer;
+use crate::identity::Identity;
+use crate::identity::{from_hex, to_hex};
+use crate::oidc::OidcError;
 use crate::respond::Refusal;
 use crate::session::cookie::OpaqueId;
 use crate::session::{now, AccountPass, JwtBinding, SessionRecord};
 
-use crate::passport::{FollowsJwt, Proof};
+use crate::passport::{Evidence, FollowsJwt};
 pub use crate::passport::{Passport, Via};
+use crate::policy::{Proof, Proven};
 
 /// What [`identify`] found.
 #[derive(Debug)]
@@ -64,18 +68,38 @@ pub enum Found {
     Unavailable(Refusal),
 }
 
-/// The bearer token of a request, if any.
-fn bearer(req: &RequestHeader) -> Option<&str> {
-    let value = req
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+impl Found {
+    /// What this proves, for the policy core ([`crate::policy::decide`]) under the route
+    /// policy `policy` (its verdict on the identity was decided when the passport was
+    /// made). A failure's refusal is handed through.
+    pub fn proof(&self, policy: usize) -> Proof<'_, &Refusal> {
+        match self {
+            Found::Nobody { .. } => Proof::Nothing,
+            Found::Passport(p) => Proof::Identity(Proven {
+                via: p.via,
+                sso: p.sso,
+                account: p.account,
+                forbidden: p.forbidden_under(policy),
+            }),
+            Found::Invalid(r) => Proof::InvalidBearer(r),
+            Found::InvalidAccountJwt { refusal, .. } => Proof::InvalidAccountJwt(refusal),
+            Found::Unavailable(r) => Proof::Unavailable(r),
+        }
+    }
+
+    /// The `Set-Cookie` an answer that does not forward carries: the passport's (a session
+    /// that ended on the way), or the clearing of a session cookie that was of no use.
+    pub fn cookie(&self, app: &App) -> Option<String> {
+        match self {
+            Found::Passport(p) => p.set_cookie().map(str::to_string),
+            Found::Nobody { stale_cookie } | Found::InvalidAccountJwt { stale_cookie, .. } => {
+                stale_cookie
+                    .then(|| app.sessions.as_ref().map(|s| s.clear_session_cookie()))
+                    .flatten()
+            }
+            Found::Invalid(_) | Found::Unavailable(_) => None,
+        }
+    }
 }
 
 /// Why a platform JWT gave no account.
@@ -110,8 +134,8 @@ struct Platform<'a> {
 impl<'a> Platform<'a> {
     fn of(app: &App, req: &'a RequestHeader) -> Self {
         let token = app
-            .account_jwt
-            .as_ref()
+            .linking
+            .jwt()
             .and_then(|source| match source.token_of(req) {
                 Ok(token) => token.map(|t| Ok((t, Sha256::digest(t.as_bytes()).into()))),
                 Err(e) => Some(Err(e.to_string())),
@@ -233,7 +257,7 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
 /// not kept otherwise (a cached passport holds no secret it never uses).
 fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
     let tokens = record.tokens.as_ref();
-    let proof = Proof {
+    let proof = Evidence {
         via: Via::Session,
         session: Some(id),
         sso: record.sso.as_ref(),
@@ -248,27 +272,12 @@ fn from_session(app: &App, id: OpaqueId, record: SessionRecord) -> Passport {
     match (&record.account_jwt, &record.account) {
         (Some(binding), Some(account)) => passport.following(FollowsJwt {
             // A hash that does not parse never matches: every JWT is then verified.
-            sha256: from_hex(&binding.sha256).unwrap_or([0; 32]),
+            sha256: from_hex::<32>(&binding.sha256).unwrap_or([0; 32]),
             valid_until: binding.valid_until,
             account_key: account.key(),
         }),
         _ => passport,
     }
-}
-
-fn from_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether a session record loaded from the store (the account page, connect, a callback)
@@ -383,8 +392,8 @@ async fn account_pass(
     sha256: &[u8; 32],
 ) -> Result<Arc<AccountPass>, JwtError> {
     let source = app
-        .account_jwt
-        .as_ref()
+        .linking
+        .jwt()
         .ok_or_else(|| JwtError::Invalid("no account JWT is configured".into()))?;
     let sessions = app.sessions.as_ref();
     let cache = sessions.and_then(|s| s.account_jwts());
@@ -406,7 +415,7 @@ async fn account_pass(
     };
     let valid_until = crate::oidc::unverified_expiry(token)
         .map_or(i64::MAX, |exp| exp.saturating_add(source.leeway_secs()));
-    let sso = match &app.registry {
+    let sso = match app.linking.registry() {
         Some(registry) => registry
             .by_account(&account.key())
             .await
@@ -414,7 +423,7 @@ async fn account_pass(
             .map(|l| l.sso),
         None => None,
     };
-    let proof = Proof {
+    let proof = Evidence {
         via: Via::AccountJwt,
         session: None,
         sso: sso.as_ref(),
@@ -446,7 +455,7 @@ async fn from_bearer(app: &App, token: &str) -> Found {
         Ok(found) => found,
         Err(found) => return found,
     };
-    let proof = Proof {
+    let proof = Evidence {
         via: Via::Bearer,
         session: None,
         sso: Some(&sso),
@@ -474,12 +483,12 @@ async fn bearer_identities(
             return Err(Found::Invalid(Refusal::InvalidToken(e.to_string())));
         }
     };
-    let account = match (&app.registry, app.config.account.is_some()) {
-        (Some(registry), true) => match registry.by_sso(&sso.key()).await {
+    let account = match app.linking.registry() {
+        Some(registry) => match registry.by_sso(&sso.key()).await {
             Ok(link) => link.map(|l| l.account),
             Err(_) => return Err(Found::Unavailable(Refusal::StoreUnavailable)),
         },
-        _ => None,
+        None => None,
     };
     Ok((sso, account, expires_at))
 }
@@ -870,14 +879,6 @@ mod tests {
             Platform::of(&app, &request(None)).keeps(&app, &plain).await,
             Ok(true)
         ));
-    }
-
-    #[test]
-    fn hashes_go_to_hex_and_back() {
-        let digest: [u8; 32] = Sha256::digest(b"x").into();
-        assert_eq!(from_hex(&to_hex(&digest)), Some(digest));
-        assert_eq!(from_hex("zz"), None);
-        assert_eq!(from_hex(&"g".repeat(64)), None);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The Pingora service: every request's decision, routing and header hygiene.
 //!
-//! [`Gate::decide`] is the decision order of DESIGN.md, once, top to bottom. Each step calls
-//! into the module that owns it. The [`ProxyHttp`] methods below only wire that decision into
+//! [`Gate::decide`] is the decision order of README's "Requests, in order", once, top to
+//! bottom. Each step calls into the module that owns it; who is admitted is the policy
+//! core's answer ([`crate::policy::decide`]), which this file maps to a reply. The [`ProxyHttp`] methods below only wire that decision into
 //! Pingora's phases: they never decide anything themselves.
 
 pub mod headers;
@@ -21,11 +22,16 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 
+use time::OffsetDateTime;
+
 use crate::app::App;
-use crate::login::{self, RequestInfo};
+use crate::endpoints::{self, RequestInfo};
+use crate::identity::Via;
 use crate::passport::Field;
+use crate::policy::{self, Admission, LinkStatus};
 use crate::respond::{self, Refusal, Reply};
-use identify::{Found, Passport, Via};
+use crate::session::Intent;
+use identify::{Found, Passport};
 
 pub use crate::decision::{Decision, FORWARD_LABEL};
 
@@ -56,7 +62,7 @@ pub struct RequestCtx {
     peer: Option<IpAddr>,
     peer_trusted: bool,
     passport: Option<Arc<Passport>>,
-    link_status: Option<&'static str>,
+    link_status: LinkStatus,
     /// The host the client asked for, canonical, read once in `decide` (routing,
     /// `X-Forwarded-Host`, the upstream's `Host`).
     host: Option<String>,
@@ -91,7 +97,7 @@ impl Gate {
         Self { app }
     }
 
-    /// The request decision of DESIGN.md, in its order.
+    /// The request decision of README's "Requests, in order", in its order.
     pub async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Outcome {
         let app = &self.app;
         let req = session.req_header();
@@ -121,7 +127,7 @@ impl Gate {
                 local: None,
             };
             let endpoint = endpoint.to_string();
-            return Outcome::Reply(login::handle(app, &endpoint, session, info).await);
+            return Outcome::Reply(endpoints::handle(app, &endpoint, session, info).await);
         }
 
         let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
@@ -144,145 +150,103 @@ impl Gate {
             return Outcome::Forward;
         }
 
-        // 3. bearer token, 4. session cookie, 5. account JWT.
-        let (stale_cookie, refusal) = match identify::identify(app, req).await {
-            Found::Passport(passport) => {
-                return self.admit(ctx, passport, req, navigation).await;
+        // 3. bearer token, 4. session cookie, 5. account JWT; then 6., 7. and the link rule,
+        // decided by the policy core (src/policy/mod.rs) and answered here.
+        let found = identify::identify(app, req).await;
+        let rules = app.rules_under(app.policies.get(ctx.policy), OffsetDateTime::now_utc());
+        let admission = policy::decide(found.proof(ctx.policy), navigation, rules);
+        ctx.decision = admission.decision();
+        let reply = match admission {
+            Admission::Pass { link, .. } => {
+                let Found::Passport(passport) = found else {
+                    return self.refuse(ctx, Refusal::Internal, navigation);
+                };
+                return self.forward(ctx, passport, link, navigation);
             }
-            Found::Invalid(refusal) => {
-                ctx.decision = Decision::Unauthenticated;
-                return Outcome::Reply(refusal.reply(false, &app.pages));
+            Admission::Forbidden(forbidden) => Refusal::Forbidden {
+                who: forbidden.who.clone(),
+                reason: forbidden.reason.clone(),
             }
-            Found::Unavailable(refusal) => return self.refuse(ctx, refusal, navigation),
-            // An expired or invalid platform JWT: a person signs in again, as with nothing.
-            Found::InvalidAccountJwt {
-                refusal,
-                stale_cookie,
-            } => (stale_cookie, refusal),
-            Found::Nobody { stale_cookie } => (stale_cookie, Refusal::Unauthenticated),
+            .reply(navigation, &app.pages),
+            Admission::LinkPage => match &found {
+                Found::Passport(passport) => {
+                    crate::endpoints::link_page::link_required_page(app, passport, req).await
+                }
+                _ => return self.refuse(ctx, Refusal::Internal, navigation),
+            },
+            Admission::Connect => return self.connect(ctx, &found, req, navigation).await,
+            Admission::LinkRequired => app.link_required().reply(false, &app.pages),
+            Admission::SignIn => {
+                let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                Reply::redirect(&app.start_url(rd, Intent::Login))
+            }
+            Admission::Unauthenticated { page } => Refusal::Unauthenticated.reply(page, &app.pages),
+            Admission::InvalidToken(refusal) => refusal.clone().reply(false, &app.pages),
+            Admission::Unavailable(refusal) => refusal.clone().reply(navigation, &app.pages),
         };
-
-        // 6. Nothing: send a browser to sign in, refuse anything else.
-        let clear = stale_cookie
-            .then(|| app.sessions.as_ref().map(|s| s.clear_session_cookie()))
-            .flatten();
-        let reply = if navigation && app.sso.is_some() {
-            ctx.decision = Decision::RedirectLogin;
-            let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            Reply::redirect(&login::start_url(app, rd, crate::session::Intent::Login))
-        } else {
-            ctx.decision = Decision::Unauthenticated;
-            refusal.reply(false, &app.pages)
-        };
-        Outcome::Reply(match clear {
+        Outcome::Reply(match found.cookie(app) {
             Some(cookie) => reply.with_cookie(&cookie),
             None => reply,
         })
     }
 
-    /// Steps 4 and 7 for a proven identity: `[authz]`, then the link rule.
-    async fn admit(
+    /// An admitted request: its identity assertion (when `[assertion]` is set), then on to
+    /// the upstream with its passport and link status.
+    fn forward(
         &self,
         ctx: &mut RequestCtx,
         passport: Arc<Passport>,
+        link: LinkStatus,
+        navigation: bool,
+    ) -> Outcome {
+        if let (Some(signer), Some(claims)) = (&self.app.signer, passport.claims()) {
+            let route = ctx.route.unwrap_or(0);
+            match signer.assertion(claims, route, link.label()) {
+                Ok(value) => ctx.assertion = Some(value),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no identity assertion; refusing to forward");
+                    let refusal = match e {
+                        crate::assertion::AssertionError::NoKey => Refusal::StoreUnavailable,
+                        crate::assertion::AssertionError::Sign(_) => Refusal::Internal,
+                    };
+                    return self.refuse(ctx, refusal, navigation);
+                }
+            }
+        }
+        ctx.link_status = link;
+        ctx.passport = Some(passport);
+        Outcome::Forward
+    }
+
+    /// Method 1: a browser whose cloud account is not linked goes to the Magento.com sign-in
+    /// to connect. Connecting needs a session (the callback links the session's account):
+    /// one proven by the platform's JWT alone gets one now, for this navigation only.
+    async fn connect(
+        &self,
+        ctx: &mut RequestCtx,
+        found: &Found,
         req: &RequestHeader,
         navigation: bool,
     ) -> Outcome {
         let app = &self.app;
-        let with_cookie = |reply: Reply| match passport.set_cookie() {
-            Some(cookie) => reply.with_cookie(cookie),
+        let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let reply = Reply::redirect(&app.start_url(rd, Intent::Connect));
+        let Found::Passport(passport) = found else {
+            return self.refuse(ctx, Refusal::Internal, navigation);
+        };
+        let cookie = if passport.via != Via::AccountJwt {
+            passport.set_cookie().map(str::to_string)
+        } else {
+            match identify::session_from_jwt(app, req).await {
+                Ok(Some((id, _))) => app.sessions.as_ref().map(|s| s.session_cookie(&id)),
+                Ok(None) => passport.set_cookie().map(str::to_string),
+                Err(refusal) => return self.refuse(ctx, refusal, navigation),
+            }
+        };
+        Outcome::Reply(match cookie {
+            Some(cookie) => reply.with_cookie(&cookie),
             None => reply,
-        };
-        if !passport.anyone() {
-            ctx.decision = Decision::Unauthenticated;
-            return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
-        }
-        // 7. authenticated but refused by the route's policy (decided when the passport
-        // was made, once per policy).
-        let policy = app.policies.get(ctx.policy);
-        if let Some(forbidden) = passport.forbidden_under(ctx.policy) {
-            ctx.decision = Decision::Forbidden;
-            let refusal = Refusal::Forbidden {
-                who: forbidden.who.clone(),
-                reason: forbidden.reason.clone(),
-            };
-            return Outcome::Reply(with_cookie(refusal.reply(navigation, &app.pages)));
-        }
-        let link = crate::config::Link {
-            mode: policy.link_mode,
-            ..app.config.link.clone()
-        };
-        let requirement = crate::link::requirement(&link, time::OffsetDateTime::now_utc());
-        let verdict = crate::link::verdict(
-            app.config.account.is_some(),
-            passport.sso,
-            passport.account,
-            requirement,
-        );
-        match verdict {
-            crate::link::Verdict::Pass(status) => {
-                if let (Some(signer), Some(claims)) = (&app.signer, passport.claims()) {
-                    let route = ctx.route.unwrap_or(0);
-                    match signer.assertion(claims, route, status) {
-                        Ok(value) => ctx.assertion = Some(value),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "no identity assertion; refusing to forward");
-                            let refusal = match e {
-                                crate::assertion::AssertionError::NoKey => {
-                                    Refusal::StoreUnavailable
-                                }
-                                crate::assertion::AssertionError::Sign(_) => Refusal::Internal,
-                            };
-                            return self.refuse(ctx, refusal, navigation);
-                        }
-                    }
-                }
-                ctx.decision = match passport.via {
-                    // The platform's JWT stands in for a session.
-                    Via::Session | Via::AccountJwt => Decision::Session,
-                    Via::Bearer => Decision::Bearer,
-                };
-                ctx.link_status = status;
-                ctx.passport = Some(passport);
-                Outcome::Forward
-            }
-            crate::link::Verdict::LinkRequired if navigation => {
-                ctx.decision = Decision::LinkRequired;
-                Outcome::Reply(with_cookie(
-                    login::link_required_page(app, &passport, req).await,
-                ))
-            }
-            crate::link::Verdict::Connect if navigation => {
-                ctx.decision = Decision::RedirectLogin;
-                let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                let location = login::start_url(app, rd, crate::session::Intent::Connect);
-                if passport.via != Via::AccountJwt {
-                    return Outcome::Reply(with_cookie(Reply::redirect(&location)));
-                }
-                // Connecting needs a session (the callback links the session's account):
-                // made now, from the JWT, for this navigation only.
-                match identify::session_from_jwt(app, req).await {
-                    Ok(Some((id, _))) => {
-                        let cookie = app.sessions.as_ref().map(|s| s.session_cookie(&id));
-                        let reply = Reply::redirect(&location);
-                        Outcome::Reply(match cookie {
-                            Some(cookie) => reply.with_cookie(&cookie),
-                            None => reply,
-                        })
-                    }
-                    Ok(None) => Outcome::Reply(with_cookie(Reply::redirect(&location))),
-                    Err(refusal) => self.refuse(ctx, refusal, navigation),
-                }
-            }
-            crate::link::Verdict::LinkRequired | crate::link::Verdict::Connect => {
-                ctx.decision = Decision::LinkRequired;
-                let refusal = Refusal::LinkRequired {
-                    sso: app.sso_name().to_string(),
-                    link_page: format!("{}/link", app.prefix()),
-                };
-                Outcome::Reply(with_cookie(refusal.reply(false, &app.pages)))
-            }
-        }
+        })
     }
 
     /// A target or host with more than one reading: 400, and a log line for the operator.
@@ -322,7 +286,7 @@ impl ProxyHttp for Gate {
             peer: None,
             peer_trusted: false,
             passport: None,
-            link_status: None,
+            link_status: LinkStatus::NotInPlay,
             host: None,
             upstream_target: None,
             policy: crate::policy::GLOBAL,

@@ -441,14 +441,7 @@ pub fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// Whether `prefix` covers `path` at a segment boundary: `/api` covers `/api` and `/api/x`,
-/// not `/apix`; `/api/` covers `/api/x`; `/` covers everything.
-pub fn prefix_covers(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
+pub use crate::config::names::prefix_covers;
 
 #[cfg(test)]
 mod tests;

@@ -11,61 +11,14 @@ use base64::Engine as _;
 use hmac::Mac;
 use subtle::ConstantTimeEq;
 
-use pingora::http::RequestHeader;
-
 use super::keys::Keys;
 
-const ID_LEN: usize = 16;
+use crate::identity::ID_LEN;
 const TAG_LEN: usize = 16;
 /// The exact length of an encoded cookie value.
 pub const ENCODED_LEN: usize = (ID_LEN + TAG_LEN) * 4 / 3 + 1;
 
-/// A random 128-bit identifier (a session id, or a browser binding).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OpaqueId([u8; ID_LEN]);
-
-impl OpaqueId {
-    /// A fresh random id from the operating system's CSPRNG.
-    pub fn random() -> Self {
-        Self(rand::random())
-    }
-
-    /// An id from given bytes (derived ones, see `Sessions::jwt_session_id`; sealed flows
-    /// carry ids so).
-    pub fn from_bytes(bytes: [u8; ID_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// The id as lower-case hex (store keys).
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// The raw bytes (AEAD associated data).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Parses the hex form back (operator tools).
-    pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() != ID_LEN * 2 {
-            return None;
-        }
-        let mut out = [0u8; ID_LEN];
-        for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-            let s = std::str::from_utf8(chunk).ok()?;
-            out[i] = u8::from_str_radix(s, 16).ok()?;
-        }
-        Some(Self(out))
-    }
-}
-
-impl std::fmt::Debug for OpaqueId {
-    /// Only a prefix: enough to correlate logs, not enough to replay.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OpaqueId({}…)", &self.to_hex()[..8])
-    }
-}
+pub use crate::identity::OpaqueId;
 
 /// What an [`OpaqueId`] is for; each purpose gets its own tag domain, so a binding cookie can
 /// never be replayed as a session cookie.
@@ -92,7 +45,7 @@ impl Purpose {
 fn tag(keys: &Keys, purpose: Purpose, id: &OpaqueId) -> [u8; TAG_LEN] {
     let mut mac = keys.cookie_mac();
     mac.update(purpose.label());
-    mac.update(&id.0);
+    mac.update(id.as_bytes());
     let full = mac.finalize().into_bytes();
     let mut out = [0u8; TAG_LEN];
     out.copy_from_slice(&full[..TAG_LEN]);
@@ -102,7 +55,7 @@ fn tag(keys: &Keys, purpose: Purpose, id: &OpaqueId) -> [u8; TAG_LEN] {
 /// Encodes an id with its tag for a cookie value.
 pub fn encode(keys: &Keys, purpose: Purpose, id: &OpaqueId) -> String {
     let mut raw = [0u8; ID_LEN + TAG_LEN];
-    raw[..ID_LEN].copy_from_slice(&id.0);
+    raw[..ID_LEN].copy_from_slice(id.as_bytes());
     raw[ID_LEN..].copy_from_slice(&tag(keys, purpose, id));
     URL_SAFE_NO_PAD.encode(raw)
 }
@@ -118,33 +71,12 @@ pub fn decode(keys: &Keys, purpose: Purpose, value: &str) -> Option<OpaqueId> {
     }
     let mut id = [0u8; ID_LEN];
     id.copy_from_slice(&raw[..ID_LEN]);
-    let id = OpaqueId(id);
+    let id = OpaqueId::from_bytes(id);
     let expected = tag(keys, purpose, &id);
     bool::from(expected.ct_eq(&raw[ID_LEN..])).then_some(id)
 }
 
-// === reading cookies ===
-
-/// Every `(name, value)` pair of the request's `Cookie` headers.
-pub fn all_cookies(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> + '_ {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
-        })
-}
-
-/// Every value of cookie `name` in the request's `Cookie` headers.
-pub fn cookies<'a, 'n>(req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
-where
-    'a: 'n,
-{
-    all_cookies(req).filter_map(move |(k, v)| (k == name).then_some(v))
-}
+pub use crate::credentials::{all_cookies, cookies};
 
 #[cfg(test)]
 mod tests {
@@ -203,7 +135,7 @@ mod tests {
         #[test]
         fn a_modified_cookie_never_verifies(id in any::<[u8; 16]>(), pos in 0usize..ENCODED_LEN, step in 1usize..64) {
             let k = keys();
-            let id = OpaqueId(id);
+            let id = OpaqueId::from_bytes(id);
             let genuine = encode(&k, Purpose::Session, &id);
             prop_assert_eq!(decode(&k, Purpose::Session, &genuine), Some(id));
             let mut bytes = genuine.into_bytes();
@@ -219,7 +151,7 @@ mod tests {
         fn tags_do_not_travel_between_ids_or_purposes(a in any::<[u8; 16]>(), b in any::<[u8; 16]>()) {
             prop_assume!(a != b);
             let k = keys();
-            let (a, b) = (OpaqueId(a), OpaqueId(b));
+            let (a, b) = (OpaqueId::from_bytes(a), OpaqueId::from_bytes(b));
             let csrf = encode(&k, Purpose::Csrf, &a);
             prop_assert_eq!(decode(&k, Purpose::Session, &csrf), None);
             let raw_a = URL_SAFE_NO_PAD.decode(encode(&k, Purpose::Session, &a)).unwrap();

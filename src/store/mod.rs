@@ -134,8 +134,9 @@ pub fn policy_evicts_links(policy: &str) -> bool {
     policy.trim().to_ascii_lowercase().starts_with("allkeys-")
 }
 
-/// Logical keys, formatted once here so the layout of DESIGN.md lives in one place. The part
-/// in braces is a Redis Cluster hash tag: keys that one operation touches together share it.
+/// Logical keys, formatted once here so that the key layout (README, "Sessions, links and the
+/// store") lives in one place. The part in braces is a Redis Cluster hash tag: keys that one
+/// operation touches together share it.
 pub mod keys {
     /// `session:{id}`.
     pub fn session(id_hex: &str) -> String {

@@ -1,13 +1,13 @@
 //! Who may pass once authenticated: e-mail domains, allowed e-mails and groups, as set in
-//! `[authz]` or by a route's own policy (src/policy.rs resolves which). Pure functions; the
+//! `[authz]` or by a route's own policy ([`super::routes`] resolves which). Pure functions; the
 //! proxy turns a refusal into a 403 page or JSON.
 
 use crate::config::Authz;
-use crate::oidc::Identity;
+use crate::identity::Identity;
 
 /// The admission rules of one policy, resolved (nothing inherited is left to look up).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Admission {
+pub struct Allowlist {
     /// Allowed e-mail domains; empty or `*` means any.
     pub email_domains: Vec<String>,
     /// The only e-mail addresses admitted; empty means any.
@@ -16,10 +16,10 @@ pub struct Admission {
     pub allowed_groups: Vec<String>,
 }
 
-impl Admission {
+impl Allowlist {
     /// `[authz]`'s rules.
     pub fn of(authz: &Authz) -> Self {
-        Admission {
+        Allowlist {
             email_domains: authz.email_domains.clone(),
             allowed_emails: authz.allowed_emails.clone(),
             allowed_groups: authz.allowed_groups.clone(),
@@ -44,7 +44,7 @@ fn denied(key: &'static str, reason: impl Into<String>) -> Denied {
 }
 
 /// Whether `identity` may pass; `Err` carries the key that refused and the reason in words.
-pub fn check(authz: &Admission, identity: &Identity) -> Result<(), Denied> {
+pub fn check(authz: &Allowlist, identity: &Identity) -> Result<(), Denied> {
     let verified_email = |key: &'static str| -> Result<(String, String), Denied> {
         let Some(email) = identity.email.as_deref() else {
             return Err(denied(
@@ -120,8 +120,8 @@ pub fn check(authz: &Admission, identity: &Identity) -> Result<(), Denied> {
 mod tests {
     use super::*;
 
-    fn authz(domains: &[&str], groups: &[&str]) -> Admission {
-        Admission {
+    fn authz(domains: &[&str], groups: &[&str]) -> Allowlist {
+        Allowlist {
             email_domains: domains.iter().map(|s| s.to_string()).collect(),
             allowed_groups: groups.iter().map(|s| s.to_string()).collect(),
             allowed_emails: Vec::new(),
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn allowed_emails_are_exact_verified_and_checked_with_domains() {
-        let a = Admission {
+        let a = Allowlist {
             allowed_emails: vec!["ann@shop.test".into()],
             ..authz(&["shop.test"], &[])
         };
@@ -143,7 +143,7 @@ mod tests {
                 .key,
             "allowed_emails"
         );
-        let groups = Admission {
+        let groups = Allowlist {
             allowed_groups: vec!["admins".into()],
             ..a
         };

@@ -5,17 +5,17 @@
 //! with every key a route leaves out taken from the level above (a rule from its upstream,
 //! an upstream from `[authz]`); `skip_auth_routes` add up instead. A request's policy is its
 //! route's, or the rule with the longest `path_prefix` covering the canonical path the
-//! decision reads. Passports decide admission once per policy (src/passport.rs).
+//! decision reads. Passports decide who may pass once per policy (src/passport.rs).
 
-use crate::authz::Admission;
+use super::authz::Allowlist;
+use crate::config::names::prefix_covers;
 use crate::config::{Config, LinkMode, Policy as Written, SkipRoute};
-use crate::proxy::route::prefix_covers;
 
 /// One resolved policy.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// Who may pass.
-    pub admission: Admission,
+    pub allow: Allowlist,
     /// The link mode here (`require_link`, else `link.mode`).
     pub link_mode: LinkMode,
     /// Every skip route that applies (global, the upstream's, the rule's).
@@ -46,7 +46,7 @@ impl Policies {
     /// Resolves the policies of `config` (routes in `[[upstreams]]` order, as the router).
     pub fn new(config: &Config) -> Self {
         let global = Resolved {
-            admission: Admission::of(&config.authz),
+            allow: Allowlist::of(&config.authz),
             link_mode: config.link.mode,
             skip_auth_routes: config.authz.skip_auth_routes.clone(),
             label: "authz".to_string(),
@@ -103,19 +103,19 @@ fn derive(parent: &Resolved, written: &Written, label: String) -> Resolved {
     let mut skip = parent.skip_auth_routes.clone();
     skip.extend(written.skip_auth_routes.iter().cloned());
     Resolved {
-        admission: Admission {
+        allow: Allowlist {
             email_domains: written
                 .email_domains
                 .clone()
-                .unwrap_or_else(|| parent.admission.email_domains.clone()),
+                .unwrap_or_else(|| parent.allow.email_domains.clone()),
             allowed_emails: written
                 .allowed_emails
                 .clone()
-                .unwrap_or_else(|| parent.admission.allowed_emails.clone()),
+                .unwrap_or_else(|| parent.allow.allowed_emails.clone()),
             allowed_groups: written
                 .allowed_groups
                 .clone()
-                .unwrap_or_else(|| parent.admission.allowed_groups.clone()),
+                .unwrap_or_else(|| parent.allow.allowed_groups.clone()),
         },
         link_mode: written.require_link.unwrap_or(parent.link_mode),
         skip_auth_routes: skip,
@@ -161,16 +161,16 @@ path_prefix = "/api"
         .unwrap();
         let p = Policies::new(&config);
         let shop = p.get(p.pick(0, "/catalog"));
-        assert_eq!(shop.admission.allowed_groups, ["staff"]);
-        assert_eq!(shop.admission.email_domains, ["shop.test"], "inherited");
+        assert_eq!(shop.allow.allowed_groups, ["staff"]);
+        assert_eq!(shop.allow.email_domains, ["shop.test"], "inherited");
         assert_eq!(shop.skip_auth_routes.len(), 2, "global + own");
         let admin = p.get(p.pick(0, "/admin/orders"));
-        assert_eq!(admin.admission.allowed_groups, ["admins"]);
+        assert_eq!(admin.allow.allowed_groups, ["admins"]);
         assert_eq!(admin.link_mode, LinkMode::Off);
         assert!(admin.label.contains("/admin"), "{}", admin.label);
         assert_eq!(p.pick(0, "/adminx"), p.pick(0, "/"), "segment boundary");
         let open = p.get(p.pick(0, "/admin/public/x"));
-        assert!(open.admission.allowed_groups.is_empty());
+        assert!(open.allow.allowed_groups.is_empty());
         assert_eq!(
             open.link_mode,
             LinkMode::Enforce,
@@ -178,7 +178,7 @@ path_prefix = "/api"
         );
         let api = p.get(p.pick(1, "/api/x"));
         assert_eq!(api.link_mode, LinkMode::Enforce);
-        assert!(api.admission.allowed_groups.is_empty());
+        assert!(api.allow.allowed_groups.is_empty());
         assert_eq!(p.all().len(), 5);
     }
 }
