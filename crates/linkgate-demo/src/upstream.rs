@@ -19,10 +19,8 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use super::{
-    page, read_body, Answer, ACCOUNTS_LABEL, DEMO_PASSWORD, PUBLIC_CLIENT_CALLBACK, SSO_LABEL,
-};
-use crate::pages::escape;
+use crate::web::{escape, page, prefers_html, read_body, Answer};
+use crate::{ACCOUNTS_LABEL, DEMO_PASSWORD, PUBLIC_CLIENT_CALLBACK, SSO_LABEL};
 
 const TITLE: &str = "Sample application";
 const SITE: &str = "linkgate demo";
@@ -81,7 +79,7 @@ impl SampleApp {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("application/json"))
-            && !crate::respond::prefers_html(req);
+            && !prefers_html(req);
         if wants_json {
             return Answer::json(
                 StatusCode::OK,

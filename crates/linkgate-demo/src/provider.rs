@@ -18,7 +18,7 @@
 //!   authorization password-less (Method 2).
 //!
 //! Its pages are marked as a development provider and list the demo users. Only
-//! [`crate::demo`] constructs it, on loopback: nothing in `linkgate run` can. Users, sessions,
+//! `linkgate demo` constructs it, on loopback: nothing in `linkgate run` can. Users, sessions,
 //! codes and tokens live in memory and are gone when the demo stops.
 
 use std::collections::HashMap;
@@ -39,9 +39,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use url::Url;
 
-use super::{page, read_body, Answer, Params};
-use crate::pages::escape;
-use crate::secret::Secret;
+use crate::web::{escape, page, read_body, Answer, Params};
 
 /// How long an authorization code may wait for its token request.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
@@ -101,9 +99,9 @@ pub struct DemoUser {
 /// How a client authenticates at the token endpoint.
 pub enum ClientAuth {
     /// `client_secret_basic`: HTTP Basic with the id and this secret.
-    SecretBasic(Secret<String>),
+    SecretBasic(String),
     /// `client_secret_post`: `client_id` and `client_secret` in the form body.
-    SecretPost(Secret<String>),
+    SecretPost(String),
     /// `none`: a public client; PKCE is its only protection.
     None,
 }
@@ -987,9 +985,7 @@ impl DevProvider {
         };
         let ok = match (&client.auth, &presented) {
             (ClientAuth::SecretBasic(s), Some(("client_secret_basic", given)))
-            | (ClientAuth::SecretPost(s), Some(("client_secret_post", given))) => {
-                same(s.expose(), given)
-            }
+            | (ClientAuth::SecretPost(s), Some(("client_secret_post", given))) => same(s, given),
             (ClientAuth::None, None) => true,
             _ => false,
         };
