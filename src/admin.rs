@@ -11,7 +11,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::app::App;
+use crate::app::{App, Linking};
 
 /// The admin HTTP application.
 #[derive(Debug)]
@@ -27,8 +27,8 @@ impl Admin {
 
     /// Readiness checks by name; all must pass for `/readyz` to answer 200. Also the
     /// warnings: things that do not stop serving but put data at risk.
-    async fn readiness(&self) -> (Vec<(&'static str, Result<(), String>)>, Vec<String>) {
-        let mut checks = vec![("config", Ok(()))];
+    async fn readiness(&self) -> (Vec<(String, Result<(), String>)>, Vec<String>) {
+        let mut checks = vec![("config".to_string(), Ok(()))];
         let mut warnings = Vec::new();
         let store = self.app.store.ping().await.map_err(|e| e.to_string());
         if store.is_ok() {
@@ -37,17 +37,34 @@ impl Admin {
                 warnings.push(warning);
             }
         }
-        checks.push(("store", store));
+        checks.push(("store".into(), store));
         if let Some(signer) = &self.app.signer {
             let keys = if signer.ready() {
                 Ok(())
             } else {
                 Err("no assertion key loaded yet".to_string())
             };
-            checks.push(("assertion_keys", keys));
+            checks.push(("assertion_keys".into(), keys));
         }
+        // Every provider and key set a request may need: the SSO provider's discovery and
+        // keys, the accounts provider's, the platform JWT's key set, each extra issuer's.
         if let Some(sso) = &self.app.sso {
-            checks.push(("sso", sso.prepare().await.map_err(|e| e.to_string())));
+            checks.push(("sso".into(), sso.prepare().await.map_err(|e| e.to_string())));
+        }
+        match &self.app.linking {
+            Linking::OAuth2 { provider, .. } => {
+                let ready = provider.prepare().await.map_err(|e| e.to_string());
+                checks.push(("account_provider".into(), ready));
+            }
+            Linking::Jwt { verifier, .. } => {
+                let ready = verifier.prepare().await.map_err(|e| e.to_string());
+                checks.push(("account_jwt_keys".into(), ready));
+            }
+            Linking::Off => {}
+        }
+        for issuer in &self.app.issuers {
+            let ready = issuer.prepare().await.map_err(|e| e.to_string());
+            checks.push((format!("extra_jwt_issuer {}", issuer.issuer()), ready));
         }
         (checks, warnings)
     }
@@ -81,7 +98,7 @@ impl ServeHttp for Admin {
                 let body = json!({
                     "ready": ready,
                     "warnings": warnings,
-                    "checks": checks.iter().map(|(name, r)| (name.to_string(), match r {
+                    "checks": checks.iter().map(|(name, r)| (name.clone(), match r {
                         Ok(()) => json!({"ok": true}),
                         Err(e) => json!({"ok": false, "error": e}),
                     })).collect::<serde_json::Map<_, _>>(),

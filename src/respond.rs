@@ -282,6 +282,21 @@ pub enum Refusal {
 
 // === impl Refusal ===
 
+/// A provider that could not be asked is a `503` whose detail goes to the log, never to the
+/// client. (A sign-in tells a provider's refusal apart before it comes to this.)
+impl From<crate::oidc::OidcError> for Refusal {
+    fn from(e: crate::oidc::OidcError) -> Self {
+        Refusal::ProviderUnavailable(e.to_string())
+    }
+}
+
+/// A store failure is a `503` (what failed was logged where it happened, by the store).
+impl From<crate::store::StoreError> for Refusal {
+    fn from(_: crate::store::StoreError) -> Self {
+        Refusal::StoreUnavailable
+    }
+}
+
 impl Refusal {
     /// The HTTP status of this refusal.
     pub fn status(&self) -> StatusCode {

@@ -23,10 +23,7 @@ pub(super) async fn link(
     account: &Identity,
     sso: &Identity,
 ) -> Result<(), Refusal> {
-    let outcome = registry
-        .create(account, sso)
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?;
+    let outcome = registry.create(account, sso).await?;
     if let (LinkOutcome::Created(_), Some(sessions)) = (&outcome, &app.sessions) {
         // The remembered account JWTs hold the link they found.
         sessions.links_changed().await;
@@ -157,21 +154,11 @@ pub(super) async fn disconnect(
     let (Some(sso), Some(account)) = (&record.sso, &record.account) else {
         return Ok(Reply::redirect(&app.link_page_url()));
     };
-    if let Some(existing) = registry
-        .by_sso(&sso.key())
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?
-    {
-        registry
-            .unlink(&existing)
-            .await
-            .map_err(|_| Refusal::StoreUnavailable)?;
+    if let Some(existing) = registry.by_sso(&sso.key()).await? {
+        registry.unlink(&existing).await?;
         app.metrics.links.with_label_values(&["disconnected"]).inc();
     }
-    let ended = sessions
-        .destroy_all_for(&sso.key())
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?;
+    let ended = sessions.destroy_all_for(&sso.key()).await?;
     let _ = sessions.destroy(&id, Some(&record)).await;
     tracing::info!(ended, "link disconnected; sessions that relied on it ended");
     let cookie = replace_session(

@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 use super::RequestInfo;
 use crate::app::App;
 use crate::identity::{Identity, OpaqueId};
-use crate::oidc::{OidcError, Tokens};
+use crate::oidc::Tokens;
 use crate::respond::Refusal;
 use crate::session::{JwtBinding, SessionRecord, Sessions};
 
@@ -143,13 +143,6 @@ pub(super) fn host_is_ours(app: &App, host: &str, scheme: &str, info: RequestInf
         .is_ok_and(|ip| ip == local.ip())
 }
 
-pub(super) fn provider_refusal(e: OidcError) -> Refusal {
-    match e {
-        OidcError::Unavailable(e) => Refusal::ProviderUnavailable(e),
-        other => Refusal::ProviderUnavailable(other.to_string()),
-    }
-}
-
 /// The session of the request, if any (a store failure is a refusal). A session whose
 /// account came from the platform's JWT is used only while the request's JWT still names
 /// that account (else it is ended here, as on any request).
@@ -163,15 +156,11 @@ pub(super) async fn current(
     let Some(id) = sessions.id_of(req) else {
         return Ok(None);
     };
-    match sessions.load(&id).await {
-        Ok(Some(record)) => {
-            if !crate::proxy::identify::session_keeps(app, req, &id, &record).await? {
-                return Ok(None);
-            }
+    match sessions.load(&id).await? {
+        Some(record) if crate::proxy::identify::session_keeps(app, req, &id, &record).await? => {
             Ok(Some((id, record)))
         }
-        Ok(None) => Ok(None),
-        Err(_) => Err(Refusal::StoreUnavailable),
+        _ => Ok(None),
     }
 }
 
@@ -187,8 +176,7 @@ pub(super) async fn replace_session(
 ) -> Result<String, Refusal> {
     let (id, _) = sessions
         .create_as(OpaqueId::random(), sso, account, tokens, account_jwt)
-        .await
-        .map_err(|_| Refusal::StoreUnavailable)?;
+        .await?;
     if let Some((old_id, old_record)) = old {
         // Best effort: the new session is already in place.
         let _ = sessions.destroy(old_id, Some(old_record)).await;

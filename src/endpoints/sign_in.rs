@@ -11,9 +11,7 @@
 use pingora::http::RequestHeader;
 
 use super::link::link;
-use super::request::{
-    base_url, current, primary_key, provider_refusal, query_param, replace_session,
-};
+use super::request::{base_url, current, primary_key, query_param, replace_session};
 use super::RequestInfo;
 use crate::app::{App, SignIn};
 use crate::identity::{Identity, OpaqueId};
@@ -55,10 +53,7 @@ pub(super) async fn begin(
     };
     let state = flow::new_state();
     let redirect_uri = format!("{base}{}", provider.redirect_path());
-    let request = provider
-        .authorize(&state, &redirect_uri)
-        .await
-        .map_err(provider_refusal)?;
+    let request = provider.authorize(&state, &redirect_uri).await?;
     let flow = Flow {
         provider: provider.label.to_string(),
         intent,
@@ -135,7 +130,7 @@ pub(super) async fn finish(
         };
         return Err(Refusal::SignInFailed { why, retry });
     }
-    let endpoints = provider.endpoints().await.map_err(provider_refusal)?;
+    let endpoints = provider.endpoints().await?;
     // RFC 9207: a mix-up attack shows up as another issuer here, or as none.
     if let Err(e) = endpoints.check_response_issuer(query_param(req, "iss").as_deref()) {
         logins("wrong_issuer");
@@ -159,7 +154,7 @@ pub(super) async fn finish(
         Ok(done) => done,
         Err(OidcError::Unavailable(e)) => {
             logins("provider_unavailable");
-            return Err(Refusal::ProviderUnavailable(e));
+            return Err(Refusal::ProviderUnavailable(e.to_string()));
         }
         Err(e) => {
             logins("invalid");
@@ -171,16 +166,15 @@ pub(super) async fn finish(
         }
     };
     // Only now, with a code the provider honoured, may the store be written.
-    match sessions.mark_flow_used(&state, &flow).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match sessions.mark_flow_used(&state, &flow).await? {
+        true => {}
+        false => {
             logins("replayed");
             return Err(Refusal::SignInFailed {
                 why: UNKNOWN_FLOW.into(),
                 retry: home,
             });
         }
-        Err(_) => return Err(Refusal::StoreUnavailable),
     }
     logins("ok");
     Ok((flow, identity, tokens))
@@ -293,11 +287,9 @@ pub(super) async fn callback(
             tracing::warn!("sign-in into another session's browser refused; session kept");
             return Err(not_this_session(app));
         }
-        (Intent::Login, Some(registry)) => registry
-            .by_sso(&identity.key())
-            .await
-            .map_err(|_| Refusal::StoreUnavailable)?
-            .map(|l| l.account),
+        (Intent::Login, Some(registry)) => {
+            registry.by_sso(&identity.key()).await?.map(|l| l.account)
+        }
         (_, None) => None,
     };
     let cookie = replace_session(

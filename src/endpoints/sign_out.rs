@@ -99,14 +99,8 @@ pub(super) async fn sign_out(
                 "the sign-out form expired; open the sign-out page again".into(),
             ));
         }
-        let record = sessions
-            .load(&id)
-            .await
-            .map_err(|_| Refusal::StoreUnavailable)?;
-        sessions
-            .destroy(&id, record.as_ref())
-            .await
-            .map_err(|_| Refusal::StoreUnavailable)?;
+        let record = sessions.load(&id).await?;
+        sessions.destroy(&id, record.as_ref()).await?;
         // Everywhere: every session of this Magento.com identity, on every instance (the
         // store's index of them; each instance drops its cached copy on the invalidation).
         let everywhere = query_param(req, "everywhere").as_deref() == Some("1")
@@ -116,10 +110,7 @@ pub(super) async fn sign_out(
             .and_then(|r| r.sso.as_ref())
             .filter(|_| everywhere)
         {
-            let ended = sessions
-                .destroy_all_for(&sso.key())
-                .await
-                .map_err(|_| Refusal::StoreUnavailable)?;
+            let ended = sessions.destroy_all_for(&sso.key()).await?;
             tracing::info!(ended, "signed out everywhere");
         }
         id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);

@@ -98,9 +98,7 @@ impl Registry {
                     }
                     (Some(x), _) => LinkOutcome::AccountTaken(x),
                     (None, Some(y)) => LinkOutcome::SsoTaken(y),
-                    (None, None) => {
-                        return Err(StoreError::Unavailable("unreadable link record".into()))
-                    }
+                    (None, None) => return Err(StoreError::Unreadable("a link record".into())),
                 }
             }
         })

@@ -179,7 +179,7 @@ impl Jwks {
                 if let Ok(mut state) = self.state.write() {
                     state.failed_at = Some(Instant::now());
                 }
-                return Err(fail(reason));
+                return Err(fail(reason.to_string()));
             }
         };
         let mut keys = HashMap::new();

@@ -75,8 +75,10 @@ impl Cooldown {
         }
     }
 
-    /// Remembers a failure (and when).
+    /// Remembers a failure (and when), and says in the log what failed: this is where a
+    /// provider's outage is first seen, once per cooldown.
     fn arm(&self, e: &OidcError) {
+        tracing::warn!(error = %e, cooldown = ?jwks::COOLDOWN, "provider unreachable; not asked again before the cooldown ends");
         let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         *guard = Some((std::time::Instant::now(), e.clone()));
     }
@@ -128,12 +130,53 @@ struct Ready {
     jwks: Arc<Jwks>,
 }
 
+/// The provider could not be reached or answered nonsense: what failed, in one line, and the
+/// error underneath when there is one (kept as the error's source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}")]
+pub struct Unreachable {
+    /// What failed (it includes the message of the error underneath).
+    pub what: String,
+    /// The error underneath.
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Unreachable {
+    /// A failure with nothing underneath (a status, a missing endpoint).
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source`, told as `context: source`.
+    pub fn because(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The same failure, told with more context in front.
+    pub fn within(self, context: impl std::fmt::Display) -> Self {
+        Self {
+            what: format!("{context}: {}", self.what),
+            source: self.source,
+        }
+    }
+}
+
 /// Why talking to the provider failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OidcError {
     /// The provider could not be reached or answered nonsense.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] Unreachable),
     /// The provider refused the code or the refresh token.
     #[error("the provider refused: {0}")]
     Refused(String),
@@ -198,16 +241,18 @@ impl std::fmt::Debug for Provider {
 /// failed, in one line.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
-) -> Result<T, String> {
+) -> Result<T, Unreachable> {
     let resp = request
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unreachable::because("request", e))?;
     if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
+        return Err(Unreachable::new(format!("status {}", resp.status())));
     }
-    resp.json().await.map_err(|e| e.to_string())
+    resp.json()
+        .await
+        .map_err(|e| Unreachable::because("answer", e))
 }
 
 /// Fetches a discovery document; when `issuer` is given, the document must name it.
@@ -216,14 +261,14 @@ async fn discover(
     url: Url,
     issuer: Option<&str>,
 ) -> Result<Discovery, OidcError> {
-    let fail = |what: String| OidcError::Unavailable(format!("discovery at {url}: {what}"));
+    let fail = |e: Unreachable| OidcError::Unavailable(e.within(format!("discovery at {url}")));
     let doc: Discovery = get_json(http.get(url.clone())).await.map_err(fail)?;
     if let Some(issuer) = issuer {
         if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return Err(fail(format!(
+            return Err(fail(Unreachable::new(format!(
                 "names issuer {:?}, not the configured {issuer:?}",
                 doc.issuer
-            )));
+            ))));
         }
     }
     Ok(doc)
@@ -275,8 +320,12 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> OidcError {
-    OidcError::Unavailable(e.to_string())
+/// A provider failure caused by `e` (kept as the source).
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> OidcError {
+    OidcError::Unavailable(Unreachable {
+        what: e.to_string(),
+        source: Some(Arc::new(e)),
+    })
 }
 
 #[derive(Deserialize)]
@@ -389,7 +438,7 @@ impl Provider {
                     .clone()
                     .or(found)
                     .or_else(|| documented.clone())
-                    .ok_or_else(|| OidcError::Unavailable(format!("no {what} endpoint")))
+                    .ok_or_else(|| OidcError::from(Unreachable::new(format!("no {what} endpoint"))))
             };
         let doc = &c.documented;
         let d = discovered.as_ref();
@@ -398,7 +447,7 @@ impl Provider {
                 .issuer
                 .clone()
                 .or_else(|| d.map(|d| d.issuer.clone()))
-                .ok_or_else(|| OidcError::Unavailable("no issuer".into()))?,
+                .ok_or_else(|| OidcError::from(Unreachable::new("no issuer")))?,
             authorize: pick(
                 &c.authorize_url,
                 d.map(|d| d.authorization_endpoint.clone()),
@@ -609,7 +658,7 @@ impl Provider {
                 let info: Claims =
                     get_json(self.http.get(userinfo.clone()).bearer_auth(access_token))
                         .await
-                        .map_err(|e| OidcError::Unavailable(format!("userinfo: {e}")))?;
+                        .map_err(|e| OidcError::Unavailable(e.within("userinfo")))?;
                 merge_userinfo(claims, info, &self.config.email_claim)?
             }
             None => claims,
@@ -755,18 +804,16 @@ fn tokens_of(response: &TokenResponse, previous: Option<&Tokens>) -> Tokens {
     }
 }
 
-fn token_error<RE: std::error::Error + 'static>(
+fn token_error<RE: std::error::Error + Send + Sync + 'static>(
     e: oauth2::RequestTokenError<RE, BasicErrorResponse>,
 ) -> OidcError {
     match e {
         oauth2::RequestTokenError::ServerResponse(r) => OidcError::Refused(r.to_string()),
-        oauth2::RequestTokenError::Request(e) => {
-            OidcError::Unavailable(format!("token endpoint: {e}"))
-        }
+        oauth2::RequestTokenError::Request(e) => Unreachable::because("token endpoint", e).into(),
         oauth2::RequestTokenError::Parse(e, _) => {
-            OidcError::Unavailable(format!("token endpoint answered nonsense: {e}"))
+            Unreachable::because("token endpoint answered nonsense", e).into()
         }
-        oauth2::RequestTokenError::Other(e) => OidcError::Unavailable(e),
+        oauth2::RequestTokenError::Other(e) => Unreachable::new(e).into(),
     }
 }
 
@@ -829,6 +876,15 @@ impl Issuer {
             self.failed.arm(e);
         }
         result
+    }
+
+    /// Finds the issuer's keys through its discovery document and loads them (readiness).
+    pub async fn prepare(&self) -> Result<(), OidcError> {
+        let jwks = self.jwks().await?;
+        if jwks.is_loaded() {
+            return Ok(());
+        }
+        jwks.load().await.map_err(unavailable)
     }
 
     /// Verifies a bearer JWT of this issuer.

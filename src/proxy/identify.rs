@@ -108,17 +108,17 @@ enum JwtError {
     /// It did not verify (or the request carried two).
     Invalid(String),
     /// Its keys could not be fetched.
-    Provider(String),
+    Provider(crate::oidc::Unreachable),
     /// The link registry could not be read.
-    Store,
+    Store(crate::store::StoreError),
 }
 
 impl JwtError {
     fn refusal(self) -> Refusal {
         match self {
             JwtError::Invalid(e) => Refusal::InvalidToken(e),
-            JwtError::Provider(e) => Refusal::ProviderUnavailable(e),
-            JwtError::Store => Refusal::StoreUnavailable,
+            JwtError::Provider(e) => Refusal::ProviderUnavailable(e.to_string()),
+            JwtError::Store(e) => e.into(),
         }
     }
 }
@@ -298,10 +298,7 @@ pub async fn session_keeps(
         Ok(true) => Ok(true),
         Ok(false) => {
             if let Some(sessions) = &app.sessions {
-                sessions
-                    .destroy(id, Some(record))
-                    .await
-                    .map_err(|_| Refusal::StoreUnavailable)?;
+                sessions.destroy(id, Some(record)).await?;
             }
             Ok(false)
         }
@@ -338,15 +335,12 @@ pub async fn session_from_jwt(
     // Asked again with the same JWT (a browser that dropped the cookie, a client repeating a
     // navigation): the session is there already, unless the link changed since.
     let sso_key = |sso: Option<&Identity>| sso.map(Identity::key);
-    match sessions.load(&id).await {
-        Ok(Some(record))
-            if record.account_jwt.as_ref() == Some(&binding)
-                && sso_key(record.sso.as_ref()) == sso_key(pass.sso.as_ref()) =>
+    if let Some(record) = sessions.load(&id).await? {
+        if record.account_jwt.as_ref() == Some(&binding)
+            && sso_key(record.sso.as_ref()) == sso_key(pass.sso.as_ref())
         {
-            return Ok(Some((id, record)))
+            return Ok(Some((id, record)));
         }
-        Ok(_) => {}
-        Err(_) => return Err(Refusal::StoreUnavailable),
     }
     sessions
         .create_as(
@@ -358,7 +352,7 @@ pub async fn session_from_jwt(
         )
         .await
         .map(Some)
-        .map_err(|_| Refusal::StoreUnavailable)
+        .map_err(Refusal::from)
 }
 
 /// The account the platform's JWT in `req` names, with the binding a session made from it
@@ -419,7 +413,7 @@ async fn account_pass(
         Some(registry) => registry
             .by_account(&account.key())
             .await
-            .map_err(|_| JwtError::Store)?
+            .map_err(JwtError::Store)?
             .map(|l| l.sso),
         None => None,
     };
@@ -476,7 +470,9 @@ async fn bearer_identities(
     let (sso, expires_at) = match verify_bearer(app, token).await {
         Ok(verified) => verified,
         Err(OidcError::Unavailable(e)) => {
-            return Err(Found::Unavailable(Refusal::ProviderUnavailable(e)))
+            return Err(Found::Unavailable(Refusal::ProviderUnavailable(
+                e.to_string(),
+            )))
         }
         Err(e) => {
             tracing::info!(error = %e, "bearer token refused");
@@ -503,10 +499,9 @@ pub async fn identities(
     passport: &Passport,
 ) -> Result<(Option<Identity>, Option<Identity>), Refusal> {
     match (passport.via, passport.session, &app.sessions) {
-        (Via::Session, Some(id), Some(sessions)) => match sessions.load(&id).await {
-            Ok(Some(record)) => Ok((record.sso, record.account)),
-            Ok(None) => Err(Refusal::Unauthenticated),
-            Err(_) => Err(Refusal::StoreUnavailable),
+        (Via::Session, Some(id), Some(sessions)) => match sessions.load(&id).await? {
+            Some(record) => Ok((record.sso, record.account)),
+            None => Err(Refusal::Unauthenticated),
         },
         (Via::Bearer, _, _) => {
             let token = bearer(req).ok_or(Refusal::Unauthenticated)?;
@@ -665,10 +660,8 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
     // Read again under the lock: the refresh may have been done since the passport was
     // cached (a refresh token is single-use with rotation: never send a spent one).
     let generation = sessions.generation();
-    let record = match sessions.load(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok(Refreshed::Ended),
-        Err(_) => return Err(Refusal::StoreUnavailable),
+    let Some(record) = sessions.load(id).await? else {
+        return Ok(Refreshed::Ended);
     };
     if !sessions.needs_refresh(&record) {
         // Done by someone else: what is cached here becomes the stored record's, so that the
@@ -694,8 +687,7 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
             };
             let passport = sessions
                 .save_refreshed(id, updated, |r| from_session(app, *id, r))
-                .await
-                .map_err(|_| Refusal::StoreUnavailable)?;
+                .await?;
             tracing::debug!(session = ?id, "tokens refreshed");
             Ok(Refreshed::Fresh(passport))
         }
@@ -717,7 +709,7 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
                     return Ok(Refreshed::Done(now_stored));
                 }
                 Ok(_) => {}
-                Err(_) => return Err(Refusal::StoreUnavailable),
+                Err(e) => return Err(e.into()),
             }
             counted("refused");
             tracing::info!(error = %e, "token refresh refused; ending the session");
@@ -734,10 +726,7 @@ async fn refreshed_elsewhere(app: &App, id: &OpaqueId) -> Result<Option<SessionR
     let Some(sessions) = &app.sessions else {
         return Ok(None);
     };
-    let mut record = match sessions.load(id).await {
-        Ok(record) => record,
-        Err(_) => return Err(Refusal::StoreUnavailable),
-    };
+    let mut record = sessions.load(id).await?;
     for _ in 0..50 {
         let Some(current) = &record else {
             return Ok(None);
@@ -751,10 +740,7 @@ async fn refreshed_elsewhere(app: &App, id: &OpaqueId) -> Result<Option<SessionR
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        record = sessions
-            .load(id)
-            .await
-            .map_err(|_| Refusal::StoreUnavailable)?;
+        record = sessions.load(id).await?;
     }
     Ok(record)
 }

@@ -84,16 +84,6 @@ impl Backend for Memory {
         })
     }
 
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|m| {
-            live(m, key)?;
-            match m.remove(key).map(|e| e.value) {
-                Some(Value::Bytes(b)) => Some(b),
-                _ => None,
-            }
-        })
-    }
-
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         self.with(|m| {
             for k in keys {

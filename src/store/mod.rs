@@ -24,6 +24,12 @@ pub enum StoreError {
     /// The store could not be reached or did not answer in time.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// Redis failed (the connection, or the command's answer).
+    #[error("session store unavailable: {0}")]
+    Redis(#[source] std::sync::Arc<::redis::RedisError>),
+    /// A record in the store could not be read back.
+    #[error("unreadable record in the store: {0}")]
+    Unreadable(String),
 }
 
 /// A store backend over raw keys (already prefixed) and opaque values.
@@ -33,8 +39,6 @@ pub trait Backend: Send + Sync + Debug {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets `key` to `value`, expiring after `ttl`.
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
-    /// Gets and deletes `key` atomically: of two concurrent takes, at most one sees the value.
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes keys; missing keys are fine.
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Sets `key` to `token` only if absent, expiring after `ttl`. True when acquired.
@@ -227,12 +231,6 @@ impl Store {
         self.run("put", self.backend.put(&key, value, ttl)).await
     }
 
-    /// See [`Backend::take`].
-    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.key(key);
-        self.run("take", self.backend.take(&key)).await
-    }
-
     /// See [`Backend::delete`].
     pub async fn delete(&self, keys: &[&str]) -> Result<(), StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
@@ -367,11 +365,8 @@ pub mod contract {
         assert_eq!(backend.get("k").await.unwrap(), None);
         backend.put("k", b"v1", ttl).await.unwrap();
         assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
-        assert_eq!(
-            backend.take("k").await.unwrap().as_deref(),
-            Some(&b"v1"[..])
-        );
-        assert_eq!(backend.take("k").await.unwrap(), None, "take is once");
+        backend.delete(&["k".to_string()]).await.unwrap();
+        assert_eq!(backend.get("k").await.unwrap(), None, "deleted");
 
         backend
             .put("short", b"x", Duration::from_millis(50))

@@ -1,7 +1,7 @@
 //! The Redis backend: standalone (one URL) or Cluster (seed nodes). The connection is opened
 //! lazily inside the serving runtime on first use and re-established by the client library
 //! after failures, so linkgate starts while Redis is down and recovers by itself when it
-//! comes back. Commands that must be atomic are single commands (`GETDEL`, `SET NX PX`) or
+//! comes back. Commands that must be atomic are single commands (`SET NX PX`) or
 //! Lua scripts over keys that share a hash tag.
 
 use std::time::Duration;
@@ -60,8 +60,9 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A Redis failure, kept as the cause.
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Redis(std::sync::Arc::new(e))
 }
 
 fn connection_info(
@@ -364,10 +365,6 @@ impl Backend for RedisBackend {
                 .arg(millis(ttl)),
         )
         .await
-    }
-
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GETDEL").arg(key)).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
