@@ -20,6 +20,7 @@
 //!
 //! Submodules own one section each; `reader` holds the shared mechanics.
 
+mod account;
 mod assertion;
 mod authz;
 mod error;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
+pub use account::{Account, AccountSource, JwtLocation, JwtSource};
 pub use assertion::{Algorithm, Assertion};
 pub use authz::{Authz, ExtraIssuer, Policy, SkipRoute};
 pub use error::{ConfigError, ConfigErrors};
@@ -50,10 +52,7 @@ pub use headers::{HeaderNames, Headers};
 pub use link::{default_required_from, Link, LinkMode};
 pub use log::{Log, LogConfig, LogFormat};
 pub use pages::Pages;
-pub use provider::{
-    Account, AccountSource, Documented, JwtLocation, JwtSource, LogoutParams, Preset, Provider,
-    TokenAuthMethod, ALLOWED_ALGS,
-};
+pub use provider::{Documented, LogoutParams, Preset, Provider, TokenAuthMethod, ALLOWED_ALGS};
 pub use server::{Server, Tls, DEFAULT_LISTEN, DEFAULT_PROXY_PREFIX};
 pub use session::{default_cookie_name, Redis, RedisMode, SameSite, Session, StoreKind};
 pub use upstream::{PathRule, Upstream};
