@@ -16,6 +16,8 @@ pub mod credentials;
 pub mod decision;
 pub mod demo;
 pub mod endpoints;
+#[cfg(test)]
+pub mod fixtures;
 pub mod identity;
 pub mod link;
 pub mod logging;

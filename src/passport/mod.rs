@@ -283,12 +283,7 @@ impl Passport {
     /// A session passport under a minimal configuration (default `[headers]`, no `[authz]`
     /// rule, no `[account]`), for tests.
     pub fn sample(sso: Option<&Identity>, account: Option<&Identity>) -> Self {
-        let config = crate::config::Config::parse(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
-            "t.toml",
-            &|_| None,
-        )
-        .expect("a minimal configuration");
+        let config = crate::fixtures::Fixture::new().config();
         let policies = crate::policy::Policies::new(&config);
         let rules = Rules {
             headers: &config.headers,

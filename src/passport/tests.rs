@@ -3,14 +3,11 @@ use http::HeaderName;
 use super::*;
 use crate::config::Config;
 use crate::config::HeaderNames;
+use crate::fixtures::Fixture;
 
 fn config(extra: &str) -> Config {
-    Config::parse(
-        &format!("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n{extra}"),
-        "t.toml",
-        &|_| None,
-    )
-    .unwrap()
+    let text = format!("{}{extra}", Fixture::new().text());
+    Config::parse(&text, "t.toml", &|_| None).unwrap()
 }
 
 fn rules(config: &Config, linking: bool) -> Rules<'_> {

@@ -1,26 +1,17 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::app::App;
-use crate::config::Config;
+use crate::fixtures::Fixture;
 use crate::metrics::Metrics;
 use crate::passport::Field;
 use std::sync::atomic::AtomicUsize;
 
-const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
-
 fn sessions(cache_ttl: &str) -> (Sessions, Arc<Metrics>) {
-    let config = Config::parse(
-        &format!(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
-             [session]\nstore = \"memory\"\ncookie_secret = \"{SECRET}\"\n\
-             cache_ttl = \"{cache_ttl}\"\nrefresh_before = \"60s\"\n"
-        ),
-        "test.toml",
-        &|_| None,
-    )
-    .unwrap();
-    let app = App::new(config).unwrap();
+    let app = Fixture::new()
+        .memory_sessions()
+        .set("session", "cache_ttl", &format!("\"{cache_ttl}\""))
+        .set("session", "refresh_before", "\"60s\"")
+        .app();
     (app.sessions.unwrap(), app.metrics)
 }
 

@@ -1,24 +1,18 @@
 use super::*;
+use crate::fixtures::Fixture;
 use crate::store::memory::Memory;
 use std::time::Duration;
 
-const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
-
 fn config(store: &str) -> Config {
-    let redis = if store == "redis" {
-        "[redis]\nurl = \"redis://127.0.0.1:1/0\"\nconnect_timeout = \"200ms\"\n"
-    } else {
-        ""
-    };
-    Config::parse(
-        &format!(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
-             [session]\nstore = \"{store}\"\ncookie_secret = \"{SECRET}\"\n{redis}"
-        ),
-        "test.toml",
-        &|_| None,
-    )
-    .unwrap()
+    let fixture = Fixture::new().memory_sessions();
+    match store {
+        "redis" => fixture
+            .set("session", "store", "\"redis\"")
+            .set("redis", "url", "\"redis://127.0.0.1:1/0\"")
+            .set("redis", "connect_timeout", "\"200ms\""),
+        _ => fixture,
+    }
+    .config()
 }
 
 fn tools() -> Tools {

@@ -3,23 +3,14 @@ use sha2::{Digest, Sha256};
 use super::bearer::verify_bearer;
 use super::*;
 use crate::app::VerifiedToken;
-use crate::config::Config;
+use crate::fixtures::Fixture;
 
 fn app(cache_ttl: &str) -> App {
-    let config = Config::parse(
-        &format!(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
-             [sso]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
-             client_secret = \"s\"\nhttp_timeout = \"200ms\"\n\
-             [session]\nstore = \"memory\"\ncache_ttl = \"{cache_ttl}\"\n\
-             cookie_secret = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n\
-             [authz]\nbearer_tokens = true\n"
-        ),
-        "t.toml",
-        &|_| None,
-    )
-    .unwrap();
-    App::new(config).unwrap()
+    Fixture::new()
+        .sso()
+        .set("session", "cache_ttl", &format!("\"{cache_ttl}\""))
+        .set("authz", "bearer_tokens", "true")
+        .app()
 }
 
 fn remember(app: &App, token: &str, expires_at: i64) {
@@ -55,19 +46,7 @@ async fn a_verified_token_is_served_from_the_cache_until_its_exp() {
 }
 
 fn jwt_app() -> App {
-    let config = Config::parse(
-        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
-         [sso]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
-         client_secret = \"s\"\nhttp_timeout = \"200ms\"\n\
-         [account]\nsource = \"jwt\"\ncookie = \"pjwt\"\nissuer = \"http://127.0.0.1:1\"\n\
-         audience = \"x\"\njwks_url = \"http://127.0.0.1:1/jwks\"\nhttp_timeout = \"200ms\"\n\
-         [session]\nstore = \"memory\"\n\
-         cookie_secret = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n",
-        "t.toml",
-        &|_| None,
-    )
-    .unwrap();
-    App::new(config).unwrap()
+    Fixture::new().jwt_account().app()
 }
 
 fn request(cookie: Option<&str>) -> RequestHeader {
