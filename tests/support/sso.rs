@@ -183,11 +183,14 @@ impl ScenarioBuilder {
         let accounts = match self.accounts {
             Accounts::None => None,
             Accounts::OAuth2 => Some(OidcProvider::start(
-                ProviderOptions::new("accounts").client(ClientConfig::confidential(
-                    ACCOUNTS_CLIENT_ID,
-                    CLIENT_SECRET,
-                    &builder.url("/oauth2/account/callback"),
-                )),
+                ProviderOptions::new("accounts").client(
+                    ClientConfig::confidential(
+                        ACCOUNTS_CLIENT_ID,
+                        CLIENT_SECRET,
+                        &builder.url("/oauth2/account/callback"),
+                    )
+                    .post_logout_redirect_uri(&signed_out),
+                ),
             )),
             Accounts::Jwt => Some(OidcProvider::start(ProviderOptions::new("platform").jwks(
                 serde_json::json!({
