@@ -249,6 +249,21 @@ pub fn user() -> reqwest::Client {
     client()
 }
 
+/// A callback's answer when the sign-in could not complete: linkgate redirects a browser to
+/// a problem page of its own (`{prefix}/link/problem?p=`, src/troubleshoot.rs), so a reload
+/// does not replay the callback. Asserts that redirect and returns the page (its status and
+/// text are what the person reads). Read the callback's own headers (`Set-Cookie`) first.
+pub async fn problem_page(http: &reqwest::Client, callback: reqwest::Response) -> reqwest::Response {
+    assert_eq!(
+        callback.status(),
+        302,
+        "a failed callback redirects to its problem page"
+    );
+    let to = location(&callback);
+    assert!(to.contains("/oauth2/link/problem?p="), "{to}");
+    navigate(http.get(to)).send().await.expect("problem page")
+}
+
 /// Headers a browser sends on a top-level navigation.
 pub fn navigate(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
