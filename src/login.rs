@@ -1137,13 +1137,14 @@ async fn disconnect(
         .map_err(|_| Refusal::StoreUnavailable)?;
     let _ = sessions.destroy(&id, Some(&record)).await;
     tracing::info!(ended, "link disconnected; sessions that relied on it ended");
-    let cookie = replace_session(
+    let cookie = replace_session_proven(
         app,
         None,
         None,
         Some(account.clone()),
         None,
         record.account_jwt.clone(),
+        record.account_id_token.clone(),
     )
     .await?;
     Ok(Reply::redirect(&link_page_url(app)).with_cookie(&cookie))
