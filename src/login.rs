@@ -108,8 +108,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
     // A conflict found while linking, and a sign-in that failed at a callback, get a page of
     // their own (reload-safe, not the callback).
     let result = crate::troubleshoot::to_problem_page(app, name, html, result);
-    let reply =
-        result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages.for_request(&req)));
+    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages.for_request(&req)));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
     let carried = matches!(name, "callback" | "account/callback")
         .then(|| app.sessions.as_ref())
@@ -825,19 +824,27 @@ async fn account_view(
         (_, Requirement::Off) => "off",
         (_, Requirement::Enforced) => "enforce",
     };
-    let grace_notice = (!linked).then(|| match mode {
-        "grace" => {
-            let from = app
-                .config
-                .link
-                .required_from
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            Some(tr.text(&Text::new("account.grace").arg("sso", app.sso_name()).arg("from", from)))
-        }
-        "warn" => Some(tr.text(&Text::new("account.warn").arg("sso", app.sso_name()))),
-        _ => None,
-    }).flatten();
+    let grace_notice = (!linked)
+        .then(|| match mode {
+            "grace" => {
+                let from = app
+                    .config
+                    .link
+                    .required_from
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                Some(
+                    tr.text(
+                        &Text::new("account.grace")
+                            .arg("sso", app.sso_name())
+                            .arg("from", from),
+                    ),
+                )
+            }
+            "warn" => Some(tr.text(&Text::new("account.warn").arg("sso", app.sso_name()))),
+            _ => None,
+        })
+        .flatten();
     // A Magento.com session without an account notices the platform's JWT when it appears:
     // the page shows whom it names and offers the Connect button (a CSRF-protected POST;
     // nothing is linked by the JWT alone).

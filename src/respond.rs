@@ -372,12 +372,12 @@ impl Refusal {
                 return ctx.text(why)
             }
             Refusal::Forbidden { reason, .. } => {
-                return ctx.text(&Text::new("refusal.forbidden_what").arg("reason", ctx.text(reason)))
+                return ctx
+                    .text(&Text::new("refusal.forbidden_what").arg("reason", ctx.text(reason)))
             }
             Refusal::BadRequest(detail) => {
-                return ctx.text(
-                    &Text::new("refusal.bad_request_what").arg("detail", ctx.text(detail)),
-                )
+                return ctx
+                    .text(&Text::new("refusal.bad_request_what").arg("detail", ctx.text(detail)))
             }
             Refusal::LinkRequired { sso, .. } => {
                 return ctx.text(&Text::new("refusal.link_required_what").arg("sso", sso))
@@ -579,17 +579,31 @@ mod tests {
         };
         let page = String::from_utf8_lossy(refusal.reply(true, &sv).body()).into_owned();
         assert!(page.contains("<html lang=\"sv\">"), "{page}");
-        assert!(page.contains("Den här inloggningen tog längre tid än tio minuter."), "{page}");
+        assert!(
+            page.contains("Den här inloggningen tog längre tid än tio minuter."),
+            "{page}"
+        );
         assert!(page.contains(">Försök igen</a>"), "{page}");
-        assert!(page.contains("<title>Inloggningen slutfördes inte · Inloggning med Magento.com</title>"), "{page}");
+        assert!(
+            page.contains(
+                "<title>Inloggningen slutfördes inte · Inloggning med Magento.com</title>"
+            ),
+            "{page}"
+        );
         let api: serde_json::Value =
             serde_json::from_slice(refusal.reply(false, &sv).body()).unwrap();
         assert_eq!(api["error"], "sign_in_failed");
-        assert_eq!(api["message"], "Den här inloggningen tog längre tid än tio minuter.");
+        assert_eq!(
+            api["message"],
+            "Den här inloggningen tog längre tid än tio minuter."
+        );
         // The default stays English.
         let en = ctx.for_request(&parts("GET", &[("accept-language", "de")]));
         let page = String::from_utf8_lossy(refusal.reply(true, &en).body()).into_owned();
-        assert!(page.contains("This sign-in took longer than ten minutes."), "{page}");
+        assert!(
+            page.contains("This sign-in took longer than ten minutes."),
+            "{page}"
+        );
         assert!(page.contains("<html lang=\"en\">"), "{page}");
     }
 

@@ -260,7 +260,10 @@ mod tests {
         assert_eq!(Kind::of(&Text::new("sign_in.unknown_flow")), Kind::Expired);
         assert_eq!(Kind::of(&Text::new("sign_in.duplicate")), Kind::Expired);
         assert_eq!(Kind::of(&Text::new("sign_in.cancelled")), Kind::Refused);
-        assert_eq!(Kind::of(&Text::new("sign_in.provider_error")), Kind::Refused);
+        assert_eq!(
+            Kind::of(&Text::new("sign_in.provider_error")),
+            Kind::Refused
+        );
         assert_eq!(Kind::of(&Text::new("sign_in.not_verified")), Kind::Failed);
     }
 

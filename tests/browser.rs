@@ -562,8 +562,11 @@ async fn sign_out_while_connected_asks_for_the_password_again() {
     assert_eq!(kai.sees_account_page().await, "Connected");
 
     // An app's "Sign out" link: the confirmation page, whose button signs out.
-    kai.opens("/oauth2/sign_out?rd=%2Foauth2%2Fsigned_out", "sign-out-confirmation")
-        .await;
+    kai.opens(
+        "/oauth2/sign_out?rd=%2Foauth2%2Fsigned_out",
+        "sign-out-confirmation",
+    )
+    .await;
     kai.sees_page("Sign out").await;
     assert!(kai
         .page_text()
@@ -1068,8 +1071,13 @@ async fn troubleshooting_magento_refused_the_sign_in() {
     .await;
     ria.clicks("Sign in again", "magento-sign-in-again").await;
     ria.sees_sign_in_form(&s.provider).await;
-    ria.signs_in(&s.provider, "ria@magento.test", "link-required").await;
-    assert_eq!(ria.browser.path().await, "/projects", "back where she started");
+    ria.signs_in(&s.provider, "ria@magento.test", "link-required")
+        .await;
+    assert_eq!(
+        ria.browser.path().await,
+        "/projects",
+        "back where she started"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1079,7 +1087,9 @@ async fn troubleshooting_magento_could_not_be_reached() {
     uma.opens("/projects", "magento-sign-in").await;
     // The provider's token endpoint fails when linkgate exchanges the code (the HTTP suite,
     // tests/pages.rs, stops the provider outright).
-    s.provider.misbehave(&serde_json::json!({"token_status": 503})).await;
+    s.provider
+        .misbehave(&serde_json::json!({"token_status": 503}))
+        .await;
     uma.signs_in(&s.provider, "uma@magento.test", "problem-unreachable")
         .await;
     sees_problem_page(
@@ -1093,7 +1103,12 @@ async fn troubleshooting_magento_could_not_be_reached() {
     // Magento.com still knows her: no password this time.
     uma.clicks("Sign in again", "after-sign-in-again").await;
     assert_ne!(uma.browser.path().await, "/oauth2/link/problem");
-    assert!(!uma.browser.current_url().await.as_str().starts_with(s.provider.issuer()));
+    assert!(!uma
+        .browser
+        .current_url()
+        .await
+        .as_str()
+        .starts_with(s.provider.issuer()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1138,7 +1153,10 @@ async fn a_swedish_browser_reads_the_pages_in_swedish() {
     siv.signs_in(accounts, "cloud-siv", "account-page-swedish")
         .await;
     assert_eq!(siv.browser.path().await, ACCOUNT_PAGE);
-    assert_eq!(siv.browser.attr("html", "lang").await.as_deref(), Some("sv"));
+    assert_eq!(
+        siv.browser.attr("html", "lang").await.as_deref(),
+        Some("sv")
+    );
     siv.sees_page("Kontoinställningar").await;
     assert_eq!(siv.browser.text("#sso").await, "Enkel inloggning");
     assert_eq!(siv.browser.text("#status").await, "Inte ansluten");
@@ -1146,9 +1164,14 @@ async fn a_swedish_browser_reads_the_pages_in_swedish() {
     assert!(account_as.starts_with("Inloggad som "), "{account_as}");
     siv.passes_accessibility_check().await;
 
-    siv.clicks("Anslut med Magento.com", "magento-sign-in").await;
-    siv.signs_in(&s.provider, "siv@magento.test", "account-page-swedish-connected")
+    siv.clicks("Anslut med Magento.com", "magento-sign-in")
         .await;
+    siv.signs_in(
+        &s.provider,
+        "siv@magento.test",
+        "account-page-swedish-connected",
+    )
+    .await;
     assert_eq!(siv.browser.text("#status").await, "Ansluten");
     assert!(siv
         .page_text()

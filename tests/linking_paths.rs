@@ -578,7 +578,10 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
     for provider in [s.accounts.as_ref().unwrap(), &s.provider] {
         assert!(next.starts_with(&provider.end_session_endpoint()), "{next}");
         let back = support::oidc::logout(&b.http, &next).await;
-        assert!(back.starts_with(&s.gate.url("/oauth2/signed_out?state=")), "{back}");
+        assert!(
+            back.starts_with(&s.gate.url("/oauth2/signed_out?state=")),
+            "{back}"
+        );
         next = location(&navigate(b.http.get(&back)).send().await.unwrap());
     }
     assert_eq!(next, s.gate.url("/oauth2/signed_out"));

@@ -55,9 +55,15 @@ async fn the_account_page_speaks_the_browsers_language_and_json_keeps_english_co
     let (status, sv) = page(&http, &link, Some(SWEDISH)).await;
     assert_eq!(status, 200);
     assert!(sv.contains("<html lang=\"sv\">"), "{sv}");
-    assert!(sv.contains("<title>Kontoinställningar · Inloggning med Magento.com</title>"), "{sv}");
+    assert!(
+        sv.contains("<title>Kontoinställningar · Inloggning med Magento.com</title>"),
+        "{sv}"
+    );
     assert!(sv.contains("<h2 id=\"sso\">Enkel inloggning</h2>"), "{sv}");
-    assert!(sv.contains("<dt>Leverantör</dt><dd>Magento.com</dd>"), "{sv}");
+    assert!(
+        sv.contains("<dt>Leverantör</dt><dd>Magento.com</dd>"),
+        "{sv}"
+    );
     assert!(sv.contains("<dd id=\"status\">Inte ansluten</dd>"), "{sv}");
     assert!(sv.contains(">Anslut med Magento.com</button>"), "{sv}");
     assert!(sv.contains(">Logga ut överallt</button>"), "{sv}");
@@ -153,7 +159,11 @@ async fn problem_page(
     callback: reqwest::Response,
     language: Option<&str>,
 ) -> (String, u16, String) {
-    assert_eq!(callback.status(), 302, "the callback does not render the problem");
+    assert_eq!(
+        callback.status(),
+        302,
+        "the callback does not render the problem"
+    );
     let url = location(&callback);
     assert!(
         url.starts_with(&s.gate.url("/oauth2/link/problem?p=")),
@@ -192,20 +202,41 @@ async fn the_provider_refusing_gets_a_page_of_its_own_with_sign_in_again() {
     let callback = navigate(http.get(&denied)).send().await.unwrap();
     let (url, status, text) = problem_page(&s, &http, callback, None).await;
     assert_eq!(status, 400);
-    assert!(text.contains("<h1>Magento.com did not sign you in</h1>"), "{text}");
-    assert!(text.contains("Magento.com sign-in was cancelled or refused."), "{text}");
-    assert!(text.contains("If you cancelled on purpose, there is nothing more to do."), "{text}");
+    assert!(
+        text.contains("<h1>Magento.com did not sign you in</h1>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Magento.com sign-in was cancelled or refused."),
+        "{text}"
+    );
+    assert!(
+        text.contains("If you cancelled on purpose, there is nothing more to do."),
+        "{text}"
+    );
     assert_eq!(
         action(&text),
-        ("Sign in again".into(), "/oauth2/start?rd=%2Fdeep%2Fpage".into())
+        (
+            "Sign in again".into(),
+            "/oauth2/start?rd=%2Fdeep%2Fpage".into()
+        )
     );
     // The same page in Swedish.
     let (_, sv) = page(&http, &url, Some(SWEDISH)).await;
-    assert!(sv.contains("<h1>Magento.com loggade inte in dig</h1>"), "{sv}");
-    assert!(sv.contains("Inloggningen på Magento.com avbröts eller nekades."), "{sv}");
+    assert!(
+        sv.contains("<h1>Magento.com loggade inte in dig</h1>"),
+        "{sv}"
+    );
+    assert!(
+        sv.contains("Inloggningen på Magento.com avbröts eller nekades."),
+        "{sv}"
+    );
     assert_eq!(
         action(&sv),
-        ("Logga in igen".into(), "/oauth2/start?rd=%2Fdeep%2Fpage".into())
+        (
+            "Logga in igen".into(),
+            "/oauth2/start?rd=%2Fdeep%2Fpage".into()
+        )
     );
     // Its JSON twin.
     let v: Value = http
@@ -227,9 +258,7 @@ async fn the_provider_refusing_gets_a_page_of_its_own_with_sign_in_again() {
         "{v}"
     );
     // "Sign in again" starts a sign-in that comes back to the page asked for.
-    let resp = s
-        .sign_in(&http, "/deep/page", "dave")
-        .await;
+    let resp = s.sign_in(&http, "/deep/page", "dave").await;
     assert_eq!(resp.status(), 200);
     // A made-up or altered problem URL shows nothing of its own.
     for p in ["x", &url[url.len() - 20..]] {
@@ -237,7 +266,10 @@ async fn the_provider_refusing_gets_a_page_of_its_own_with_sign_in_again() {
             .send()
             .await
             .unwrap();
-        assert_eq!((resp.status().as_u16(), location(&resp)), (302, s.gate.url("/")));
+        assert_eq!(
+            (resp.status().as_u16(), location(&resp)),
+            (302, s.gate.url("/"))
+        );
     }
 }
 
@@ -255,7 +287,10 @@ async fn the_provider_gone_before_the_token_exchange_gets_a_page_of_its_own() {
     let callback = s.finish_sign_in(&http, &outcome).await;
     let (_, status, text) = problem_page(&s, &http, callback, None).await;
     assert_eq!(status, 503);
-    assert!(text.contains("<h1>Magento.com could not be reached</h1>"), "{text}");
+    assert!(
+        text.contains("<h1>Magento.com could not be reached</h1>"),
+        "{text}"
+    );
     assert!(
         text.contains("Magento.com did not answer, or its answer could not be used"),
         "{text}"
@@ -266,7 +301,9 @@ async fn the_provider_gone_before_the_token_exchange_gets_a_page_of_its_own() {
         ("Sign in again".into(), "/oauth2/start?rd=%2F".into())
     );
     s.gate
-        .metrics_containing("linkgate_logins_total{provider=\"sso\",result=\"provider_unavailable\"} 1")
+        .metrics_containing(
+            "linkgate_logins_total{provider=\"sso\",result=\"provider_unavailable\"} 1",
+        )
         .await;
 }
 
@@ -281,12 +318,18 @@ async fn a_sign_in_whose_flow_is_gone_at_the_callback_gets_a_page_of_its_own() {
     let callback = s.finish_sign_in(&fresh, &outcome).await;
     let (_, status, text) = problem_page(&s, &fresh, callback, Some(SWEDISH)).await;
     assert_eq!(status, 400);
-    assert!(text.contains("<h1>Din inloggning har gått ut</h1>"), "{text}");
+    assert!(
+        text.contains("<h1>Din inloggning har gått ut</h1>"),
+        "{text}"
+    );
     assert!(
         text.contains("Den här inloggningen påbörjades i en annan webbläsare, eller så har den gått ut eller redan använts."),
         "{text}"
     );
-    assert!(text.contains("slutför inloggningen inom tio minuter"), "{text}");
+    assert!(
+        text.contains("slutför inloggningen inom tio minuter"),
+        "{text}"
+    );
     assert_eq!(
         action(&text),
         ("Logga in igen".into(), "/oauth2/start?rd=%2F".into())
@@ -327,8 +370,14 @@ async fn sign_out_ends_the_accounts_provider_session_then_magento_com_then_lands
     assert_eq!(resp.status(), 302);
     let first = location(&resp);
     // 1. The accounts provider's logout, with its own id_token and client.
-    assert!(first.starts_with(&accounts.end_session_endpoint()), "{first}");
-    assert_eq!(param(&first, "client_id").as_deref(), Some("linkgate-accounts"));
+    assert!(
+        first.starts_with(&accounts.end_session_endpoint()),
+        "{first}"
+    );
+    assert_eq!(
+        param(&first, "client_id").as_deref(),
+        Some("linkgate-accounts")
+    );
     assert_eq!(
         param(&first, "post_logout_redirect_uri"),
         Some(s.gate.url("/oauth2/signed_out"))
@@ -338,15 +387,24 @@ async fn sign_out_ends_the_accounts_provider_session_then_magento_com_then_lands
     assert_eq!(claims["iss"], accounts.issuer(), "{claims}");
     assert_eq!(claims["aud"], "linkgate-accounts", "{claims}");
     let state = param(&first, "state").unwrap();
-    assert!(!state.contains("bye") && !state.contains("eyJ"), "state is sealed: {state}");
+    assert!(
+        !state.contains("bye") && !state.contains("eyJ"),
+        "state is sealed: {state}"
+    );
     let back = oidc::logout(&http, &first).await;
-    assert!(back.starts_with(&s.gate.url("/oauth2/signed_out?")), "{back}");
+    assert!(
+        back.starts_with(&s.gate.url("/oauth2/signed_out?")),
+        "{back}"
+    );
 
     // 2. Back at linkgate: on to Magento.com's logout, with Magento.com's id_token.
     let resp = navigate(http.get(&back)).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     let second = location(&resp);
-    assert!(second.starts_with(&s.provider.end_session_endpoint()), "{second}");
+    assert!(
+        second.starts_with(&s.provider.end_session_endpoint()),
+        "{second}"
+    );
     assert_eq!(param(&second, "client_id").as_deref(), Some("linkgate"));
     let claims = jwt_claims(&param(&second, "id_token_hint").expect("id_token_hint"));
     assert_eq!(claims["iss"], s.provider.issuer(), "{claims}");
@@ -354,7 +412,10 @@ async fn sign_out_ends_the_accounts_provider_session_then_magento_com_then_lands
 
     // 3. Back at linkgate: on to rd.
     let resp = navigate(http.get(&back)).send().await.unwrap();
-    assert_eq!((resp.status().as_u16(), location(&resp)), (302, s.gate.url("/bye")));
+    assert_eq!(
+        (resp.status().as_u16(), location(&resp)),
+        (302, s.gate.url("/bye"))
+    );
     assert_eq!(accounts.counts().await.end_session, 1);
     assert_eq!(s.provider.counts().await.end_session, 1);
 
@@ -364,7 +425,10 @@ async fn sign_out_ends_the_accounts_provider_session_then_magento_com_then_lands
         .await
         .unwrap();
     let outcome = oidc::login(&http, &location(&start), "cloud-ola").await;
-    assert!(outcome.prompted, "the accounts provider asks for the password again");
+    assert!(
+        outcome.prompted,
+        "the accounts provider asks for the password again"
+    );
     let start = navigate(http.get(s.gate.url("/oauth2/start?rd=%2F")))
         .send()
         .await
@@ -400,10 +464,13 @@ async fn the_sign_out_chain_is_no_open_redirect() {
         "/\\evil.example",
         "not-a-sealed-chain",
     ] {
-        let resp = navigate(http.get(s.gate.url("/oauth2/signed_out")).query(&[("state", state)]))
-            .send()
-            .await
-            .unwrap();
+        let resp = navigate(
+            http.get(s.gate.url("/oauth2/signed_out"))
+                .query(&[("state", state)]),
+        )
+        .send()
+        .await
+        .unwrap();
         let to = location(&resp);
         assert!(to.starts_with(&s.gate.url("/")), "{state} -> {to}");
     }
@@ -413,10 +480,13 @@ async fn the_sign_out_chain_is_no_open_redirect() {
     let i = altered.len() / 2;
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
-    let resp = navigate(http.get(s.gate.url("/oauth2/signed_out")).query(&[("state", &altered)]))
-        .send()
-        .await
-        .unwrap();
+    let resp = navigate(
+        http.get(s.gate.url("/oauth2/signed_out"))
+            .query(&[("state", &altered)]),
+    )
+    .send()
+    .await
+    .unwrap();
     let to = location(&resp);
     assert!(
         to == s.gate.url(&format!("/{altered}")) || to == s.gate.url("/"),

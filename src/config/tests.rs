@@ -1309,7 +1309,9 @@ fn single_bracket_upstreams_table_is_explained() {
 
 #[test]
 fn pages_language_is_checked_against_the_catalogues() {
-    let c = parse_ok(&with_upstream("[pages]\nlanguage = \"sv\"\nlanguages = [\"sv\", \"en\"]"));
+    let c = parse_ok(&with_upstream(
+        "[pages]\nlanguage = \"sv\"\nlanguages = [\"sv\", \"en\"]",
+    ));
     assert_eq!(c.pages.language, "sv");
     assert_eq!(c.pages.languages, ["sv", "en"]);
     let c = parse_ok(&with_upstream(""));
@@ -1325,7 +1327,9 @@ fn pages_language_is_checked_against_the_catalogues() {
     );
     let e = errors_of(&with_upstream("[pages]\nlanguages = [\"en\", \"de\"]"));
     assert_error(&e, 2, 20, "pages.languages[1]", "unknown language `de`");
-    let e = errors_of(&with_upstream("[pages]\nlanguage = \"sv\"\nlanguages = [\"en\"]"));
+    let e = errors_of(&with_upstream(
+        "[pages]\nlanguage = \"sv\"\nlanguages = [\"en\"]",
+    ));
     assert_error(
         &e,
         3,

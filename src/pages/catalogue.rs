@@ -78,17 +78,27 @@ impl Text {
 
     /// The text in plain words from `catalogue` (markup left out), `extra` values filling
     /// what the text's own values do not.
-    pub fn plain(&self, catalogue: &dyn Fn(&str) -> Option<String>, extra: &[(&str, &str)]) -> String {
+    pub fn plain(
+        &self,
+        catalogue: &dyn Fn(&str) -> Option<String>,
+        extra: &[(&str, &str)],
+    ) -> String {
         if self.key.is_empty() {
             return self.value("").unwrap_or_default().to_string();
         }
         let message = catalogue(&self.key).unwrap_or_else(|| self.key.clone());
         let message = message.replace("<strong>", "").replace("</strong>", "");
-        fill(&message, &|name| self.lookup(name, extra), &|v| v.to_string())
+        fill(&message, &|name| self.lookup(name, extra), &|v| {
+            v.to_string()
+        })
     }
 
     /// The text as HTML from `catalogue`: escaped, `<strong>` kept, values escaped.
-    pub fn html(&self, catalogue: &dyn Fn(&str) -> Option<String>, extra: &[(&str, &str)]) -> String {
+    pub fn html(
+        &self,
+        catalogue: &dyn Fn(&str) -> Option<String>,
+        extra: &[(&str, &str)],
+    ) -> String {
         if self.key.is_empty() {
             return super::escape(self.value("").unwrap_or_default());
         }
@@ -193,7 +203,12 @@ fn flatten(
                 out.insert(path, s.clone());
             }
             toml::Value::Table(t) => flatten(&path, t, out)?,
-            other => return Err(format!("{path}: expected a string, found {}", other.type_str())),
+            other => {
+                return Err(format!(
+                    "{path}: expected a string, found {}",
+                    other.type_str()
+                ))
+            }
         }
     }
     Ok(())
@@ -283,7 +298,9 @@ impl Catalogues {
 
     /// The position of language `code`.
     pub fn index(&self, code: &str) -> Option<usize> {
-        self.list.iter().position(|(c, _)| c.eq_ignore_ascii_case(code))
+        self.list
+            .iter()
+            .position(|(c, _)| c.eq_ignore_ascii_case(code))
     }
 
     /// The code of language `lang`.
@@ -347,7 +364,10 @@ mod tests {
         for (code, texts) in shipped() {
             for (key, text) in texts {
                 let stripped = text.replace("<strong>", "").replace("</strong>", "");
-                assert!(!stripped.contains('<'), "{code}: {key} holds markup: {text}");
+                assert!(
+                    !stripped.contains('<'),
+                    "{code}: {key} holds markup: {text}"
+                );
             }
         }
     }
@@ -360,10 +380,7 @@ mod tests {
         for dir in ["src", "src/pages/templates", "src/pages", "src/proxy"] {
             for entry in std::fs::read_dir(root.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
-                if path
-                    .extension()
-                    .is_some_and(|x| x == "rs" || x == "html")
-                {
+                if path.extension().is_some_and(|x| x == "rs" || x == "html") {
                     sources.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
                 }
             }
@@ -401,7 +418,9 @@ mod tests {
         );
         // A value that looks like a name is not filled twice.
         assert_eq!(
-            Text::new("page.site").arg("realm", "{realm}").plain(&en, &[]),
+            Text::new("page.site")
+                .arg("realm", "{realm}")
+                .plain(&en, &[]),
             "{realm} sign-in"
         );
     }
@@ -422,20 +441,29 @@ mod tests {
         )
         .unwrap();
         let c = Catalogues::load(Some(dir.path())).unwrap();
-        assert_eq!(c.get(c.index("sv").unwrap(), "account.title"), Some("Kontot"));
+        assert_eq!(
+            c.get(c.index("sv").unwrap(), "account.title"),
+            Some("Kontot")
+        );
         assert_eq!(
             c.get(c.index("sv").unwrap(), "account.connected"),
             Some("Ansluten")
         );
         std::fs::write(dir.path().join("de.toml"), "[account]\ntitle = \"Konto\"\n").unwrap();
         let err = Catalogues::load(Some(dir.path())).unwrap_err();
-        assert!(err.contains("de.toml") && err.contains("every key"), "{err}");
+        assert!(
+            err.contains("de.toml") && err.contains("every key"),
+            "{err}"
+        );
         std::fs::remove_file(dir.path().join("de.toml")).unwrap();
         std::fs::write(dir.path().join("sv.toml"), "[account]\ntitel = \"x\"\n").unwrap();
         let err = Catalogues::load(Some(dir.path())).unwrap_err();
         assert!(err.contains("unknown key `account.titel`"), "{err}");
-        std::fs::write(dir.path().join("sv.toml"), "[account]\nsigned_in_as = \"Inloggad\"\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("sv.toml"),
+            "[account]\nsigned_in_as = \"Inloggad\"\n",
+        )
+        .unwrap();
         let err = Catalogues::load(Some(dir.path())).unwrap_err();
         assert!(err.contains("account.signed_in_as"), "{err}");
     }

@@ -18,8 +18,8 @@ use serde::Serialize;
 pub mod catalogue;
 pub mod lang;
 
-pub use catalogue::Text;
 use catalogue::Catalogues;
+pub use catalogue::Text;
 
 /// The built-in templates, by name.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -204,7 +204,10 @@ impl PageContext {
         };
         let languages: Vec<&str> = pages.languages.iter().map(String::as_str).collect();
         if catalogues.index(&pages.language).is_none() {
-            return Err(format!("pages.language: unknown language `{}`", pages.language));
+            return Err(format!(
+                "pages.language: unknown language `{}`",
+                pages.language
+            ));
         }
         Ok(Self::build(
             realm,
@@ -261,7 +264,12 @@ impl PageContext {
             .headers
             .get(http::header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok());
-        let codes: Vec<&str> = self.shared.offered.iter().map(|(c, _)| c.as_str()).collect();
+        let codes: Vec<&str> = self
+            .shared
+            .offered
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
         let lang = match lang::negotiate(accept, &codes) {
             Some(i) => self.shared.offered[i].1,
             None => self.shared.default_lang,
@@ -302,7 +310,12 @@ impl PageContext {
             banner => &self.shared.banner,
             ..extra
         };
-        match self.shared.env.get_template(name).and_then(|t| t.render(ctx)) {
+        match self
+            .shared
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+        {
             Ok(html) => html,
             Err(e) => {
                 // Templates were rendered once at start; this is a bug, never a blank page.
@@ -401,7 +414,11 @@ pub struct AccountView {
 /// The account page: "Account Settings" with its "Single Sign-On" section, as users know it
 /// from accounts.magento.cloud.
 pub fn account_page(ctx: &PageContext, v: &AccountView) -> String {
-    ctx.render("account.html", &ctx.tr("account.title"), context! { v => v })
+    ctx.render(
+        "account.html",
+        &ctx.tr("account.title"),
+        context! { v => v },
+    )
 }
 
 /// The page for a Magento.com sign-in that has no linked cloud account while the rule is
@@ -436,7 +453,11 @@ pub struct SignOutView {
 /// The page `GET sign_out` answers: a button that signs out (a POST with the CSRF token),
 /// so that a link or an image from another site never signs anyone out.
 pub fn sign_out_page(ctx: &PageContext, v: &SignOutView) -> String {
-    ctx.render("sign_out.html", &ctx.tr("sign_out.title"), context! { s => v })
+    ctx.render(
+        "sign_out.html",
+        &ctx.tr("sign_out.title"),
+        context! { s => v },
+    )
 }
 
 #[cfg(test)]

@@ -514,11 +514,9 @@ impl ProxyHttp for Gate {
         Self::CTX: Send + Sync,
     {
         let refusal = match e.etype() {
-            ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(crate::pages::Text::raw(format!(
-                    "rejected with status {code}"
-                )))
-            }
+            ErrorType::HTTPStatus(code) if *code < 500 => Refusal::BadRequest(
+                crate::pages::Text::raw(format!("rejected with status {code}")),
+            ),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {

@@ -253,7 +253,10 @@ pub fn user() -> reqwest::Client {
 /// a problem page of its own (`{prefix}/link/problem?p=`, src/troubleshoot.rs), so a reload
 /// does not replay the callback. Asserts that redirect and returns the page (its status and
 /// text are what the person reads). Read the callback's own headers (`Set-Cookie`) first.
-pub async fn problem_page(http: &reqwest::Client, callback: reqwest::Response) -> reqwest::Response {
+pub async fn problem_page(
+    http: &reqwest::Client,
+    callback: reqwest::Response,
+) -> reqwest::Response {
     assert_eq!(
         callback.status(),
         302,
