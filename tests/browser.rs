@@ -8,7 +8,10 @@
 //! Issue 16 adds the platform-JWT source walked both ways (Magento.com first, then the
 //! platform, then one click; the cloud account first), a screenshot of every account page
 //! state (Magento.com only, both unlinked, cloud only, linked to someone else, grace, warn,
-//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits.
+//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits:
+//! the troubleshooting pages (Magento.com refused, unreachable, the sign-in expired mid-way)
+//! with their "Sign in again", the sign-out confirmation, and the pages in Swedish (a
+//! Chromium whose languages are `sv-SE,sv`). Sign-out walks every provider's logout.
 //!
 //! The same flows over HTTP, with the store and metrics checked in detail, are in
 //! `tests/linking.rs`; this suite adds what only a browser shows: that the pages' forms,
