@@ -30,4 +30,6 @@ pub mod respond;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod sign_out_chain;
 pub mod store;
+pub mod troubleshoot;

@@ -29,7 +29,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::link::{LinkOutcome, Requirement};
 use crate::oidc::{Identity, OidcError, Provider, Tokens};
-use crate::pages::{self, AccountView};
+use crate::pages::{self, AccountView, Text};
 use crate::passport::Field;
 use crate::proxy::identify::{identify, Found, Passport};
 use crate::respond::{self, Refusal, Reply};
@@ -59,7 +59,8 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         .map_or(0, |h| h.len());
     if host_len > MAX_HOST {
         let html = respond::prefers_html(session.req_header());
-        return Refusal::BadRequest("the Host header is too long".into()).reply(html, &app.pages);
+        let pages = app.pages.for_request(session.req_header());
+        return Refusal::BadRequest(Text::new("bad_request.host_too_long")).reply(html, &pages);
     }
     let req = session.req_header().clone();
     let html = respond::is_navigation(&req) || respond::prefers_html(&req);
@@ -91,7 +92,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             Ok(f) => sign_out(app, &req, &f, info).await,
             Err(r) => Err(r),
         },
-        "signed_out" if get => Ok(signed_out(app, &req)),
+        "signed_out" if get => Ok(signed_out(app, &req).await),
         "userinfo" if get => userinfo(app, &req).await,
         "auth" if get || post => forward_auth(app, &req).await,
         ".well-known/jwks.json" if get => match &app.signer {
@@ -104,14 +105,10 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         }
         _ => Err(Refusal::NotFound),
     };
-    // A conflict found while linking gets a page of its own (reload-safe, not the callback).
-    let result = match result {
-        Err(Refusal::LinkConflict {
-            why, what_to_do, ..
-        }) if html => Ok(Reply::redirect(&problem_url(app, &why, &what_to_do))),
-        other => other,
-    };
-    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages));
+    // A conflict found while linking, and a sign-in that failed at a callback, get a page of
+    // their own (reload-safe, not the callback).
+    let result = crate::troubleshoot::to_problem_page(app, name, html, result);
+    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages.for_request(&req)));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
     let carried = matches!(name, "callback" | "account/callback")
         .then(|| app.sessions.as_ref())
@@ -151,7 +148,7 @@ async fn form(
         .and_then(|v| v.to_str().ok())
     {
         if !matches!(site, "same-origin" | "none") {
-            return Err(Refusal::BadRequest("cross-site form submission".into()));
+            return Err(Refusal::BadRequest(Text::new("bad_request.cross_site")));
         }
     }
     if let Some(origin) = req
@@ -161,15 +158,15 @@ async fn form(
     {
         let ours = base_url(app, req, info);
         if origin != "null" && Some(origin.trim_end_matches('/')) != ours.as_deref() {
-            return Err(Refusal::BadRequest("cross-site form submission".into()));
+            return Err(Refusal::BadRequest(Text::new("bad_request.cross_site")));
         }
     }
     let body = crate::body::read_bounded(session, MAX_FORM)
         .await
         .map_err(|e| {
             Refusal::BadRequest(match e {
-                crate::body::BodyError::TooLarge => "form too large".into(),
-                crate::body::BodyError::Unreadable => "unreadable form".into(),
+                crate::body::BodyError::TooLarge => Text::new("bad_request.form_too_large"),
+                crate::body::BodyError::Unreadable => Text::new("bad_request.form_unreadable"),
             })
         })?;
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
@@ -309,6 +306,8 @@ async fn current(
 
 /// Replaces the browser's session (if any) with a new one: a new id at every sign-in.
 /// `account_jwt`: the platform JWT `account` came from, which the new session follows.
+/// The accounts provider's id_token (for its sign-out) is `account_id_token`, else the old
+/// session's when it holds the same account.
 async fn replace_session(
     app: &App,
     old: Option<&(OpaqueId, SessionRecord)>,
@@ -317,9 +316,34 @@ async fn replace_session(
     tokens: Option<Tokens>,
     account_jwt: Option<JwtBinding>,
 ) -> Result<String, Refusal> {
+    replace_session_proven(app, old, sso, account, tokens, account_jwt, None).await
+}
+
+/// [`replace_session`] after a sign-in at the accounts provider, with its id_token.
+async fn replace_session_proven(
+    app: &App,
+    old: Option<&(OpaqueId, SessionRecord)>,
+    sso: Option<Identity>,
+    account: Option<Identity>,
+    tokens: Option<Tokens>,
+    account_jwt: Option<JwtBinding>,
+    account_id_token: Option<String>,
+) -> Result<String, Refusal> {
     let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
+    let account_id_token = account_id_token.or_else(|| {
+        let (_, record) = old?;
+        let same = record.account.as_ref()?.key() == account.as_ref()?.key();
+        same.then(|| record.account_id_token.clone()).flatten()
+    });
     let (id, _) = sessions
-        .create_as(OpaqueId::random(), sso, account, tokens, account_jwt)
+        .create_with(
+            OpaqueId::random(),
+            sso,
+            account,
+            tokens,
+            account_jwt,
+            account_id_token,
+        )
         .await
         .map_err(|_| Refusal::StoreUnavailable)?;
     if let Some((old_id, old_record)) = old {
@@ -332,8 +356,7 @@ async fn replace_session(
 // === sign-in ===
 
 /// What a person reads when a callback comes without its flow.
-const UNKNOWN_FLOW: &str =
-    "This sign-in was started in another browser, or it expired or was already used.";
+const UNKNOWN_FLOW: &str = "sign_in.unknown_flow";
 
 /// Starts a flow for `provider` and returns the redirect to its authorization endpoint,
 /// with the flow sealed in a cookie of its own. Writes nothing to the store.
@@ -349,19 +372,16 @@ async fn begin(
     let sessions = app.sessions.as_ref().ok_or(Refusal::NotFound)?;
     let rd = query_param(req, "rd");
     if rd.as_ref().is_some_and(|rd| rd.len() > flow::MAX_RD) {
-        return Err(Refusal::BadRequest(format!(
-            "the address to return to is longer than {} bytes",
-            flow::MAX_RD
-        )));
+        return Err(Refusal::BadRequest(
+            Text::new("bad_request.rd_too_long").arg("max", flow::MAX_RD),
+        ));
     }
     let rd = app.redirects.resolve(rd.as_deref());
     let Some(base) = base_url(app, req, info) else {
         tracing::warn!(
             "sign-in refused: the request's host is neither server.public_url nor an upstream's hosts"
         );
-        return Err(Refusal::BadRequest(
-            "this site is not known by that name; open it by its usual address".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.unknown_host")));
     };
     let state = flow::new_state();
     let redirect_uri = format!("{base}{}", provider.redirect_path());
@@ -380,9 +400,7 @@ async fn begin(
         expires_at_ms: flow::now_ms() + FLOW_TTL.as_millis() as i64,
     };
     let Some(cookies) = sessions.flow_cookies(req, &state, &flow) else {
-        return Err(Refusal::BadRequest(
-            "the sign-in request is too large".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.flow_too_large")));
     };
     let mut reply = Reply::redirect(request.url.as_str());
     for cookie in &cookies {
@@ -413,7 +431,7 @@ async fn finish(
         Ok(_) | Err(FlowRefusal::Invalid(_)) => {
             logins("unknown_state");
             return Err(Refusal::SignInFailed {
-                why: UNKNOWN_FLOW.into(),
+                why: Text::new(UNKNOWN_FLOW),
                 retry: home,
             });
         }
@@ -421,14 +439,14 @@ async fn finish(
             // Two cookies of one flow's name: one was planted. Neither is used.
             logins("duplicate_cookie");
             return Err(Refusal::SignInFailed {
-                why: "Your browser sent this sign-in twice with different cookies; both were discarded.".into(),
+                why: Text::new("sign_in.duplicate"),
                 retry: home,
             });
         }
         Err(FlowRefusal::Expired(_)) => {
             logins("expired");
             return Err(Refusal::SignInFailed {
-                why: "This sign-in took longer than ten minutes.".into(),
+                why: Text::new("sign_in.expired"),
                 retry: home,
             });
         }
@@ -438,12 +456,13 @@ async fn finish(
         logins("provider_error");
         let name = provider.display_name();
         let why = match error.as_str() {
-            "access_denied" => format!("{name} sign-in was cancelled or refused."),
+            "access_denied" => Text::new("sign_in.cancelled"),
             "login_required" | "consent_required" | "interaction_required" => {
-                format!("{name} needs you to sign in again: your session there has ended.")
+                Text::new("sign_in.login_required")
             }
-            _ => format!("{name} reported an error: {error}."),
-        };
+            _ => Text::new("sign_in.provider_error").arg("error", &error),
+        }
+        .arg("provider", name);
         return Err(Refusal::SignInFailed { why, retry });
     }
     let endpoints = provider.endpoints().await.map_err(provider_refusal)?;
@@ -452,14 +471,14 @@ async fn finish(
         logins("wrong_issuer");
         tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
         return Err(Refusal::SignInFailed {
-            why: "The sign-in answer came from an unexpected provider.".into(),
+            why: Text::new("sign_in.wrong_issuer"),
             retry,
         });
     }
     let Some(code) = query_param(req, "code").filter(|c| !c.is_empty()) else {
         logins("no_code");
         return Err(Refusal::SignInFailed {
-            why: "The provider's answer carried no authorization code.".into(),
+            why: Text::new("sign_in.no_code"),
             retry,
         });
     };
@@ -476,7 +495,7 @@ async fn finish(
             logins("invalid");
             tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
             return Err(Refusal::SignInFailed {
-                why: "The sign-in could not be verified.".into(),
+                why: Text::new("sign_in.not_verified"),
                 retry,
             });
         }
@@ -487,7 +506,7 @@ async fn finish(
         Ok(false) => {
             logins("replayed");
             return Err(Refusal::SignInFailed {
-                why: UNKNOWN_FLOW.into(),
+                why: Text::new(UNKNOWN_FLOW),
                 retry: home,
             });
         }
@@ -569,7 +588,7 @@ fn not_this_session(app: &App) -> Refusal {
         .with_label_values(&["wrong_session"])
         .inc();
     Refusal::SignInFailed {
-        why: "This sign-in was started from another session (or another browser). Nothing was connected and your session is unchanged; start again from your account page.".into(),
+        why: Text::new("sign_in.not_this_session"),
         retry: if app.config.account.is_some() {
             link_page_url(app)
         } else {
@@ -594,7 +613,7 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
         (Intent::Connect, true) => {
             let Some(account) = old.as_ref().and_then(|(_, r)| r.account.clone()) else {
                 return Err(Refusal::SignInFailed {
-                    why: "Sign in to your cloud account first, then connect it.".into(),
+                    why: Text::new("sign_in.account_first"),
                     retry: link_page_url(app),
                 });
             };
@@ -640,7 +659,8 @@ async fn callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
 /// starts an account session, which the link rule then sends on to Magento.com.
 async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let provider = app.account_provider.as_ref().ok_or(Refusal::NotFound)?;
-    let (flow, account, _tokens) = finish(app, provider, req).await?;
+    let (flow, account, account_tokens) = finish(app, provider, req).await?;
+    let account_id_token = account_tokens.id_token;
     let old = current(app, req).await?;
     let waiting_sso = old
         .as_ref()
@@ -653,13 +673,33 @@ async fn account_callback(app: &App, req: &RequestHeader) -> Result<Reply, Refus
                 return Err(not_this_session(app));
             }
             link(app, &account, &sso).await?;
-            replace_session(app, old.as_ref(), Some(sso), Some(account), tokens, None).await?
+            replace_session_proven(
+                app,
+                old.as_ref(),
+                Some(sso),
+                Some(account),
+                tokens,
+                None,
+                account_id_token,
+            )
+            .await?
         }
         None if !may_replace(&flow, old.as_ref(), &account.key()) => {
             tracing::warn!("sign-in into another session's browser refused; session kept");
             return Err(not_this_session(app));
         }
-        None => replace_session(app, old.as_ref(), None, Some(account), None, None).await?,
+        None => {
+            replace_session_proven(
+                app,
+                old.as_ref(),
+                None,
+                Some(account),
+                None,
+                None,
+                account_id_token,
+            )
+            .await?
+        }
     };
     Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))
 }
@@ -681,45 +721,30 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
         LinkOutcome::SsoTaken(existing) => (
             "conflict_sso",
             Some(Refusal::LinkConflict {
-                why: format!(
-                    "The {} account {} is already connected to another {} account ({}).",
-                    app.sso_name(),
-                    sso.display(),
-                    app.account_name(),
-                    masked(existing.account.display())
-                ),
-                what_to_do: format!(
-                    "This happens after a project ownership transfer. Sign in to the other {} account, \
-                     open Account Settings and choose \"Disconnect from {}\", then connect this one again. \
-                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
-                    app.account_name(),
-                    app.sso_name(),
-                    sso.key()
-                ),
+                why: Text::new("link.sso_taken")
+                    .arg("sso", app.sso_name())
+                    .arg("sso_as", sso.display())
+                    .arg("account_name", app.account_name())
+                    .arg("other", masked(existing.account.display())),
+                what_to_do: Text::new("link.sso_taken_fix")
+                    .arg("account_name", app.account_name())
+                    .arg("sso", app.sso_name())
+                    .arg("key", sso.key()),
                 link_page: link_page_url(app),
             }),
         ),
         LinkOutcome::AccountTaken(existing) => (
             "conflict_account",
             Some(Refusal::LinkConflict {
-                why: format!(
-                    "Your {} account {} is already connected to another {} account ({}).",
-                    app.account_name(),
-                    account.display(),
-                    app.sso_name(),
-                    masked(existing.sso.display())
-                ),
-                what_to_do: format!(
-                    "This happens after an email change. Sign in with the {} account that is connected ({}), \
-                     or disconnect it on the Account Settings page while signed in with it, then connect again. \
-                     If you signed in to the wrong {} account, sign out of {} only and try again. \
-                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
-                    app.sso_name(),
-                    masked(existing.sso.display()),
-                    app.sso_name(),
-                    app.sso_name(),
-                    account.key()
-                ),
+                why: Text::new("link.account_taken")
+                    .arg("account_name", app.account_name())
+                    .arg("account", account.display())
+                    .arg("sso", app.sso_name())
+                    .arg("other", masked(existing.sso.display())),
+                what_to_do: Text::new("link.account_taken_fix")
+                    .arg("sso", app.sso_name())
+                    .arg("other", masked(existing.sso.display()))
+                    .arg("key", account.key()),
                 link_page: link_page_url(app),
             }),
         ),
@@ -733,48 +758,9 @@ async fn link(app: &App, account: &Identity, sso: &Identity) -> Result<(), Refus
 
 // === problem pages ===
 
-/// How long a problem page's URL shows its details.
-const PROBLEM_TTL_SECS: i64 = 24 * 3600;
-
-/// `{prefix}/link/problem?p=…`: the details sealed into the URL (see [`problem_page`]).
-fn problem_url(app: &App, why: &str, what_to_do: &str) -> String {
-    let note = json!({
-        "why": why,
-        "what_to_do": what_to_do,
-        "until": crate::session::now() + PROBLEM_TTL_SECS,
-    });
-    match &app.sessions {
-        Some(sessions) => format!(
-            "{}/link/problem?p={}",
-            app.prefix(),
-            sessions.seal_note("link-problem", note.to_string().as_bytes())
-        ),
-        None => link_page_url(app),
-    }
-}
-
-/// `GET link/problem?p=`: a link conflict, at its own URL (a reload shows it again; the
-/// callback that found it is not shown twice). The details were sealed by linkgate, so a
-/// crafted URL cannot put words on this page; past a day, or altered, it sends the browser
-/// to the account page.
+/// `GET link/problem?p=`: a problem page at its own URL (see [`crate::troubleshoot`]).
 fn problem_page(app: &App, req: &RequestHeader) -> Reply {
-    let html = respond::is_navigation(req) || respond::prefers_html(req);
-    let note = app.sessions.as_ref().and_then(|s| {
-        let sealed = query_param(req, "p")?;
-        let bytes = s.open_note("link-problem", &sealed)?;
-        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
-    });
-    match note {
-        Some(note) if note["until"].as_i64().unwrap_or(0) > crate::session::now() => {
-            Refusal::LinkConflict {
-                why: note["why"].as_str().unwrap_or_default().to_string(),
-                what_to_do: note["what_to_do"].as_str().unwrap_or_default().to_string(),
-                link_page: link_page_url(app),
-            }
-            .reply(html, &app.pages)
-        }
-        _ => Reply::redirect(&link_page_url(app)),
-    }
+    crate::troubleshoot::page(app, req)
 }
 
 // === the account page ===
@@ -831,31 +817,34 @@ async fn account_view(
 ) -> AccountView {
     let requirement = crate::link::requirement(&app.config.link, time::OffsetDateTime::now_utc());
     let linked = sso.is_some() && account.is_some();
+    let tr = app.pages.for_request(req);
     let mode = match (app.config.link.mode, requirement) {
         (crate::config::LinkMode::Warn, _) => "warn",
         (_, Requirement::Grace) => "grace",
         (_, Requirement::Off) => "off",
         (_, Requirement::Enforced) => "enforce",
     };
-    let grace_notice = (!linked).then(|| match mode {
-        "grace" => {
-            let from = app
-                .config
-                .link
-                .required_from
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            Some(format!(
-                "Connecting your account with {} is required from {from}. Until then you can continue without it.",
-                app.sso_name()
-            ))
-        }
-        "warn" => Some(format!(
-            "This site asks you to connect your account with {}. You can continue without it for now.",
-            app.sso_name()
-        )),
-        _ => None,
-    }).flatten();
+    let grace_notice = (!linked)
+        .then(|| match mode {
+            "grace" => {
+                let from = app
+                    .config
+                    .link
+                    .required_from
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                Some(
+                    tr.text(
+                        &Text::new("account.grace")
+                            .arg("sso", app.sso_name())
+                            .arg("from", from),
+                    ),
+                )
+            }
+            "warn" => Some(tr.text(&Text::new("account.warn").arg("sso", app.sso_name()))),
+            _ => None,
+        })
+        .flatten();
     // A Magento.com session without an account notices the platform's JWT when it appears:
     // the page shows whom it names and offers the Connect button (a CSRF-protected POST;
     // nothing is linked by the JWT alone).
@@ -870,18 +859,22 @@ async fn account_view(
         .or_else(|| from_jwt.as_ref().map(|j| j.account.display().to_string()));
     if let (Some(sso), Some(j)) = (sso, &from_jwt) {
         if let Some(other) = j.linked_to.as_ref().filter(|o| o.key() != sso.key()) {
-            conflict = Some(format!(
-                "The {} account {} is already connected to another {} account ({}).",
-                app.account_name(),
-                j.account.display(),
-                app.sso_name(),
-                masked(other.display())
-            ));
-            conflict_fix = Some(format!(
-                "Sign out of {} and sign in with the account that is connected, or ask the site's operator to remove the old link (linkgate links unlink '{}').",
-                app.sso_name(),
-                j.account.key()
-            ));
+            conflict = Some(
+                tr.text(
+                    &Text::new("account.jwt_conflict")
+                        .arg("account_name", app.account_name())
+                        .arg("account", j.account.display())
+                        .arg("sso", app.sso_name())
+                        .arg("other", masked(other.display())),
+                ),
+            );
+            conflict_fix = Some(
+                tr.text(
+                    &Text::new("account.jwt_conflict_fix")
+                        .arg("sso", app.sso_name())
+                        .arg("key", j.account.key()),
+                ),
+            );
         }
     }
     let state = match (sso.is_some(), shown_account.is_some()) {
@@ -917,10 +910,7 @@ async fn account_view(
             .as_ref()
             .map(|_| format!("{}/account/start?rd={}", app.prefix(), encode(&rd))),
         account_hint: app.account_jwt.as_ref().map(|_| {
-            format!(
-                "Sign in to {} in this browser, then come back to this page.",
-                app.account_name()
-            )
+            tr.text(&Text::new("account.account_hint").arg("account_name", app.account_name()))
         }),
         check_again: app.account_jwt.as_ref().map(|_| {
             req.uri
@@ -963,7 +953,7 @@ pub async fn link_required_page(app: &App, passport: &Passport, req: &RequestHea
     }
     Reply::html(
         StatusCode::FORBIDDEN,
-        pages::link_required(&app.pages, &view),
+        pages::link_required(&app.pages.for_request(req), &view),
     )
 }
 
@@ -994,6 +984,24 @@ fn account_json(app: &App, view: &AccountView) -> serde_json::Value {
     })
 }
 
+/// The account page's JSON twin for a client with no identity at all: `401` (as every
+/// endpoint answers without credentials), with `state: "nothing"` and where to sign in.
+fn nothing_json(app: &App, req: &RequestHeader) -> Reply {
+    let reply = Refusal::Unauthenticated.reply(false, &app.pages.for_request(req));
+    let mut body: serde_json::Value = serde_json::from_slice(reply.body()).unwrap_or_default();
+    body["state"] = json!("nothing");
+    body["actions"] = json!({
+        "sign_in": start_url(app, &link_page_url(app), Intent::Login),
+        "account_sign_in": app.account_provider.as_ref().map(|_| {
+            format!("{}/account/start?rd={}", app.prefix(), encode(&link_page_url(app)))
+        }),
+    });
+    Reply::json(StatusCode::UNAUTHORIZED, &body).with_header(
+        http::header::WWW_AUTHENTICATE,
+        &format!("Bearer realm=\"{}\"", app.pages.realm),
+    )
+}
+
 /// `GET link`: Account Settings with the Single Sign-On section.
 async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     if app.config.account.is_none() {
@@ -1002,7 +1010,7 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     let mut made = None;
     let (id, record) = match current(app, req).await? {
         Some(current) => current,
-        None if !respond::is_navigation(req) => return Err(Refusal::Unauthenticated),
+        None if !respond::is_navigation(req) => return Ok(nothing_json(app, req)),
         // A browser with the platform's JWT alone: the page and its forms need a session.
         None => match crate::proxy::identify::session_from_jwt(app, req).await? {
             Some((id, record)) => {
@@ -1031,7 +1039,7 @@ async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     }
     Ok(with_made(Reply::html(
         StatusCode::OK,
-        pages::account_page(&app.pages, &view),
+        pages::account_page(&app.pages.for_request(req), &view),
     )))
 }
 
@@ -1044,9 +1052,7 @@ fn checked_session(
     let (id, record) = session.ok_or(Refusal::Unauthenticated)?;
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     if !sessions.csrf_ok(&id, token) {
-        return Err(Refusal::BadRequest(
-            "the form expired; reload the page".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.form_expired")));
     }
     Ok((id, record))
 }
@@ -1081,7 +1087,8 @@ async fn connect(
             let (account, binding) = crate::proxy::identify::account_of_jwt(app, req)
                 .await?
                 .ok_or_else(|| Refusal::SignInFailed {
-                    why: format!("Sign in to {} in this browser first.", app.account_name()),
+                    why: Text::new("sign_in.account_in_browser_first")
+                        .arg("account_name", app.account_name()),
                     retry: back.clone(),
                 })?;
             link(app, &account, sso).await?;
@@ -1111,7 +1118,7 @@ async fn disconnect(
     if !app.config.link.allow_disconnect {
         return Err(Refusal::Forbidden {
             who: String::new(),
-            reason: "Disconnecting is disabled on this site.".into(),
+            reason: Text::new("link.disconnect_disabled"),
         });
     }
     let (id, record) = checked_session(app, current(app, req).await?, form)?;
@@ -1137,13 +1144,14 @@ async fn disconnect(
         .map_err(|_| Refusal::StoreUnavailable)?;
     let _ = sessions.destroy(&id, Some(&record)).await;
     tracing::info!(ended, "link disconnected; sessions that relied on it ended");
-    let cookie = replace_session(
+    let cookie = replace_session_proven(
         app,
         None,
         None,
         Some(account.clone()),
         None,
         record.account_jwt.clone(),
+        record.account_id_token.clone(),
     )
     .await?;
     Ok(Reply::redirect(&link_page_url(app)).with_cookie(&cookie))
@@ -1167,14 +1175,19 @@ async fn sign_out_page(
     let Some(id) = sessions.id_of(req) else {
         return Ok(Reply::redirect(&rd).with_cookie(&sessions.clear_session_cookie()));
     };
-    let who = match current(app, req).await {
-        Ok(Some((_, record))) => record
+    let record = current(app, req).await.ok().flatten().map(|(_, r)| r);
+    let who = record.as_ref().and_then(|record| {
+        record
             .sso
             .as_ref()
             .or(record.account.as_ref())
-            .map(|i| i.display().to_string()),
-        _ => None,
-    };
+            .map(|i| i.display().to_string())
+    });
+    // The accounts provider's session ends too when this browser signed in there.
+    let account_too = record
+        .as_ref()
+        .filter(|r| r.account_id_token.is_some() && app.account_provider.is_some())
+        .map(|_| app.account_name().to_string());
     let everywhere = query_param(req, "everywhere").as_deref() == Some("1");
     let action = format!(
         "{}/sign_out?rd={}{}",
@@ -1198,13 +1211,14 @@ async fn sign_out_page(
         ));
     }
     let page = pages::sign_out_page(
-        &app.pages,
+        &app.pages.for_request(req),
         &pages::SignOutView {
             signed_in_as: who,
             action,
             csrf,
             back: rd,
             provider_too: app.sso.is_some(),
+            account_too,
             everywhere,
         },
     );
@@ -1225,14 +1239,16 @@ async fn sign_out(
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
-    let mut id_token = None;
-    let had_session = sessions.id_of(req).is_some();
+    let mut ended = crate::sign_out_chain::Ended {
+        had_session: sessions.id_of(req).is_some(),
+        ..Default::default()
+    };
     if let Some(id) = sessions.id_of(req) {
         let token = form.get("csrf").map(String::as_str).unwrap_or("");
         if !sessions.csrf_ok(&id, token) {
-            return Err(Refusal::BadRequest(
-                "the sign-out form expired; open the sign-out page again".into(),
-            ));
+            return Err(Refusal::BadRequest(Text::new(
+                "bad_request.sign_out_form_expired",
+            )));
         }
         let record = sessions
             .load(&id)
@@ -1257,39 +1273,40 @@ async fn sign_out(
                 .map_err(|_| Refusal::StoreUnavailable)?;
             tracing::info!(ended, "signed out everywhere");
         }
-        id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
-    }
-    let mut location = rd.clone();
-    // The Magento.com session ends too, with the id_token as hint when the session still
-    // has one (after a disconnect it does not, and the browser is still signed in there).
-    let base = base_url(app, req, info);
-    if let (Some(sso), true, Some(base)) = (&app.sso, had_session, base) {
-        let back = format!("{base}{}/signed_out", app.prefix());
-        if let Some(mut url) = sso.end_session_url(id_token.as_deref(), &back).await {
-            url.query_pairs_mut().append_pair("state", &rd);
-            location = url.to_string();
+        if let Some(record) = record {
+            ended.account_id_token = record.account_id_token;
+            ended.sso_id_token = record.tokens.and_then(|t| t.id_token);
         }
     }
+    // The providers' sessions end too (the accounts provider's, then Magento.com's), each
+    // with its id_token as hint when the session still has one (after a disconnect it has
+    // none for Magento.com, and the browser is still signed in there).
+    let base = base_url(app, req, info);
+    let location = crate::sign_out_chain::begin(app, base.as_deref(), &rd, ended).await;
     Ok(Reply::redirect(&location).with_cookie(&sessions.clear_session_cookie()))
 }
 
 /// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
 /// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
 /// again" (where linkgate's own pages send a sign-out).
-fn signed_out(app: &App, req: &RequestHeader) -> Reply {
+async fn signed_out(app: &App, req: &RequestHeader) -> Reply {
     let Some(state) = query_param(req, "state") else {
+        let ctx = app.pages.for_request(req);
         let html = pages::message(
-            &app.pages,
-            "Signed out",
-            &format!("You are signed out of this site and of {}.", app.sso_name()),
-            "Close this window, or sign in again.",
+            &ctx,
+            &ctx.tr("signed_out.title"),
+            &ctx.text(&Text::new("signed_out.what").arg("sso", app.sso_name())),
+            &ctx.tr("signed_out.advice"),
             None,
-            Some(("Sign in again", &start_url(app, "/", Intent::Login))),
+            Some((
+                &ctx.tr("page.sign_in_again"),
+                &start_url(app, "/", Intent::Login),
+            )),
         );
         return Reply::html(StatusCode::OK, html);
     };
-    let rd = app.redirects.resolve(Some(&state));
-    Reply::redirect(&rd)
+    // The next provider's logout, or on to `rd` (src/sign_out_chain.rs).
+    Reply::redirect(&crate::sign_out_chain::resume(app, &state).await)
 }
 
 fn identity_json(sso: Option<&Identity>, account: Option<&Identity>) -> serde_json::Value {
@@ -1316,7 +1333,7 @@ async fn signed_in(app: &App, req: &RequestHeader) -> Result<Arc<Passport>, Refu
             if let Some(forbidden) = p.forbidden() {
                 return Err(Refusal::Forbidden {
                     who: forbidden.who.clone(),
-                    reason: forbidden.reason.clone(),
+                    reason: Text::raw(forbidden.reason.clone()),
                 });
             }
             Ok(p)

@@ -100,7 +100,7 @@ impl Gate {
         // exactly them (src/proxy/path.rs says why).
         let target = match path::parse(req.raw_path(), app.config.server.encoded_slashes) {
             Ok(target) => target,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation),
+            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
         };
         let hosts = req.headers.get_all(http::header::HOST).iter();
         let authority = target
@@ -108,7 +108,7 @@ impl Gate {
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
         ctx.host = match path::host(hosts.map(|h| h.as_bytes()), authority) {
             Ok(host) => host,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation),
+            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
         };
         ctx.upstream_target = target.upstream.clone();
         let path = target.decision;
@@ -125,7 +125,7 @@ impl Gate {
         }
 
         let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
-            return self.refuse(ctx, Refusal::NoRoute, navigation);
+            return self.refuse(ctx, Refusal::NoRoute, navigation, req);
         };
         ctx.route = Some(index);
         // The route's policy: its own, or its rule with the longest prefix of the path.
@@ -153,7 +153,7 @@ impl Gate {
                 ctx.decision = Decision::Unauthenticated;
                 return Outcome::Reply(refusal.reply(false, &app.pages));
             }
-            Found::Unavailable(refusal) => return self.refuse(ctx, refusal, navigation),
+            Found::Unavailable(refusal) => return self.refuse(ctx, refusal, navigation, req),
             // An expired or invalid platform JWT: a person signs in again, as with nothing.
             Found::InvalidAccountJwt {
                 refusal,
@@ -195,7 +195,8 @@ impl Gate {
         };
         if !passport.anyone() {
             ctx.decision = Decision::Unauthenticated;
-            return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &app.pages));
+            let pages = app.pages.for_request(req);
+            return Outcome::Reply(Refusal::Unauthenticated.reply(navigation, &pages));
         }
         // 7. authenticated but refused by the route's policy (decided when the passport
         // was made, once per policy).
@@ -204,9 +205,10 @@ impl Gate {
             ctx.decision = Decision::Forbidden;
             let refusal = Refusal::Forbidden {
                 who: forbidden.who.clone(),
-                reason: forbidden.reason.clone(),
+                reason: crate::pages::Text::raw(forbidden.reason.clone()),
             };
-            return Outcome::Reply(with_cookie(refusal.reply(navigation, &app.pages)));
+            let pages = app.pages.for_request(req);
+            return Outcome::Reply(with_cookie(refusal.reply(navigation, &pages)));
         }
         let link = crate::config::Link {
             mode: policy.link_mode,
@@ -233,7 +235,7 @@ impl Gate {
                                 }
                                 crate::assertion::AssertionError::Sign(_) => Refusal::Internal,
                             };
-                            return self.refuse(ctx, refusal, navigation);
+                            return self.refuse(ctx, refusal, navigation, req);
                         }
                     }
                 }
@@ -271,7 +273,7 @@ impl Gate {
                         })
                     }
                     Ok(None) => Outcome::Reply(with_cookie(Reply::redirect(&location))),
-                    Err(refusal) => self.refuse(ctx, refusal, navigation),
+                    Err(refusal) => self.refuse(ctx, refusal, navigation, req),
                 }
             }
             crate::link::Verdict::LinkRequired | crate::link::Verdict::Connect => {
@@ -286,19 +288,33 @@ impl Gate {
     }
 
     /// A target or host with more than one reading: 400, and a log line for the operator.
-    fn refuse_target(&self, ctx: &mut RequestCtx, refused: path::Refused, html: bool) -> Outcome {
+    fn refuse_target(
+        &self,
+        ctx: &mut RequestCtx,
+        refused: path::Refused,
+        html: bool,
+        req: &RequestHeader,
+    ) -> Outcome {
         tracing::info!(peer = ?ctx.peer, reason = refused.reason(), "refused an ambiguous request target");
         self.app
             .metrics
             .refused_targets
             .with_label_values(&[refused.code()])
             .inc();
-        self.refuse(ctx, Refusal::BadRequest(refused.reason().into()), html)
+        let reason = crate::pages::Text::raw(refused.reason());
+        self.refuse(ctx, Refusal::BadRequest(reason), html, req)
     }
 
-    fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
+    /// A refusal answered here: a page in the request's language, or JSON.
+    fn refuse(
+        &self,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+        html: bool,
+        req: &RequestHeader,
+    ) -> Outcome {
         ctx.decision = Decision::Refused;
-        Outcome::Reply(refusal.reply(html, &self.app.pages))
+        Outcome::Reply(refusal.reply(html, &self.app.pages.for_request(req)))
     }
 }
 
@@ -498,9 +514,9 @@ impl ProxyHttp for Gate {
         Self::CTX: Send + Sync,
     {
         let refusal = match e.etype() {
-            ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(format!("rejected with status {code}"))
-            }
+            ErrorType::HTTPStatus(code) if *code < 500 => Refusal::BadRequest(
+                crate::pages::Text::raw(format!("rejected with status {code}")),
+            ),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
@@ -536,7 +552,8 @@ impl ProxyHttp for Gate {
             // (`Connection: close`), so that a client does not send its next request into
             // a closing socket.
             session.set_keepalive(None);
-            if let Err(err) = refusal.reply(html, &self.app.pages).send(session).await {
+            let pages = self.app.pages.for_request(session.req_header());
+            if let Err(err) = refusal.reply(html, &pages).send(session).await {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }
