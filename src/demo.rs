@@ -478,7 +478,8 @@ Try, in this order:
   5. Disconnect: on Account Settings, {gate}{PREFIX}/link, choose
      "Disconnect from {SSO_LABEL}": the link and the sessions that
      relied on it end.
-  6. Sign out: the sample application's "Sign out" ends the linkgate session and
+  6. Sign out: the sample application's "Sign out" ends the linkgate session, the
+     accounts.magento.cloud session when you signed in there through linkgate, and
      the Magento.com session (RP-initiated logout), then shows the guide again.
 
 Each request is logged below. Stop with Ctrl-C.

@@ -13,7 +13,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use serde_json::json;
 
-use crate::pages;
+use crate::pages::{self, Text};
 
 /// A complete response written by linkgate itself.
 #[derive(Debug, Clone)]
@@ -214,12 +214,13 @@ pub enum Refusal {
     Forbidden {
         /// Who the user is signed in as, shown so they can tell which account was refused.
         who: String,
-        /// Why they were refused, in words a user understands.
-        reason: String,
+        /// Why they were refused, in words a user understands (a policy's rule name stays
+        /// as configured: [`Text::raw`]).
+        reason: Text,
     },
     /// The request itself is malformed.
     #[error("bad request: {0}")]
-    BadRequest(String),
+    BadRequest(Text),
     /// A bearer token that did not verify. The detail is logged, never sent: it may name the
     /// provider's internal URLs.
     #[error("the token is not valid")]
@@ -229,7 +230,7 @@ pub enum Refusal {
     #[error("{why}")]
     SignInFailed {
         /// What happened, in words a user understands.
-        why: String,
+        why: Text,
         /// Where "Try again" goes.
         retry: String,
     },
@@ -246,9 +247,9 @@ pub enum Refusal {
     #[error("{why}")]
     LinkConflict {
         /// What happened.
-        why: String,
+        why: Text,
         /// What to do about it.
-        what_to_do: String,
+        what_to_do: Text,
         /// The account page.
         link_page: String,
     },
@@ -338,53 +339,80 @@ impl Refusal {
         }
     }
 
-    /// What the user can do next, in one sentence.
+    /// What the user can do next, in one sentence (a catalogue key).
     fn advice(&self) -> &'static str {
         match self {
-            Refusal::Unauthenticated => "Sign in and try again.",
-            Refusal::Forbidden { .. } => {
-                "Sign out and sign in with an account that has access, or ask the site operator for access."
-            }
-            Refusal::BadRequest(_) => "Check the address and try again.",
-            Refusal::InvalidToken(_) => "Get a new token and try again.",
-            Refusal::LinkRequired { .. } => {
-                "Sign in to the account page in a browser and connect your cloud account with Magento.com, then try again."
-            }
-            Refusal::LinkConflict { .. } => "Nothing was changed. See the account page for details.",
-            Refusal::SignInFailed { .. } => "Start the sign-in again.",
-            Refusal::NoRoute | Refusal::NotFound => "Check the address.",
-            Refusal::MethodNotAllowed => "Use the link or button on the page instead.",
+            Refusal::Unauthenticated => "refusal.unauthenticated_advice",
+            Refusal::Forbidden { .. } => "refusal.forbidden_advice",
+            Refusal::BadRequest(_) => "refusal.bad_request_advice",
+            Refusal::InvalidToken(_) => "refusal.invalid_token_advice",
+            Refusal::LinkRequired { .. } => "refusal.link_required_advice",
+            Refusal::LinkConflict { .. } => "refusal.link_conflict_advice",
+            Refusal::SignInFailed { .. } => "refusal.sign_in_failed_advice",
+            Refusal::NoRoute | Refusal::NotFound => "refusal.not_found_advice",
+            Refusal::MethodNotAllowed => "refusal.method_not_allowed_advice",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
-                "This is temporary. Wait a moment and try again."
+                "refusal.unavailable_advice"
             }
-            Refusal::BadGateway | Refusal::GatewayTimeout => {
-                "The application behind this gate is not answering. Try again in a moment."
-            }
-            Refusal::Internal => "Try again. If it keeps happening, tell the site operator.",
+            Refusal::BadGateway | Refusal::GatewayTimeout => "refusal.gateway_advice",
+            Refusal::Internal => "refusal.internal_advice",
         }
     }
 
+    /// The page's title (a catalogue key).
     fn title(&self) -> &'static str {
         match self {
-            Refusal::Unauthenticated => "Sign-in required",
-            Refusal::Forbidden { .. } => "Access denied",
-            Refusal::BadRequest(_) => "Bad request",
-            Refusal::InvalidToken(_) => "Invalid token",
-            Refusal::LinkRequired { .. } => "Account link required",
-            Refusal::LinkConflict { .. } => "Accounts not connected",
-            Refusal::SignInFailed { .. } => "Sign-in did not complete",
-            Refusal::NoRoute | Refusal::NotFound => "Not found",
-            Refusal::MethodNotAllowed => "Method not allowed",
+            Refusal::Unauthenticated => "refusal.unauthenticated_title",
+            Refusal::Forbidden { .. } => "refusal.forbidden_title",
+            Refusal::BadRequest(_) => "refusal.bad_request_title",
+            Refusal::InvalidToken(_) => "refusal.invalid_token_title",
+            Refusal::LinkRequired { .. } => "refusal.link_required_title",
+            Refusal::LinkConflict { .. } => "refusal.link_conflict_title",
+            Refusal::SignInFailed { .. } => "refusal.sign_in_failed_title",
+            Refusal::NoRoute | Refusal::NotFound => "refusal.not_found_title",
+            Refusal::MethodNotAllowed => "refusal.method_not_allowed_title",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
-                "Temporarily unavailable"
+                "refusal.unavailable_title"
             }
-            Refusal::BadGateway => "Application unreachable",
-            Refusal::GatewayTimeout => "Application timed out",
-            Refusal::Internal => "Something went wrong",
+            Refusal::BadGateway => "refusal.bad_gateway_title",
+            Refusal::GatewayTimeout => "refusal.gateway_timeout_title",
+            Refusal::Internal => "refusal.internal_title",
         }
     }
 
-    /// The reply for this refusal: an HTML page for a browser navigation, JSON otherwise.
+    /// What happened, in `ctx`'s language (the page's first paragraph, JSON's `message`).
+    fn what(&self, ctx: &pages::PageContext) -> String {
+        let key = match self {
+            Refusal::SignInFailed { why, .. } | Refusal::LinkConflict { why, .. } => {
+                return ctx.text(why)
+            }
+            Refusal::Forbidden { reason, .. } => {
+                return ctx
+                    .text(&Text::new("refusal.forbidden_what").arg("reason", ctx.text(reason)))
+            }
+            Refusal::BadRequest(detail) => {
+                return ctx
+                    .text(&Text::new("refusal.bad_request_what").arg("detail", ctx.text(detail)))
+            }
+            Refusal::LinkRequired { sso, .. } => {
+                return ctx.text(&Text::new("refusal.link_required_what").arg("sso", sso))
+            }
+            Refusal::Unauthenticated => "refusal.unauthenticated_what",
+            Refusal::InvalidToken(_) => "refusal.invalid_token_what",
+            Refusal::NoRoute => "refusal.no_route_what",
+            Refusal::NotFound => "refusal.not_found_what",
+            Refusal::MethodNotAllowed => "refusal.method_not_allowed_what",
+            Refusal::StoreUnavailable => "refusal.store_unavailable_what",
+            Refusal::ProviderUnavailable(_) => "refusal.provider_unavailable_what",
+            Refusal::BadGateway => "refusal.bad_gateway_what",
+            Refusal::GatewayTimeout => "refusal.gateway_timeout_what",
+            Refusal::Internal => "refusal.internal_what",
+        };
+        ctx.tr(key)
+    }
+
+    /// The reply for this refusal: an HTML page for a browser navigation, JSON otherwise,
+    /// its human texts in `ctx`'s language (`error` stays the stable English code).
     /// Internal detail a refusal carries is logged here and left out of the reply.
     pub fn reply(&self, html: bool, ctx: &pages::PageContext) -> Reply {
         match self {
@@ -397,41 +425,46 @@ impl Refusal {
             _ => {}
         }
         let status = self.status();
+        let advice = match self {
+            Refusal::LinkConflict { what_to_do, .. } => ctx.text(what_to_do),
+            _ => ctx.tr(self.advice()),
+        };
+        let what = self.what(ctx);
         let reply = if html {
             let who = match self {
                 Refusal::Forbidden { who, .. } => Some(who.as_str()),
                 _ => None,
             };
             let action = match self {
-                Refusal::SignInFailed { retry, .. } => Some(("Try again", retry.as_str())),
+                Refusal::SignInFailed { retry, .. } => {
+                    Some((ctx.tr("page.try_again"), retry.as_str()))
+                }
                 Refusal::LinkConflict { link_page, .. }
                 | Refusal::LinkRequired { link_page, .. } => {
-                    Some(("Go to Account Settings", link_page.as_str()))
+                    Some((ctx.tr("page.go_to_account_settings"), link_page.as_str()))
                 }
                 _ => None,
             };
-            let advice = match self {
-                Refusal::LinkConflict { what_to_do, .. } => what_to_do.as_str(),
-                _ => self.advice(),
-            };
             Reply::html(
                 status,
-                pages::message(ctx, self.title(), &self.to_string(), advice, who, action),
+                pages::message(
+                    ctx,
+                    &ctx.tr(self.title()),
+                    &what,
+                    &advice,
+                    who,
+                    action.as_ref().map(|(l, h)| (l.as_str(), *h)),
+                ),
             )
         } else {
             let mut body = json!({
                 "error": self.code(),
-                "message": self.to_string(),
-                "advice": self.advice(),
+                "message": what,
+                "advice": advice,
             });
             match self {
                 Refusal::LinkRequired { link_page, .. } => body["link_page"] = json!(link_page),
-                Refusal::LinkConflict {
-                    what_to_do,
-                    link_page,
-                    ..
-                } => {
-                    body["advice"] = json!(what_to_do);
+                Refusal::LinkConflict { link_page, .. } => {
                     body["link_page"] = json!(link_page);
                 }
                 Refusal::SignInFailed { retry, .. } => body["retry"] = json!(retry),

@@ -8,7 +8,10 @@
 //! Issue 16 adds the platform-JWT source walked both ways (Magento.com first, then the
 //! platform, then one click; the cloud account first), a screenshot of every account page
 //! state (Magento.com only, both unlinked, cloud only, linked to someone else, grace, warn,
-//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits.
+//! disconnect not allowed), and an axe-core check (WCAG 2.1 A/AA) of each page it visits:
+//! the troubleshooting pages (Magento.com refused, unreachable, the sign-in expired mid-way)
+//! with their "Sign in again", the sign-out confirmation, and the pages in Swedish (a
+//! Chromium whose languages are `sv-SE,sv`). Sign-out walks every provider's logout.
 //!
 //! The same flows over HTTP, with the store and metrics checked in detail, are in
 //! `tests/linking.rs`; this suite adds what only a browser shows: that the pages' forms,
@@ -561,16 +564,46 @@ async fn sign_out_while_connected_asks_for_the_password_again() {
         .await;
     assert_eq!(kai.sees_account_page().await, "Connected");
 
+    // An app's "Sign out" link: the confirmation page, whose button signs out.
+    kai.opens(
+        "/oauth2/sign_out?rd=%2Foauth2%2Fsigned_out",
+        "sign-out-confirmation",
+    )
+    .await;
+    kai.sees_page("Sign out").await;
+    assert!(kai
+        .page_text()
+        .await
+        .contains("Sign out of this site and of Magento.com?"));
+    assert!(kai.browser.has("form[method=post] button#sign-out").await);
+    kai.passes_accessibility_check().await;
     sign_out_at_magento(&s, &kai).await;
     no_favicon_started_a_sign_in(&s.gate);
 }
 
-/// "Sign out" on the account page: Magento.com asks to confirm, the browser comes back to
-/// linkgate, and a protected page asks for the Magento.com password again.
+/// "Sign out" on the page: when this browser signed in at accounts.magento.cloud, that
+/// provider asks to confirm first; then Magento.com asks to confirm, the browser comes back
+/// to linkgate, and a protected page asks for the Magento.com password again (and the
+/// accounts.magento.cloud password, when its session was ended too).
 async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
     let mark = access_log(&s.gate).len();
-    person.clicks("Sign out", "magento-sign-out").await;
-    let url = person.browser.current_url().await;
+    person.browser.click_text("Sign out").await;
+    let mut url = person.browser.current_url().await;
+    let accounts = s
+        .accounts
+        .as_ref()
+        .filter(|a| url.as_str().starts_with(a.issuer()));
+    if accounts.is_some() {
+        assert!(
+            person.browser.has("#logout-yes").await,
+            "accounts.magento.cloud's sign-out confirmation:\n{}",
+            person.page_text().await
+        );
+        person.browser.screenshot("accounts-sign-out").await;
+        person.browser.click("#logout-yes").await;
+        url = person.browser.current_url().await;
+    }
+    person.browser.screenshot("magento-sign-out").await;
     assert!(
         url.as_str().starts_with(s.provider.issuer()) && person.browser.has("#logout-yes").await,
         "Sign out leads to Magento.com's sign-out confirmation; the browser is at {url}:\n{}",
@@ -596,6 +629,17 @@ async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
         1,
         "Magento.com was asked to end its session"
     );
+    if let Some(accounts) = accounts {
+        assert_eq!(
+            accounts.counts().await.end_session,
+            1,
+            "accounts.magento.cloud was asked to end its session"
+        );
+        person
+            .opens_account_sign_in("/", "accounts-sign-in-again")
+            .await;
+        person.sees_sign_in_form(accounts).await;
+    }
 }
 
 // === The demo, in a browser ===
@@ -995,4 +1039,154 @@ async fn page_state_disconnect_not_allowed() {
         .contains("Disconnecting is not allowed on this site."));
     assert!(!p.browser.has("form[action$='/link/disconnect']").await);
     p.passes_accessibility_check().await;
+}
+
+// === Issue 16: troubleshooting pages, and the pages in Swedish ===
+
+/// A problem page at its own URL: its heading, what it says, that it passes axe-core, that
+/// a reload shows it again, and its one action.
+async fn sees_problem_page(person: &Person<'_>, heading: &str, says: &str, action: &str) {
+    assert_eq!(person.browser.path().await, "/oauth2/link/problem");
+    person.sees_page(heading).await;
+    let text = person.page_text().await;
+    assert!(text.contains(says), "{text}");
+    person.passes_accessibility_check().await;
+    person.browser.client().refresh().await.expect("reload");
+    person.sees_page(heading).await;
+    assert_eq!(person.browser.text("main a.button").await, action);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn troubleshooting_magento_refused_the_sign_in() {
+    let s = scenario().await;
+    let ria = Person::new(&s).await;
+    ria.opens("/projects", "magento-sign-in").await;
+    ria.sees_sign_in_form(&s.provider).await;
+    // "Cancel" at Magento.com: the provider answers error=access_denied.
+    ria.browser.click("#abort").await;
+    ria.browser.screenshot("problem-refused").await;
+    sees_problem_page(
+        &ria,
+        "Magento.com did not sign you in",
+        "Magento.com sign-in was cancelled or refused.",
+        "Sign in again",
+    )
+    .await;
+    ria.clicks("Sign in again", "magento-sign-in-again").await;
+    ria.sees_sign_in_form(&s.provider).await;
+    ria.signs_in(&s.provider, "ria@magento.test", "link-required")
+        .await;
+    assert_eq!(
+        ria.browser.path().await,
+        "/projects",
+        "back where she started"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn troubleshooting_magento_could_not_be_reached() {
+    let s = scenario().await;
+    let uma = Person::new(&s).await;
+    uma.opens("/projects", "magento-sign-in").await;
+    // The provider's token endpoint fails when linkgate exchanges the code (the HTTP suite,
+    // tests/pages.rs, stops the provider outright).
+    s.provider
+        .misbehave(&serde_json::json!({"token_status": 503}))
+        .await;
+    uma.signs_in(&s.provider, "uma@magento.test", "problem-unreachable")
+        .await;
+    sees_problem_page(
+        &uma,
+        "Magento.com could not be reached",
+        "wait a moment, then sign in again",
+        "Sign in again",
+    )
+    .await;
+    s.provider.misbehave(&serde_json::json!({})).await;
+    // Magento.com still knows her: no password this time.
+    uma.clicks("Sign in again", "after-sign-in-again").await;
+    assert_ne!(uma.browser.path().await, "/oauth2/link/problem");
+    assert!(!uma
+        .browser
+        .current_url()
+        .await
+        .as_str()
+        .starts_with(s.provider.issuer()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn troubleshooting_the_sign_in_expired_mid_way() {
+    let s = scenario().await;
+    let eva = Person::new(&s).await;
+    eva.opens("/projects", "magento-sign-in").await;
+    // The sign-in's flow cookie is gone by the time she signs in (it lasts ten minutes).
+    let client = eva.browser.client();
+    let mut gone = 0;
+    for cookie in client.get_all_cookies().await.expect("cookies") {
+        if cookie.name().starts_with("_linkgate_bind_") {
+            client.delete_cookie(cookie.name()).await.expect("delete");
+            gone += 1;
+        }
+    }
+    assert_eq!(gone, 1, "the flow cookie");
+    eva.signs_in(&s.provider, "eva@magento.test", "problem-expired")
+        .await;
+    sees_problem_page(
+        &eva,
+        "Your sign-in expired",
+        "finish the sign-in within ten minutes",
+        "Sign in again",
+    )
+    .await;
+    eva.clicks("Sign in again", "after-sign-in-again").await;
+    assert_ne!(eva.browser.path().await, "/oauth2/link/problem");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swedish_browser_reads_the_pages_in_swedish() {
+    let s = scenario().await;
+    // Swedish first in the browser's language settings.
+    let siv = Person {
+        s: &s,
+        browser: Browser::start_in("sv-SE,sv").await,
+    };
+    let accounts = s.accounts.as_ref().expect("accounts provider");
+    siv.opens_account_sign_in(ACCOUNT_PAGE, "accounts-sign-in")
+        .await;
+    siv.signs_in(accounts, "cloud-siv", "account-page-swedish")
+        .await;
+    assert_eq!(siv.browser.path().await, ACCOUNT_PAGE);
+    assert_eq!(
+        siv.browser.attr("html", "lang").await.as_deref(),
+        Some("sv")
+    );
+    siv.sees_page("Kontoinställningar").await;
+    assert_eq!(siv.browser.text("#sso").await, "Enkel inloggning");
+    assert_eq!(siv.browser.text("#status").await, "Inte ansluten");
+    let account_as = siv.browser.text("#account-as").await;
+    assert!(account_as.starts_with("Inloggad som "), "{account_as}");
+    siv.passes_accessibility_check().await;
+
+    siv.clicks("Anslut med Magento.com", "magento-sign-in")
+        .await;
+    siv.signs_in(
+        &s.provider,
+        "siv@magento.test",
+        "account-page-swedish-connected",
+    )
+    .await;
+    assert_eq!(siv.browser.text("#status").await, "Ansluten");
+    assert!(siv
+        .page_text()
+        .await
+        .contains("Din inloggning på Magento.com är siv@magento.test"));
+    siv.passes_accessibility_check().await;
+
+    siv.opens("/oauth2/sign_out", "sign-out-confirmation-swedish")
+        .await;
+    siv.sees_page("Logga ut").await;
+    assert!(siv.page_text().await.contains(
+        "Vill du logga ut från den här webbplatsen, från Magento.com och från accounts.magento.cloud?"
+    ));
+    siv.passes_accessibility_check().await;
 }

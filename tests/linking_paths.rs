@@ -571,22 +571,20 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
     assert!(text.contains("Sign out everywhere</button>"), "{text}");
     let resp = s.sign_out(&b.http, "?rd=/oauth2/signed_out").await;
     assert_eq!(resp.status(), 302);
-    // On to Magento.com's end-session, which returns to signed_out with the page as state.
-    let end_session = location(&resp);
-    assert!(
-        end_session.contains("state=%2Foauth2%2Fsigned_out"),
-        "{end_session}"
-    );
-    let back = b
-        .http
-        .get(
-            s.gate
-                .url("/oauth2/signed_out?state=%2Foauth2%2Fsigned_out"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(location(&back), s.gate.url("/oauth2/signed_out"));
+    // On through the providers' end-session pages (accounts.magento.cloud, where this
+    // browser signed in, then Magento.com), each returning to signed_out with a sealed
+    // state, and at the end to the page asked for.
+    let mut next = location(&resp);
+    for provider in [s.accounts.as_ref().unwrap(), &s.provider] {
+        assert!(next.starts_with(&provider.end_session_endpoint()), "{next}");
+        let back = support::oidc::logout(&b.http, &next).await;
+        assert!(
+            back.starts_with(&s.gate.url("/oauth2/signed_out?state=")),
+            "{back}"
+        );
+        next = location(&navigate(b.http.get(&back)).send().await.unwrap());
+    }
+    assert_eq!(next, s.gate.url("/oauth2/signed_out"));
     let (status, text) = page(&s, &b.http, "/oauth2/signed_out").await;
     assert_eq!(status, 200);
     assert!(text.contains("<h1>Signed out</h1>"), "{text}");

@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use support::oidc::{self, Account};
-use support::sso::{eventually, location, navigate, user, ScenarioBuilder, StoreKind};
+use support::sso::{
+    eventually, location, navigate, problem_page, user, ScenarioBuilder, StoreKind,
+};
 
 async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
     let s = ScenarioBuilder::new(store)
@@ -134,16 +136,16 @@ async fn a_replayed_callback_is_refused() {
     let http = user();
     let outcome = s.begin_sign_in(&http, "/x", "carol").await;
     assert_eq!(s.finish_sign_in(&http, &outcome).await.status(), 302);
-    let replay = s.finish_sign_in(&http, &outcome).await;
+    let replay = problem_page(&http, s.finish_sign_in(&http, &outcome).await).await;
     assert_eq!(replay.status(), 400);
     let page = replay.text().await.unwrap();
     assert!(page.contains("expired or was already used"), "{page}");
-    assert!(page.contains("Try again"));
+    assert!(page.contains(">Sign in again</a>"), "{page}");
     // Even from a fresh browser that never had a session.
     let other = user();
     let replay = s.finish_sign_in(&other, &outcome).await;
-    assert_eq!(replay.status(), 400);
     assert!(replay.headers().get("set-cookie").is_none());
+    assert_eq!(problem_page(&other, replay).await.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +155,7 @@ async fn a_callback_from_another_browser_is_refused() {
     let attacker = user();
     // The attacker starts a sign-in and lures the victim into finishing it (login CSRF).
     let outcome = s.begin_sign_in(&attacker, "/x", "mallory").await;
-    let resp = s.finish_sign_in(&victim, &outcome).await;
+    let resp = problem_page(&victim, s.finish_sign_in(&victim, &outcome).await).await;
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("another browser"));
     // The victim's browser had no flow cookie for it; nothing about her changed. (The
@@ -174,6 +176,7 @@ async fn provider_errors_get_a_page_with_a_retry() {
         state
     );
     let resp = navigate(http.get(denied)).send().await.unwrap();
+    let resp = problem_page(&http, resp).await;
     assert_eq!(resp.status(), 400);
     let page = resp.text().await.unwrap();
     assert!(page.contains("cancelled or refused"), "{page}");

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::oidc::{ClientConfig, OidcProvider, ProviderOptions};
-use support::sso::{eventually, navigate, user, Scenario, ScenarioBuilder, StoreKind};
+use support::sso::{
+    eventually, navigate, problem_page, user, Scenario, ScenarioBuilder, StoreKind,
+};
 use support::{client, GateBuilder, Upstream};
 
 fn now() -> i64 {
@@ -297,14 +299,20 @@ async fn a_sign_in_while_the_token_endpoint_is_down_or_slow_gets_a_clear_503() {
         let http = user();
         let outcome = s.begin_sign_in(&http, "/x", "olga").await;
         let resp = s.finish_sign_in(&http, &outcome).await;
-        assert_eq!(resp.status(), 503, "{switches}");
         let session_cookie = resp.headers().get_all("set-cookie").iter().any(|c| {
             c.to_str().unwrap().starts_with("_linkgate=")
                 && !c.to_str().unwrap().contains("Max-Age=0")
         });
         assert!(!session_cookie, "no session for {switches}");
+        // The page says the provider could not be reached, at a URL of its own.
+        let resp = problem_page(&http, resp).await;
+        assert_eq!(resp.status(), 503, "{switches}");
         let page = resp.text().await.unwrap();
-        assert!(page.contains("try again"), "{switches}: {page}");
+        assert!(
+            page.contains("Magento.com could not be reached")
+                && page.contains("wait a moment, then sign in again"),
+            "{switches}: {page}"
+        );
         assert!(!page.contains("127.0.0.1"), "no provider detail: {page}");
         assert!(redis.keys("linkgate:session:*").is_empty(), "{switches}");
     }
@@ -388,7 +396,7 @@ async fn a_provider_clock_a_little_ahead_is_tolerated_and_far_ahead_is_refused()
         .await;
     let http = user();
     let outcome = s.begin_sign_in(&http, "/x", "tess").await;
-    let resp = s.finish_sign_in(&http, &outcome).await;
+    let resp = problem_page(&http, s.finish_sign_in(&http, &outcome).await).await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
     let page = resp.text().await.unwrap();
     assert!(page.contains("could not be verified"), "{page}");

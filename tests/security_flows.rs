@@ -11,7 +11,9 @@ use std::sync::Arc;
 use reqwest::cookie::Jar;
 use reqwest::header::SET_COOKIE;
 use support::oidc::{self, ClientConfig, OidcProvider, ProviderOptions};
-use support::sso::{location, navigate, user, Accounts, Scenario, ScenarioBuilder, StoreKind};
+use support::sso::{
+    location, navigate, problem_page, user, Accounts, Scenario, ScenarioBuilder, StoreKind,
+};
 use support::{GateBuilder, COOKIE_SECRET};
 
 // === helpers ===
@@ -326,17 +328,17 @@ async fn a_sign_in_writes_the_store_only_after_the_provider_honoured_the_code() 
     // A forged code with the right flow cookie: the exchange fails, nothing is written.
     let forged = outcome.callback_url.replace("code=", "code=forged");
     let resp = navigate(http.get(&forged)).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
+    let cleared = set_cookies(&resp);
+    assert_eq!(problem_page(&http, resp).await.status(), 400);
     assert_eq!(dbsize(&s), 0, "a failed exchange writes nothing");
     assert!(
-        set_cookies(&resp)
+        cleared
             .iter()
             .any(|c| c.starts_with("_linkgate_bind_") && c.contains("Max-Age=0")),
-        "the flow cookie is cleared whatever happens: {:?}",
-        set_cookies(&resp)
+        "the flow cookie is cleared whatever happens: {cleared:?}"
     );
     // The flow is gone from this browser: the genuine callback now fails too.
-    let resp = s.finish_sign_in(&http, &outcome).await;
+    let resp = problem_page(&http, s.finish_sign_in(&http, &outcome).await).await;
     assert_eq!(resp.status(), 400);
     // A fresh sign-in works end to end and leaves exactly a session, its index, and the
     // mark that its state was used.
@@ -368,10 +370,11 @@ async fn a_replayed_callback_fails_even_with_a_copy_of_the_flow_cookie() {
         .send()
         .await
         .unwrap();
-    assert_eq!(replay.status(), 400);
     assert!(set_cookies(&replay)
         .iter()
         .all(|c| !c.starts_with("_linkgate=") || c.starts_with("_linkgate=;")));
+    let replay = problem_page(&support::client_without_cookies(), replay).await;
+    assert_eq!(replay.status(), 400);
     assert_eq!(
         s.redis.as_ref().unwrap().keys("linkgate:session:*").len(),
         1,
@@ -394,7 +397,7 @@ async fn tabs_sign_in_at_once_and_a_browser_keeps_at_most_four_flows() {
         assert_eq!(resp.status(), 302, "tab {tab}");
         assert!(location(&resp).ends_with(&format!("/tab-{tab}")));
     }
-    let oldest = s.finish_sign_in(&http, &outcomes[0]).await;
+    let oldest = problem_page(&http, s.finish_sign_in(&http, &outcomes[0]).await).await;
     assert_eq!(oldest.status(), 400);
     assert!(oldest
         .text()
@@ -498,12 +501,13 @@ async fn two_cookies_of_one_name_are_refused_never_tried_in_turn() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
     assert!(resp
         .headers()
         .get_all(SET_COOKIE)
         .iter()
         .any(|c| c.to_str().unwrap().starts_with(&format!("{name}=;"))));
+    let resp = problem_page(&support::client_without_cookies(), resp).await;
+    assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("twice"));
     assert_eq!(
         s.redis.as_ref().unwrap().keys("linkgate:session:*").len(),
@@ -526,8 +530,9 @@ async fn a_planted_connect_flow_links_nothing_in_the_victims_session() {
     let base = url::Url::parse(&s.gate.url("/")).unwrap();
     jar.add_cookie_str(&format!("{cookie}; Path=/"), &base);
     let resp = navigate(victim.get(&callback)).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
     let cleared = set_cookies(&resp);
+    let resp = problem_page(&victim, resp).await;
+    assert_eq!(resp.status(), 400);
     let page = resp.text().await.unwrap();
     assert!(page.contains("started from another session"), "{page}");
     assert!(
@@ -573,14 +578,14 @@ async fn a_planted_connect_flow_in_an_anonymous_or_magento_browser_links_nothing
     let (anon, jar) = browser();
     jar.add_cookie_str(&format!("{cookie}; Path=/"), &base);
     let resp = navigate(anon.get(&callback)).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(problem_page(&anon, resp).await.status(), 400);
     assert!(links(&s).is_empty());
     // The attacker's own callback, completed in his own browser, would link only his own
     // account: that is his right. Here it was already spent by the victim's browser.
     let (spent, jar) = browser();
     jar.add_cookie_str(&format!("{cookie}; Path=/"), &base);
     let resp = navigate(spent.get(&callback)).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(problem_page(&spent, resp).await.status(), 400);
     assert!(links(&s).is_empty());
 }
 
@@ -613,6 +618,7 @@ async fn a_planted_account_sign_in_does_not_link_a_waiting_magento_session() {
         .send()
         .await
         .unwrap();
+    let resp = problem_page(&victim, resp).await;
     assert_eq!(resp.status(), 400);
     assert!(resp
         .text()
@@ -653,6 +659,7 @@ async fn a_planted_login_flow_never_links_the_victims_account() {
         .unwrap();
     // Her browser has a session the flow was not started by, of someone else: the sign-in
     // is refused (no login CSRF into a signed-in browser), her session stays, nothing links.
+    let resp = problem_page(&victim, resp).await;
     assert_eq!(resp.status(), 400);
     assert!(resp
         .text()

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 
 use support::oidc::{self, Account};
 use support::sso::{
-    location, navigate, user, Accounts, ScenarioBuilder, StoreKind, CLIENT_ID, PLATFORM_AUDIENCE,
-    PLATFORM_COOKIE,
+    location, navigate, problem_page, user, Accounts, ScenarioBuilder, StoreKind, CLIENT_ID,
+    PLATFORM_AUDIENCE, PLATFORM_COOKIE,
 };
 use support::{client, GateBuilder, Upstream};
 
@@ -188,8 +188,8 @@ async fn a_token_about_nobody_or_someone_else_makes_no_session() {
         let http = user();
         let outcome = s.begin_sign_in(&http, "/x", "nemo").await;
         let resp = s.finish_sign_in(&http, &outcome).await;
-        assert_eq!(resp.status(), 400, "{what}");
         assert!(!sets_a_session(&resp), "{what}");
+        assert_eq!(problem_page(&http, resp).await.status(), 400, "{what}");
         let resp = navigate(http.get(s.gate.url("/x"))).send().await.unwrap();
         assert_eq!(resp.status(), 302, "still anonymous after {what}");
     }
@@ -316,8 +316,9 @@ async fn the_authorization_responses_iss_is_required_when_promised() {
         let http = user();
         let outcome = s.begin_sign_in(&http, "/x", "ivy").await;
         let resp = s.finish_sign_in(&http, &outcome).await;
-        assert_eq!(resp.status(), 400, "{what}");
         assert!(!sets_a_session(&resp), "{what}");
+        let resp = problem_page(&http, resp).await;
+        assert_eq!(resp.status(), 400, "{what}");
         assert!(resp.text().await.unwrap().contains("unexpected provider"));
     }
     assert_eq!(s.upstream.count(), 0);

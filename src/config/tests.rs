@@ -1306,3 +1306,53 @@ fn single_bracket_upstreams_table_is_explained() {
         "write [[upstreams]] with double brackets",
     );
 }
+
+#[test]
+fn pages_language_is_checked_against_the_catalogues() {
+    let c = parse_ok(&with_upstream(
+        "[pages]\nlanguage = \"sv\"\nlanguages = [\"sv\", \"en\"]",
+    ));
+    assert_eq!(c.pages.language, "sv");
+    assert_eq!(c.pages.languages, ["sv", "en"]);
+    let c = parse_ok(&with_upstream(""));
+    assert_eq!(c.pages.language, "en");
+    assert!(c.pages.languages.is_empty(), "every catalogue is offered");
+    let e = errors_of(&with_upstream("[pages]\nlanguage = \"xx\""));
+    assert_error(
+        &e,
+        2,
+        12,
+        "pages.language",
+        "unknown language `xx`; expected one of \"en\", \"sv\"",
+    );
+    let e = errors_of(&with_upstream("[pages]\nlanguages = [\"en\", \"de\"]"));
+    assert_error(&e, 2, 20, "pages.languages[1]", "unknown language `de`");
+    let e = errors_of(&with_upstream(
+        "[pages]\nlanguage = \"sv\"\nlanguages = [\"en\"]",
+    ));
+    assert_error(
+        &e,
+        3,
+        14,
+        "pages.languages[0]",
+        "must include the default language `sv`",
+    );
+}
+
+#[test]
+fn an_operator_catalogue_brings_its_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let english = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pages/catalogue/en.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("de.toml"), &english).unwrap();
+    let text = with_upstream(&format!(
+        "[pages]\ncatalogue_dir = \"{}\"\nlanguage = \"de\"",
+        dir.path().display()
+    ));
+    assert_eq!(parse_ok(&text).pages.language, "de");
+    std::fs::write(dir.path().join("de.toml"), "[account]\ntitle = \"Konto\"\n").unwrap();
+    let e = errors_of(&text);
+    assert_error(&e, 2, 17, "pages.catalogue_dir", "every key");
+}

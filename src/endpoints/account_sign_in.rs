@@ -5,7 +5,7 @@
 use pingora::http::RequestHeader;
 
 use super::link::link;
-use super::request::{current, replace_session};
+use super::request::{current, replace_session_proven, Proven};
 use super::sign_in::{asked_by_current, begin, finish, may_replace, not_this_session, started_by};
 use super::RequestInfo;
 use crate::app::{App, SignIn};
@@ -35,7 +35,8 @@ pub(super) async fn account_callback(
     registry: &Registry,
     req: &RequestHeader,
 ) -> Result<Reply, Refusal> {
-    let (flow, account, _tokens) = finish(app, accounts, req).await?;
+    let (flow, account, account_tokens) = finish(app, accounts, req).await?;
+    let account_id_token = account_tokens.id_token;
     let old = current(app, req).await?;
     let waiting_sso = old
         .as_ref()
@@ -48,30 +49,28 @@ pub(super) async fn account_callback(
                 return Err(not_this_session(app));
             }
             link(app, registry, &account, &sso).await?;
-            replace_session(
-                accounts.sessions,
-                old.as_ref(),
-                Some(sso),
-                Some(account),
+            let proven = Proven {
+                sso: Some(sso),
+                account: Some(account),
                 tokens,
-                None,
-            )
-            .await?
+                account_jwt: None,
+                account_id_token,
+            };
+            replace_session_proven(accounts.sessions, old.as_ref(), proven).await?
         }
         None if !may_replace(&flow, old.as_ref(), &account.key()) => {
             tracing::warn!("sign-in into another session's browser refused; session kept");
             return Err(not_this_session(app));
         }
         None => {
-            replace_session(
-                accounts.sessions,
-                old.as_ref(),
-                None,
-                Some(account),
-                None,
-                None,
-            )
-            .await?
+            let proven = Proven {
+                sso: None,
+                account: Some(account),
+                tokens: None,
+                account_jwt: None,
+                account_id_token,
+            };
+            replace_session_proven(accounts.sessions, old.as_ref(), proven).await?
         }
     };
     Ok(Reply::redirect(&flow.rd).with_cookie(&cookie))

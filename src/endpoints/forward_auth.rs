@@ -26,7 +26,7 @@ pub async fn forward_auth(app: &App, req: &RequestHeader) -> Result<Reply, Refus
         },
         Admission::Forbidden(f) => Refusal::Forbidden {
             who: f.who.clone(),
-            reason: f.reason.clone(),
+            reason: crate::pages::Text::raw(f.reason.clone()),
         },
         Admission::LinkPage | Admission::Connect | Admission::LinkRequired => app.link_required(),
         Admission::InvalidToken(r) | Admission::Unavailable(r) => r.clone(),

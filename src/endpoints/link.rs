@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use pingora::http::RequestHeader;
 
-use super::request::{checked_session, current, replace_session};
+use super::request::{checked_session, current, replace_session, replace_session_proven, Proven};
 use crate::app::{App, Linking};
 use crate::identity::Identity;
 use crate::link::{LinkOutcome, Registry};
+use crate::pages::Text;
 use crate::redirect::encode;
 use crate::respond::{Refusal, Reply};
 use crate::session::flow;
@@ -34,45 +35,30 @@ pub(super) async fn link(
         LinkOutcome::SsoTaken(existing) => (
             "conflict_sso",
             Some(Refusal::LinkConflict {
-                why: format!(
-                    "The {} account {} is already connected to another {} account ({}).",
-                    app.sso_name(),
-                    sso.display(),
-                    app.account_name(),
-                    masked(existing.account.display())
-                ),
-                what_to_do: format!(
-                    "This happens after a project ownership transfer. Sign in to the other {} account, \
-                     open Account Settings and choose \"Disconnect from {}\", then connect this one again. \
-                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
-                    app.account_name(),
-                    app.sso_name(),
-                    sso.key()
-                ),
+                why: Text::new("link.sso_taken")
+                    .arg("sso", app.sso_name())
+                    .arg("sso_as", sso.display())
+                    .arg("account_name", app.account_name())
+                    .arg("other", masked(existing.account.display())),
+                what_to_do: Text::new("link.sso_taken_fix")
+                    .arg("account_name", app.account_name())
+                    .arg("sso", app.sso_name())
+                    .arg("key", sso.key()),
                 link_page: app.link_page_url(),
             }),
         ),
         LinkOutcome::AccountTaken(existing) => (
             "conflict_account",
             Some(Refusal::LinkConflict {
-                why: format!(
-                    "Your {} account {} is already connected to another {} account ({}).",
-                    app.account_name(),
-                    account.display(),
-                    app.sso_name(),
-                    masked(existing.sso.display())
-                ),
-                what_to_do: format!(
-                    "This happens after an email change. Sign in with the {} account that is connected ({}), \
-                     or disconnect it on the Account Settings page while signed in with it, then connect again. \
-                     If you signed in to the wrong {} account, sign out of {} only and try again. \
-                     The site's operator can also remove the old link: linkgate links unlink '{}'.",
-                    app.sso_name(),
-                    masked(existing.sso.display()),
-                    app.sso_name(),
-                    app.sso_name(),
-                    account.key()
-                ),
+                why: Text::new("link.account_taken")
+                    .arg("account_name", app.account_name())
+                    .arg("account", account.display())
+                    .arg("sso", app.sso_name())
+                    .arg("other", masked(existing.sso.display())),
+                what_to_do: Text::new("link.account_taken_fix")
+                    .arg("sso", app.sso_name())
+                    .arg("other", masked(existing.sso.display()))
+                    .arg("key", account.key()),
                 link_page: app.link_page_url(),
             }),
         ),
@@ -115,7 +101,8 @@ pub(super) async fn connect(
             let (account, binding) = crate::proxy::identify::account_of_jwt(app, req)
                 .await?
                 .ok_or_else(|| Refusal::SignInFailed {
-                    why: format!("Sign in to {} in this browser first.", app.account_name()),
+                    why: Text::new("sign_in.account_in_browser_first")
+                        .arg("account_name", app.account_name()),
                     retry: back.clone(),
                 })?;
             link(app, registry, &account, sso).await?;
@@ -147,7 +134,7 @@ pub(super) async fn disconnect(
     if !app.config.link.allow_disconnect {
         return Err(Refusal::Forbidden {
             who: String::new(),
-            reason: "Disconnecting is disabled on this site.".into(),
+            reason: Text::new("link.disconnect_disabled"),
         });
     }
     let (id, record) = checked_session(sessions, current(app, req).await?, form)?;
@@ -161,15 +148,14 @@ pub(super) async fn disconnect(
     let ended = sessions.destroy_all_for(&sso.key()).await?;
     let _ = sessions.destroy(&id, Some(&record)).await;
     tracing::info!(ended, "link disconnected; sessions that relied on it ended");
-    let cookie = replace_session(
-        sessions,
-        None,
-        None,
-        Some(account.clone()),
-        None,
-        record.account_jwt.clone(),
-    )
-    .await?;
+    let proven = Proven {
+        sso: None,
+        account: Some(account.clone()),
+        tokens: None,
+        account_jwt: record.account_jwt.clone(),
+        account_id_token: record.account_id_token.clone(),
+    };
+    let cookie = replace_session_proven(sessions, None, proven).await?;
     Ok(Reply::redirect(&app.link_page_url()).with_cookie(&cookie))
 }
 

@@ -10,6 +10,7 @@ use super::link::masked;
 use super::request::{current, query_param};
 use crate::app::App;
 use crate::identity::{Identity, OpaqueId};
+use crate::pages::Text;
 use crate::pages::{self, AccountView};
 use crate::proxy::identify::Passport;
 use crate::redirect::encode;
@@ -52,26 +53,29 @@ async fn account_view(
 ) -> AccountView {
     let requirement = app.requirement(time::OffsetDateTime::now_utc());
     let linked = sso.is_some() && account.is_some();
+    let tr = app.pages.for_request(req);
     let mode = crate::policy::mode_label(app.config.link.mode, requirement);
-    let grace_notice = (!linked).then(|| match mode {
-        "grace" => {
-            let from = app
-                .config
-                .link
-                .required_from
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            Some(format!(
-                "Connecting your account with {} is required from {from}. Until then you can continue without it.",
-                app.sso_name()
-            ))
-        }
-        "warn" => Some(format!(
-            "This site asks you to connect your account with {}. You can continue without it for now.",
-            app.sso_name()
-        )),
-        _ => None,
-    }).flatten();
+    let grace_notice = (!linked)
+        .then(|| match mode {
+            "grace" => {
+                let from = app
+                    .config
+                    .link
+                    .required_from
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                Some(
+                    tr.text(
+                        &Text::new("account.grace")
+                            .arg("sso", app.sso_name())
+                            .arg("from", from),
+                    ),
+                )
+            }
+            "warn" => Some(tr.text(&Text::new("account.warn").arg("sso", app.sso_name()))),
+            _ => None,
+        })
+        .flatten();
     // A Magento.com session without an account notices the platform's JWT when it appears:
     // the page shows whom it names and offers the Connect button (a CSRF-protected POST;
     // nothing is linked by the JWT alone).
@@ -86,18 +90,22 @@ async fn account_view(
         .or_else(|| from_jwt.as_ref().map(|j| j.account.display().to_string()));
     if let (Some(sso), Some(j)) = (sso, &from_jwt) {
         if let Some(other) = j.linked_to.as_ref().filter(|o| o.key() != sso.key()) {
-            conflict = Some(format!(
-                "The {} account {} is already connected to another {} account ({}).",
-                app.account_name(),
-                j.account.display(),
-                app.sso_name(),
-                masked(other.display())
-            ));
-            conflict_fix = Some(format!(
-                "Sign out of {} and sign in with the account that is connected, or ask the site's operator to remove the old link (linkgate links unlink '{}').",
-                app.sso_name(),
-                j.account.key()
-            ));
+            conflict = Some(
+                tr.text(
+                    &Text::new("account.jwt_conflict")
+                        .arg("account_name", app.account_name())
+                        .arg("account", j.account.display())
+                        .arg("sso", app.sso_name())
+                        .arg("other", masked(other.display())),
+                ),
+            );
+            conflict_fix = Some(
+                tr.text(
+                    &Text::new("account.jwt_conflict_fix")
+                        .arg("sso", app.sso_name())
+                        .arg("key", j.account.key()),
+                ),
+            );
         }
     }
     let state = match (sso.is_some(), shown_account.is_some()) {
@@ -133,10 +141,7 @@ async fn account_view(
             .provider()
             .map(|_| format!("{}/account/start?rd={}", app.prefix(), encode(&rd))),
         account_hint: app.linking.jwt().map(|_| {
-            format!(
-                "Sign in to {} in this browser, then come back to this page.",
-                app.account_name()
-            )
+            tr.text(&Text::new("account.account_hint").arg("account_name", app.account_name()))
         }),
         check_again: app.linking.jwt().map(|_| {
             req.uri
@@ -179,7 +184,7 @@ pub async fn link_required_page(app: &App, passport: &Passport, req: &RequestHea
     }
     Reply::html(
         StatusCode::FORBIDDEN,
-        pages::link_required(&app.pages, &view),
+        pages::link_required(&app.pages.for_request(req), &view),
     )
 }
 
@@ -210,6 +215,24 @@ fn account_json(app: &App, view: &AccountView) -> serde_json::Value {
     })
 }
 
+/// The account page's JSON twin for a client with no identity at all: `401` (as every
+/// endpoint answers without credentials), with `state: "nothing"` and where to sign in.
+fn nothing_json(app: &App, req: &RequestHeader) -> Reply {
+    let reply = Refusal::Unauthenticated.reply(false, &app.pages.for_request(req));
+    let mut body: serde_json::Value = serde_json::from_slice(reply.body()).unwrap_or_default();
+    body["state"] = json!("nothing");
+    body["actions"] = json!({
+        "sign_in": app.start_url(&app.link_page_url(), Intent::Login),
+        "account_sign_in": app.linking.provider().map(|_| {
+            format!("{}/account/start?rd={}", app.prefix(), encode(&app.link_page_url()))
+        }),
+    });
+    Reply::json(StatusCode::UNAUTHORIZED, &body).with_header(
+        http::header::WWW_AUTHENTICATE,
+        &format!("Bearer realm=\"{}\"", app.pages.realm),
+    )
+}
+
 /// `GET link`: Account Settings with the Single Sign-On section.
 pub(super) async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> {
     if !app.linking.is_on() {
@@ -218,7 +241,7 @@ pub(super) async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, R
     let mut made = None;
     let (id, record) = match current(app, req).await? {
         Some(current) => current,
-        None if !respond::is_navigation(req) => return Err(Refusal::Unauthenticated),
+        None if !respond::is_navigation(req) => return Ok(nothing_json(app, req)),
         // A browser with the platform's JWT alone: the page and its forms need a session.
         None => match crate::proxy::identify::session_from_jwt(app, req).await? {
             Some((id, record)) => {
@@ -245,6 +268,6 @@ pub(super) async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, R
     }
     Ok(with_made(Reply::html(
         StatusCode::OK,
-        pages::account_page(&app.pages, &view),
+        pages::account_page(&app.pages.for_request(req), &view),
     )))
 }

@@ -4,8 +4,9 @@
 //! - [`account_sign_in`]: `account/start`, `account/callback` (`[account] source = "oauth2"`);
 //! - [`link_page`]: `link`, the account page, and the link-required page of the proxy;
 //! - [`link`]: `link/connect`, `link/disconnect`, and making a link;
-//! - [`problem`]: `link/problem`, a link conflict at its own URL;
-//! - [`sign_out`]: `sign_out` (`GET` asks, `POST` signs out), `signed_out`;
+//! - [`problem`]: `link/problem`, a conflict or a failed sign-in at its own URL;
+//! - [`sign_out`]: `sign_out` (`GET` asks, `POST` signs out), `signed_out`, and
+//!   [`sign_out_chain`], the providers' logouts one after the other;
 //! - [`userinfo`], [`forward_auth`] (`auth`): who is signed in, as JSON or as headers;
 //! - [`request`]: what they share (query, same-site forms, the gate's base URL, the session).
 //!
@@ -23,11 +24,13 @@ pub mod problem;
 pub mod request;
 pub mod sign_in;
 pub mod sign_out;
+pub mod sign_out_chain;
 pub mod userinfo;
 
 use pingora::proxy::Session;
 
 use crate::app::App;
+use crate::pages::Text;
 use crate::respond::{self, Refusal, Reply};
 pub use request::{base_url, query_param};
 
@@ -76,7 +79,7 @@ pub enum Handler {
     AccountCallback,
     /// [`link_page::link_page`].
     LinkPage,
-    /// [`problem::problem_page`].
+    /// [`problem::page`].
     Problem,
     /// [`link::connect`].
     Connect,
@@ -143,7 +146,8 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
         .map_or(0, |h| h.len());
     if host_len > request::MAX_HOST {
         let html = respond::prefers_html(session.req_header());
-        return Refusal::BadRequest("the Host header is too long".into()).reply(html, &app.pages);
+        let pages = app.pages.for_request(session.req_header());
+        return Refusal::BadRequest(Text::new("bad_request.host_too_long")).reply(html, &pages);
     }
     let req = session.req_header().clone();
     let html = respond::is_navigation(&req) || respond::prefers_html(&req);
@@ -178,7 +182,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             None => Err(Refusal::NotFound),
         },
         Ok(Handler::LinkPage) => link_page::link_page(app, &req).await,
-        Ok(Handler::Problem) => Ok(problem::problem_page(app, &req)),
+        Ok(Handler::Problem) => Ok(problem::page(app, &req)),
         Ok(Handler::Connect) => {
             match (&app.sessions, request::form(session, &req, app, info).await) {
                 (_, Err(r)) => Err(r),
@@ -201,7 +205,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             Ok(f) => sign_out::sign_out(app, &req, &f, info).await,
             Err(r) => Err(r),
         },
-        Ok(Handler::SignedOut) => Ok(sign_out::signed_out(app, &req)),
+        Ok(Handler::SignedOut) => Ok(sign_out::signed_out(app, &req).await),
         Ok(Handler::Userinfo) => userinfo::userinfo(app, &req).await,
         Ok(Handler::ForwardAuth) => forward_auth::forward_auth(app, &req).await,
         Ok(Handler::Jwks) => match &app.signer {
@@ -209,18 +213,10 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
             None => Err(Refusal::NotFound),
         },
     };
-    // A conflict found while linking gets a page of its own (reload-safe, not the callback).
-    let result = match result {
-        Err(Refusal::LinkConflict {
-            why, what_to_do, ..
-        }) if html => Ok(Reply::redirect(&problem::problem_url(
-            app,
-            &why,
-            &what_to_do,
-        ))),
-        other => other,
-    };
-    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages));
+    // A conflict found while linking, and a sign-in that failed at a callback, get a page of
+    // their own (reload-safe, not the callback).
+    let result = problem::to_problem_page(app, name, html, result);
+    let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages.for_request(&req)));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
     let carried = callback
         .then(|| app.sessions.as_ref())

@@ -11,6 +11,7 @@ use super::RequestInfo;
 use crate::app::App;
 use crate::identity::{Identity, OpaqueId};
 use crate::oidc::Tokens;
+use crate::pages::Text;
 use crate::respond::Refusal;
 use crate::session::{JwtBinding, SessionRecord, Sessions};
 
@@ -39,7 +40,7 @@ pub(super) async fn form(
         .and_then(|v| v.to_str().ok())
     {
         if !matches!(site, "same-origin" | "none") {
-            return Err(Refusal::BadRequest("cross-site form submission".into()));
+            return Err(Refusal::BadRequest(Text::new("bad_request.cross_site")));
         }
     }
     if let Some(origin) = req
@@ -49,15 +50,15 @@ pub(super) async fn form(
     {
         let ours = base_url(app, req, info);
         if origin != "null" && Some(origin.trim_end_matches('/')) != ours.as_deref() {
-            return Err(Refusal::BadRequest("cross-site form submission".into()));
+            return Err(Refusal::BadRequest(Text::new("bad_request.cross_site")));
         }
     }
     let body = crate::body::read_bounded(session, MAX_FORM)
         .await
         .map_err(|e| {
             Refusal::BadRequest(match e {
-                crate::body::BodyError::TooLarge => "form too large".into(),
-                crate::body::BodyError::Unreadable => "unreadable form".into(),
+                crate::body::BodyError::TooLarge => Text::new("bad_request.form_too_large"),
+                crate::body::BodyError::Unreadable => Text::new("bad_request.form_unreadable"),
             })
         })?;
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
@@ -166,6 +167,8 @@ pub(super) async fn current(
 
 /// Replaces the browser's session (if any) with a new one: a new id at every sign-in.
 /// `account_jwt`: the platform JWT `account` came from, which the new session follows.
+/// The accounts provider's id_token (for its sign-out) is the old session's when it holds
+/// the same account.
 pub(super) async fn replace_session(
     sessions: &Sessions,
     old: Option<&(OpaqueId, SessionRecord)>,
@@ -174,8 +177,58 @@ pub(super) async fn replace_session(
     tokens: Option<Tokens>,
     account_jwt: Option<JwtBinding>,
 ) -> Result<String, Refusal> {
+    let proven = Proven {
+        sso,
+        account,
+        tokens,
+        account_jwt,
+        account_id_token: None,
+    };
+    replace_session_proven(sessions, old, proven).await
+}
+
+/// What a new session is made of.
+pub(super) struct Proven {
+    /// The Magento.com identity.
+    pub(super) sso: Option<Identity>,
+    /// The cloud account.
+    pub(super) account: Option<Identity>,
+    /// The SSO tokens.
+    pub(super) tokens: Option<Tokens>,
+    /// The platform JWT `account` came from.
+    pub(super) account_jwt: Option<JwtBinding>,
+    /// The accounts provider's id_token, after a sign-in there.
+    pub(super) account_id_token: Option<String>,
+}
+
+/// [`replace_session`] after a sign-in at the accounts provider, with its id_token (else
+/// the old session's when it holds the same account).
+pub(super) async fn replace_session_proven(
+    sessions: &Sessions,
+    old: Option<&(OpaqueId, SessionRecord)>,
+    proven: Proven,
+) -> Result<String, Refusal> {
+    let Proven {
+        sso,
+        account,
+        tokens,
+        account_jwt,
+        account_id_token,
+    } = proven;
+    let account_id_token = account_id_token.or_else(|| {
+        let (_, record) = old?;
+        let same = record.account.as_ref()?.key() == account.as_ref()?.key();
+        same.then(|| record.account_id_token.clone()).flatten()
+    });
     let (id, _) = sessions
-        .create_as(OpaqueId::random(), sso, account, tokens, account_jwt)
+        .create_with(
+            OpaqueId::random(),
+            sso,
+            account,
+            tokens,
+            account_jwt,
+            account_id_token,
+        )
         .await?;
     if let Some((old_id, old_record)) = old {
         // Best effort: the new session is already in place.
@@ -192,9 +245,7 @@ pub(super) fn checked_session(
     let (id, record) = session.ok_or(Refusal::Unauthenticated)?;
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     if !sessions.csrf_ok(&id, token) {
-        return Err(Refusal::BadRequest(
-            "the form expired; reload the page".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.form_expired")));
     }
     Ok((id, record))
 }

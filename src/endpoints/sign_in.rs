@@ -16,13 +16,13 @@ use super::RequestInfo;
 use crate::app::{App, SignIn};
 use crate::identity::{Identity, OpaqueId};
 use crate::oidc::{OidcError, Tokens};
+use crate::pages::Text;
 use crate::respond::{Refusal, Reply};
 use crate::session::flow::{self, AskedBy};
 use crate::session::{Flow, FlowRefusal, Intent, SessionRecord, FLOW_TTL};
 
 /// What a person reads when a callback comes without its flow.
-const UNKNOWN_FLOW: &str =
-    "This sign-in was started in another browser, or it expired or was already used.";
+const UNKNOWN_FLOW: &str = "sign_in.unknown_flow";
 
 /// Starts a flow for `provider` and returns the redirect to its authorization endpoint,
 /// with the flow sealed in a cookie of its own. Writes nothing to the store.
@@ -37,19 +37,16 @@ pub(super) async fn begin(
 ) -> Result<Reply, Refusal> {
     let rd = query_param(req, "rd");
     if rd.as_ref().is_some_and(|rd| rd.len() > flow::MAX_RD) {
-        return Err(Refusal::BadRequest(format!(
-            "the address to return to is longer than {} bytes",
-            flow::MAX_RD
-        )));
+        return Err(Refusal::BadRequest(
+            Text::new("bad_request.rd_too_long").arg("max", flow::MAX_RD),
+        ));
     }
     let rd = app.redirects.resolve(rd.as_deref());
     let Some(base) = base_url(app, req, info) else {
         tracing::warn!(
             "sign-in refused: the request's host is neither server.public_url nor an upstream's hosts"
         );
-        return Err(Refusal::BadRequest(
-            "this site is not known by that name; open it by its usual address".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.unknown_host")));
     };
     let state = flow::new_state();
     let redirect_uri = format!("{base}{}", provider.redirect_path());
@@ -65,9 +62,7 @@ pub(super) async fn begin(
         expires_at_ms: flow::now_ms() + FLOW_TTL.as_millis() as i64,
     };
     let Some(cookies) = sessions.flow_cookies(req, &state, &flow) else {
-        return Err(Refusal::BadRequest(
-            "the sign-in request is too large".into(),
-        ));
+        return Err(Refusal::BadRequest(Text::new("bad_request.flow_too_large")));
     };
     let mut reply = Reply::redirect(request.url.as_str());
     for cookie in &cookies {
@@ -97,7 +92,7 @@ pub(super) async fn finish(
         Ok(_) | Err(FlowRefusal::Invalid(_)) => {
             logins("unknown_state");
             return Err(Refusal::SignInFailed {
-                why: UNKNOWN_FLOW.into(),
+                why: Text::new(UNKNOWN_FLOW),
                 retry: home,
             });
         }
@@ -105,14 +100,14 @@ pub(super) async fn finish(
             // Two cookies of one flow's name: one was planted. Neither is used.
             logins("duplicate_cookie");
             return Err(Refusal::SignInFailed {
-                why: "Your browser sent this sign-in twice with different cookies; both were discarded.".into(),
+                why: Text::new("sign_in.duplicate"),
                 retry: home,
             });
         }
         Err(FlowRefusal::Expired(_)) => {
             logins("expired");
             return Err(Refusal::SignInFailed {
-                why: "This sign-in took longer than ten minutes.".into(),
+                why: Text::new("sign_in.expired"),
                 retry: home,
             });
         }
@@ -122,12 +117,13 @@ pub(super) async fn finish(
         logins("provider_error");
         let name = provider.display_name();
         let why = match error.as_str() {
-            "access_denied" => format!("{name} sign-in was cancelled or refused."),
+            "access_denied" => Text::new("sign_in.cancelled"),
             "login_required" | "consent_required" | "interaction_required" => {
-                format!("{name} needs you to sign in again: your session there has ended.")
+                Text::new("sign_in.login_required")
             }
-            _ => format!("{name} reported an error: {error}."),
-        };
+            _ => Text::new("sign_in.provider_error").arg("error", &error),
+        }
+        .arg("provider", name);
         return Err(Refusal::SignInFailed { why, retry });
     }
     let endpoints = provider.endpoints().await?;
@@ -136,14 +132,14 @@ pub(super) async fn finish(
         logins("wrong_issuer");
         tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
         return Err(Refusal::SignInFailed {
-            why: "The sign-in answer came from an unexpected provider.".into(),
+            why: Text::new("sign_in.wrong_issuer"),
             retry,
         });
     }
     let Some(code) = query_param(req, "code").filter(|c| !c.is_empty()) else {
         logins("no_code");
         return Err(Refusal::SignInFailed {
-            why: "The provider's answer carried no authorization code.".into(),
+            why: Text::new("sign_in.no_code"),
             retry,
         });
     };
@@ -160,7 +156,7 @@ pub(super) async fn finish(
             logins("invalid");
             tracing::warn!(provider = provider.label, error = %e, "sign-in refused");
             return Err(Refusal::SignInFailed {
-                why: "The sign-in could not be verified.".into(),
+                why: Text::new("sign_in.not_verified"),
                 retry,
             });
         }
@@ -171,7 +167,7 @@ pub(super) async fn finish(
         false => {
             logins("replayed");
             return Err(Refusal::SignInFailed {
-                why: UNKNOWN_FLOW.into(),
+                why: Text::new(UNKNOWN_FLOW),
                 retry: home,
             });
         }
@@ -242,7 +238,7 @@ pub(super) fn not_this_session(app: &App) -> Refusal {
         .with_label_values(&["wrong_session"])
         .inc();
     Refusal::SignInFailed {
-        why: "This sign-in was started from another session (or another browser). Nothing was connected and your session is unchanged; start again from your account page.".into(),
+        why: Text::new("sign_in.not_this_session"),
         retry: if app.linking.is_on() {
             app.link_page_url()
         } else {
@@ -269,7 +265,7 @@ pub(super) async fn callback(
         (Intent::Connect, Some(registry)) => {
             let Some(account) = old.as_ref().and_then(|(_, r)| r.account.clone()) else {
                 return Err(Refusal::SignInFailed {
-                    why: "Sign in to your cloud account first, then connect it.".into(),
+                    why: Text::new("sign_in.account_first"),
                     retry: app.link_page_url(),
                 });
             };

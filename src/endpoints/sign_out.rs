@@ -12,6 +12,7 @@ use super::request::{base_url, current, query_param};
 use super::RequestInfo;
 use crate::app::App;
 use crate::pages;
+use crate::pages::Text;
 use crate::redirect::encode;
 use crate::respond::{self, Refusal, Reply};
 use crate::session::Intent;
@@ -32,14 +33,19 @@ pub(super) async fn sign_out_page(
     let Some(id) = sessions.id_of(req) else {
         return Ok(Reply::redirect(&rd).with_cookie(&sessions.clear_session_cookie()));
     };
-    let who = match current(app, req).await {
-        Ok(Some((_, record))) => record
+    let record = current(app, req).await.ok().flatten().map(|(_, r)| r);
+    let who = record.as_ref().and_then(|record| {
+        record
             .sso
             .as_ref()
             .or(record.account.as_ref())
-            .map(|i| i.display().to_string()),
-        _ => None,
-    };
+            .map(|i| i.display().to_string())
+    });
+    // The accounts provider's session ends too when this browser signed in there.
+    let account_too = record
+        .as_ref()
+        .filter(|r| r.account_id_token.is_some() && app.linking.provider().is_some())
+        .map(|_| app.account_name().to_string());
     let everywhere = query_param(req, "everywhere").as_deref() == Some("1");
     let action = format!(
         "{}/sign_out?rd={}{}",
@@ -63,13 +69,14 @@ pub(super) async fn sign_out_page(
         ));
     }
     let page = pages::sign_out_page(
-        &app.pages,
+        &app.pages.for_request(req),
         &pages::SignOutView {
             signed_in_as: who,
             action,
             csrf,
             back: rd,
             provider_too: app.sso.is_some(),
+            account_too,
             everywhere,
         },
     );
@@ -90,14 +97,16 @@ pub(super) async fn sign_out(
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
-    let mut id_token = None;
-    let had_session = sessions.id_of(req).is_some();
+    let mut ended = super::sign_out_chain::Ended {
+        had_session: sessions.id_of(req).is_some(),
+        ..Default::default()
+    };
     if let Some(id) = sessions.id_of(req) {
         let token = form.get("csrf").map(String::as_str).unwrap_or("");
         if !sessions.csrf_ok(&id, token) {
-            return Err(Refusal::BadRequest(
-                "the sign-out form expired; open the sign-out page again".into(),
-            ));
+            return Err(Refusal::BadRequest(Text::new(
+                "bad_request.sign_out_form_expired",
+            )));
         }
         let record = sessions.load(&id).await?;
         sessions.destroy(&id, record.as_ref()).await?;
@@ -113,37 +122,38 @@ pub(super) async fn sign_out(
             let ended = sessions.destroy_all_for(&sso.key()).await?;
             tracing::info!(ended, "signed out everywhere");
         }
-        id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
-    }
-    let mut location = rd.clone();
-    // The Magento.com session ends too, with the id_token as hint when the session still
-    // has one (after a disconnect it does not, and the browser is still signed in there).
-    let base = base_url(app, req, info);
-    if let (Some(sso), true, Some(base)) = (&app.sso, had_session, base) {
-        let back = format!("{base}{}/signed_out", app.prefix());
-        if let Some(mut url) = sso.end_session_url(id_token.as_deref(), &back).await {
-            url.query_pairs_mut().append_pair("state", &rd);
-            location = url.to_string();
+        if let Some(record) = record {
+            ended.account_id_token = record.account_id_token;
+            ended.sso_id_token = record.tokens.and_then(|t| t.id_token);
         }
     }
+    // The providers' sessions end too (the accounts provider's, then Magento.com's), each
+    // with its id_token as hint when the session still has one (after a disconnect it has
+    // none for Magento.com, and the browser is still signed in there).
+    let base = base_url(app, req, info);
+    let location = super::sign_out_chain::begin(app, base.as_deref(), &rd, ended).await;
     Ok(Reply::redirect(&location).with_cookie(&sessions.clear_session_cookie()))
 }
 
 /// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
 /// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
 /// again" (where linkgate's own pages send a sign-out).
-pub(super) fn signed_out(app: &App, req: &RequestHeader) -> Reply {
+pub(super) async fn signed_out(app: &App, req: &RequestHeader) -> Reply {
     let Some(state) = query_param(req, "state") else {
+        let ctx = app.pages.for_request(req);
         let html = pages::message(
-            &app.pages,
-            "Signed out",
-            &format!("You are signed out of this site and of {}.", app.sso_name()),
-            "Close this window, or sign in again.",
+            &ctx,
+            &ctx.tr("signed_out.title"),
+            &ctx.text(&Text::new("signed_out.what").arg("sso", app.sso_name())),
+            &ctx.tr("signed_out.advice"),
             None,
-            Some(("Sign in again", &app.start_url("/", Intent::Login))),
+            Some((
+                &ctx.tr("page.sign_in_again"),
+                &app.start_url("/", Intent::Login),
+            )),
         );
         return Reply::html(StatusCode::OK, html);
     };
-    let rd = app.redirects.resolve(Some(&state));
-    Reply::redirect(&rd)
+    // The next provider's logout, or on to `rd` (src/endpoints/sign_out_chain.rs).
+    Reply::redirect(&super::sign_out_chain::resume(app, &state).await)
 }

@@ -40,7 +40,7 @@ pub async fn userinfo(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
         Admission::Forbidden(f) => {
             return Err(Refusal::Forbidden {
                 who: f.who.clone(),
-                reason: f.reason.clone(),
+                reason: crate::pages::Text::raw(f.reason.clone()),
             })
         }
         Admission::InvalidToken(r) | Admission::Unavailable(r) => return Err(r.clone()),

@@ -11,8 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use minijinja::value::Kwargs;
 use minijinja::{context, Environment};
 use serde::Serialize;
+
+pub mod catalogue;
+pub mod lang;
+
+use catalogue::Catalogues;
+pub use catalogue::Text;
 
 /// The built-in templates, by name.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -26,7 +33,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sign_out.html", include_str!("templates/sign_out.html")),
 ];
 
-/// What every page needs to know about the deployment, and the compiled templates.
+/// What every page needs to know about the deployment, the compiled templates and the
+/// catalogues; and the language this context writes in ([`PageContext::for_request`]).
 #[derive(Clone)]
 pub struct PageContext {
     /// The name of the sign-in provider as users know it ("Magento.com"); also the
@@ -34,11 +42,23 @@ pub struct PageContext {
     pub realm: String,
     /// `server.proxy_prefix`, for links to linkgate's own endpoints.
     pub prefix: String,
+    shared: Arc<Shared>,
+    /// The language (a position in the catalogues).
+    lang: usize,
+}
+
+/// What every language shares.
+struct Shared {
     /// The operator's logo, as a `data:` URL (or an URL given as such).
-    pub logo: Option<String>,
+    logo: Option<String>,
     /// The operator's banner text.
-    pub banner: Option<String>,
-    env: Arc<Environment<'static>>,
+    banner: Option<String>,
+    env: Environment<'static>,
+    catalogues: Arc<Catalogues>,
+    /// `[pages] language`.
+    default_lang: usize,
+    /// `[pages] languages`: what `Accept-Language` may choose, as codes and positions.
+    offered: Vec<(String, usize)>,
 }
 
 impl std::fmt::Debug for PageContext {
@@ -46,25 +66,34 @@ impl std::fmt::Debug for PageContext {
         f.debug_struct("PageContext")
             .field("realm", &self.realm)
             .field("prefix", &self.prefix)
+            .field("lang", &self.lang())
             .finish()
     }
 }
 
 impl Default for PageContext {
     fn default() -> Self {
-        Self {
-            realm: "Magento.com".to_string(),
-            prefix: "/oauth2".to_string(),
-            logo: None,
-            banner: None,
-            // The built-in templates compile; a test proves it.
-            env: Arc::new(environment(None).unwrap_or_default()),
-        }
+        // The built-in templates and catalogues load; tests prove it.
+        let catalogues = Arc::new(Catalogues::shipped());
+        Self::build(
+            "Magento.com",
+            "/oauth2",
+            environment(None, catalogues.clone()).unwrap_or_default(),
+            catalogues,
+            None,
+            None,
+            "en",
+            &[],
+        )
     }
 }
 
-/// Builds the template environment: the built-ins, then the operator's overrides.
-fn environment(dir: Option<&Path>) -> Result<Environment<'static>, String> {
+/// Builds the template environment: the built-ins, then the operator's overrides, and the
+/// `t(key, name=value...)` function that writes a catalogue text in the page's language.
+fn environment(
+    dir: Option<&Path>,
+    catalogues: Arc<Catalogues>,
+) -> Result<Environment<'static>, String> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     // minijinja's HTML escaping also escapes `/`, which makes every URL in an attribute
@@ -78,6 +107,40 @@ fn environment(dir: Option<&Path>) -> Result<Environment<'static>, String> {
         }
         write!(out, "{}", escape(&value.to_string())).map_err(minijinja::Error::from)
     });
+    let cats = catalogues.clone();
+    env.add_function(
+        "t",
+        move |state: &minijinja::State, key: String, kwargs: Kwargs| {
+            let lang = state
+                .lookup("lang")
+                .and_then(|v| v.as_str().and_then(|c| cats.index(c)))
+                .unwrap_or(0);
+            if cats.get(lang, &key).is_none() {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("unknown catalogue key `{key}`"),
+                ));
+            }
+            let mut text = Text::new(&key);
+            for name in kwargs.args() {
+                let value: minijinja::Value = kwargs.get(name)?;
+                let value = if value.is_none() || value.is_undefined() {
+                    String::new()
+                } else {
+                    value.to_string()
+                };
+                text = text.arg(name, value);
+            }
+            let realm = state
+                .lookup("realm")
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            Ok(minijinja::Value::from_safe_string(text.html(
+                &|k| cats.get(lang, k).map(str::to_string),
+                &[("realm", &realm)],
+            )))
+        },
+    );
     for (name, source) in TEMPLATES {
         env.add_template(name, source)
             .map_err(|e| format!("built-in template {name}: {e}"))?;
@@ -94,21 +157,26 @@ fn environment(dir: Option<&Path>) -> Result<Environment<'static>, String> {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
-    // Render each template once so a broken override fails now, not for a user.
-    for (name, _) in TEMPLATES {
-        let template = env.get_template(name).map_err(|e| format!("{name}: {e}"))?;
-        template
-            .render(context! { title => "check", site => "check", v => AccountView::default(), s => SignOutView::default() })
-            .map_err(|e| format!("{name}: {e}"))?;
+    // Render each template once in every language so a broken override (or an unknown
+    // catalogue key) fails now, not for a user.
+    for code in catalogues.codes() {
+        for (name, _) in TEMPLATES {
+            let template = env.get_template(name).map_err(|e| format!("{name}: {e}"))?;
+            template
+                .render(context! { title => "check", site => "check", lang => code, realm => "check", v => AccountView::default(), s => SignOutView::default() })
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
     }
     Ok(env)
 }
 
 impl PageContext {
     /// Compiles the pages for a deployment: built-in templates overridden from
-    /// `templates_dir`, the logo file read into a `data:` URL.
+    /// `templates_dir`, the catalogues with `catalogue_dir` over them, the logo file read
+    /// into a `data:` URL.
     pub fn load(realm: &str, prefix: &str, pages: &crate::config::Pages) -> Result<Self, String> {
-        let env = environment(pages.templates_dir.as_deref())?;
+        let catalogues = Arc::new(Catalogues::load(pages.catalogue_dir.as_deref())?);
+        let env = environment(pages.templates_dir.as_deref(), catalogues.clone())?;
         let logo = match &pages.logo {
             None => None,
             Some(logo) if logo.starts_with("data:") || logo.starts_with("https://") => {
@@ -134,26 +202,120 @@ impl PageContext {
                 ))
             }
         };
-        Ok(Self {
+        let languages: Vec<&str> = pages.languages.iter().map(String::as_str).collect();
+        if catalogues.index(&pages.language).is_none() {
+            return Err(format!(
+                "pages.language: unknown language `{}`",
+                pages.language
+            ));
+        }
+        Ok(Self::build(
+            realm,
+            prefix,
+            env,
+            catalogues,
+            logo,
+            pages.banner.clone(),
+            &pages.language,
+            &languages,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        realm: &str,
+        prefix: &str,
+        env: Environment<'static>,
+        catalogues: Arc<Catalogues>,
+        logo: Option<String>,
+        banner: Option<String>,
+        language: &str,
+        languages: &[&str],
+    ) -> Self {
+        let default_lang = catalogues.index(language).unwrap_or(0);
+        let offered = if languages.is_empty() {
+            catalogues.codes().map(str::to_string).collect::<Vec<_>>()
+        } else {
+            languages.iter().map(|c| c.to_string()).collect()
+        };
+        let offered = offered
+            .into_iter()
+            .filter_map(|c| catalogues.index(&c).map(|i| (c, i)))
+            .collect();
+        Self {
             realm: realm.to_string(),
             prefix: prefix.to_string(),
-            logo,
-            banner: pages.banner.clone(),
-            env: Arc::new(env),
-        })
+            shared: Arc::new(Shared {
+                logo,
+                banner,
+                env,
+                catalogues,
+                default_lang,
+                offered,
+            }),
+            lang: default_lang,
+        }
+    }
+
+    /// This context in the language the request asks for (`Accept-Language` among
+    /// `[pages] languages`), else the configured one.
+    pub fn for_request(&self, req: &http::request::Parts) -> Self {
+        let accept = req
+            .headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        let codes: Vec<&str> = self
+            .shared
+            .offered
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let lang = match lang::negotiate(accept, &codes) {
+            Some(i) => self.shared.offered[i].1,
+            None => self.shared.default_lang,
+        };
+        Self {
+            lang,
+            ..self.clone()
+        }
+    }
+
+    /// The language code this context writes in (`<html lang>`).
+    pub fn lang(&self) -> &str {
+        self.shared.catalogues.code(self.lang)
+    }
+
+    /// `text` in this context's language, as plain words (pages escape it when shown).
+    pub fn text(&self, text: &Text) -> String {
+        let cats = &self.shared.catalogues;
+        text.plain(
+            &|k| cats.get(self.lang, k).map(str::to_string),
+            &[("realm", &self.realm)],
+        )
+    }
+
+    /// The catalogue text `key` (without values but the realm) in this context's language.
+    pub fn tr(&self, key: &str) -> String {
+        self.text(&Text::new(key))
     }
 
     fn render(&self, name: &str, title: &str, extra: minijinja::Value) -> String {
         let ctx = context! {
             title => title,
-            site => format!("{} sign-in", self.realm),
+            site => self.text(&Text::new("page.site")),
+            lang => self.lang(),
             realm => &self.realm,
             prefix => &self.prefix,
-            logo => &self.logo,
-            banner => &self.banner,
+            logo => &self.shared.logo,
+            banner => &self.shared.banner,
             ..extra
         };
-        match self.env.get_template(name).and_then(|t| t.render(ctx)) {
+        match self
+            .shared
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+        {
             Ok(html) => html,
             Err(e) => {
                 // Templates were rendered once at start; this is a bug, never a blank page.
@@ -252,7 +414,11 @@ pub struct AccountView {
 /// The account page: "Account Settings" with its "Single Sign-On" section, as users know it
 /// from accounts.magento.cloud.
 pub fn account_page(ctx: &PageContext, v: &AccountView) -> String {
-    ctx.render("account.html", "Account Settings", context! { v => v })
+    ctx.render(
+        "account.html",
+        &ctx.tr("account.title"),
+        context! { v => v },
+    )
 }
 
 /// The page for a Magento.com sign-in that has no linked cloud account while the rule is
@@ -260,7 +426,7 @@ pub fn account_page(ctx: &PageContext, v: &AccountView) -> String {
 pub fn link_required(ctx: &PageContext, v: &AccountView) -> String {
     ctx.render(
         "link_required.html",
-        &format!("Connect your account with {}", v.sso_name),
+        &ctx.text(&Text::new("link_required.title").arg("sso", &v.sso_name)),
         context! { v => v },
     )
 }
@@ -278,6 +444,8 @@ pub struct SignOutView {
     pub back: String,
     /// Whether the provider's session ends too.
     pub provider_too: bool,
+    /// The accounts provider's name, when its session ends too.
+    pub account_too: Option<String>,
     /// Whether every session of this identity ends (`sign_out?everywhere=1`).
     pub everywhere: bool,
 }
@@ -285,7 +453,11 @@ pub struct SignOutView {
 /// The page `GET sign_out` answers: a button that signs out (a POST with the CSRF token),
 /// so that a link or an image from another site never signs anyone out.
 pub fn sign_out_page(ctx: &PageContext, v: &SignOutView) -> String {
-    ctx.render("sign_out.html", "Sign out", context! { s => v })
+    ctx.render(
+        "sign_out.html",
+        &ctx.tr("sign_out.title"),
+        context! { s => v },
+    )
 }
 
 #[cfg(test)]
@@ -294,7 +466,99 @@ mod tests {
 
     #[test]
     fn the_built_in_templates_compile() {
-        environment(None).unwrap();
+        environment(None, Arc::new(Catalogues::load(None).unwrap())).unwrap();
+    }
+
+    fn request(accept_language: &str) -> http::request::Parts {
+        http::Request::builder()
+            .header("accept-language", accept_language)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn the_account_page_speaks_swedish_when_asked_and_english_otherwise() {
+        let v = AccountView {
+            sso_name: "Magento.com".into(),
+            account_name: "accounts.magento.cloud".into(),
+            account: Some("ann@cloud.test".into()),
+            csrf: "tok".into(),
+            ..AccountView::default()
+        };
+        let ctx = PageContext::default();
+        let sv = account_page(&ctx.for_request(&request("sv-SE,sv;q=0.9,en;q=0.8")), &v);
+        assert!(sv.contains("<html lang=\"sv\">"), "{sv}");
+        assert!(sv.contains("<h1>Kontoinställningar</h1>"), "{sv}");
+        assert!(sv.contains("<h2 id=\"sso\">Enkel inloggning</h2>"), "{sv}");
+        assert!(sv.contains("<dd id=\"status\">Inte ansluten</dd>"), "{sv}");
+        assert!(sv.contains(">Anslut med Magento.com</button>"), "{sv}");
+        assert!(
+            sv.contains("Inloggad på accounts.magento.cloud som <strong>ann@cloud.test</strong>."),
+            "{sv}"
+        );
+        let en = account_page(&ctx.for_request(&request("fr")), &v);
+        assert!(en.contains("<html lang=\"en\">"), "{en}");
+        assert!(en.contains("<dd id=\"status\">Not Connected</dd>"), "{en}");
+    }
+
+    #[test]
+    fn the_configured_language_is_the_default_and_languages_limit_the_choice() {
+        let fixed = crate::config::Pages {
+            language: "sv".into(),
+            languages: vec!["sv".into()],
+            ..Default::default()
+        };
+        let ctx = PageContext::load("Magento.com", "/oauth2", &fixed).unwrap();
+        assert_eq!(ctx.lang(), "sv");
+        assert_eq!(ctx.for_request(&request("en")).lang(), "sv", "fixed");
+        let default_sv = crate::config::Pages {
+            language: "sv".into(),
+            ..Default::default()
+        };
+        let ctx = PageContext::load("Magento.com", "/oauth2", &default_sv).unwrap();
+        assert_eq!(ctx.for_request(&request("de")).lang(), "sv");
+        assert_eq!(ctx.for_request(&request("en-US")).lang(), "en");
+    }
+
+    #[test]
+    fn an_operator_template_without_the_catalogue_keeps_working() {
+        // A template written before the catalogue existed: plain English, no `t()`, a
+        // hard-coded `lang`.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.html"),
+            "<!doctype html><html lang=\"en\"><title>{{ title }}</title><main>{% block main %}{% endblock %}</main></html>",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("sign_out.html"),
+            "{% extends \"base.html\" %}{% block main %}<form method=post action=\"{{ s.action }}\"><button>Log off</button></form>{% endblock %}",
+        )
+        .unwrap();
+        let pages = crate::config::Pages {
+            templates_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let ctx = PageContext::load("Magento.com", "/oauth2", &pages).unwrap();
+        let html = sign_out_page(
+            &ctx.for_request(&request("sv")),
+            &SignOutView {
+                action: "/oauth2/sign_out".into(),
+                ..SignOutView::default()
+            },
+        );
+        assert!(html.contains("<button>Log off</button>"), "{html}");
+        assert!(html.contains("<title>Logga ut</title>"), "{html}");
+        // A template naming a key the catalogue lacks is refused at start.
+        std::fs::write(
+            dir.path().join("message.html"),
+            "{% extends \"base.html\" %}{% block main %}{{ t(\"page.no_such_key\") }}{% endblock %}",
+        )
+        .unwrap();
+        let err = PageContext::load("Magento.com", "/oauth2", &pages).unwrap_err();
+        assert!(err.contains("page.no_such_key"), "{err}");
     }
 
     #[test]
@@ -346,8 +610,8 @@ mod tests {
         .unwrap();
         let pages = crate::config::Pages {
             templates_dir: Some(dir.path().to_path_buf()),
-            logo: None,
             banner: Some("Staging <env>".into()),
+            ..Default::default()
         };
         let ctx = PageContext::load("Magento.com", "/oauth2", &pages).unwrap();
         let html = message(&ctx, "T", "custom text", "a", None, None);

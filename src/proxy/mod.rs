@@ -106,7 +106,7 @@ impl Gate {
         // exactly them (src/proxy/path.rs says why).
         let target = match path::parse(req.raw_path(), app.config.server.encoded_slashes) {
             Ok(target) => target,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation),
+            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
         };
         let hosts = req.headers.get_all(http::header::HOST).iter();
         let authority = target
@@ -114,7 +114,7 @@ impl Gate {
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
         ctx.host = match path::host(hosts.map(|h| h.as_bytes()), authority) {
             Ok(host) => host,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation),
+            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
         };
         ctx.upstream_target = target.upstream.clone();
         let path = target.decision;
@@ -131,7 +131,7 @@ impl Gate {
         }
 
         let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
-            return self.refuse(ctx, Refusal::NoRoute, navigation);
+            return self.refuse(ctx, Refusal::NoRoute, navigation, req);
         };
         ctx.route = Some(index);
         // The route's policy: its own, or its rule with the longest prefix of the path.
@@ -159,20 +159,20 @@ impl Gate {
         let reply = match admission {
             Admission::Pass { link, .. } => {
                 let Found::Passport(passport) = found else {
-                    return self.refuse(ctx, Refusal::Internal, navigation);
+                    return self.refuse(ctx, Refusal::Internal, navigation, req);
                 };
-                return self.forward(ctx, passport, link, navigation);
+                return self.forward(ctx, passport, link, navigation, req);
             }
             Admission::Forbidden(forbidden) => Refusal::Forbidden {
                 who: forbidden.who.clone(),
-                reason: forbidden.reason.clone(),
+                reason: crate::pages::Text::raw(forbidden.reason.clone()),
             }
-            .reply(navigation, &app.pages),
+            .reply(navigation, &app.pages.for_request(req)),
             Admission::LinkPage => match &found {
                 Found::Passport(passport) => {
                     crate::endpoints::link_page::link_required_page(app, passport, req).await
                 }
-                _ => return self.refuse(ctx, Refusal::Internal, navigation),
+                _ => return self.refuse(ctx, Refusal::Internal, navigation, req),
             },
             Admission::Connect => return self.connect(ctx, &found, req, navigation).await,
             Admission::LinkRequired => app.link_required().reply(false, &app.pages),
@@ -180,9 +180,13 @@ impl Gate {
                 let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
                 Reply::redirect(&app.start_url(rd, Intent::Login))
             }
-            Admission::Unauthenticated { page } => Refusal::Unauthenticated.reply(page, &app.pages),
+            Admission::Unauthenticated { page } => {
+                Refusal::Unauthenticated.reply(page, &app.pages.for_request(req))
+            }
             Admission::InvalidToken(refusal) => refusal.clone().reply(false, &app.pages),
-            Admission::Unavailable(refusal) => refusal.clone().reply(navigation, &app.pages),
+            Admission::Unavailable(refusal) => refusal
+                .clone()
+                .reply(navigation, &app.pages.for_request(req)),
         };
         Outcome::Reply(match found.cookie(app) {
             Some(cookie) => reply.with_cookie(&cookie),
@@ -198,6 +202,7 @@ impl Gate {
         passport: Arc<Passport>,
         link: LinkStatus,
         navigation: bool,
+        req: &RequestHeader,
     ) -> Outcome {
         if let (Some(signer), Some(claims)) = (&self.app.signer, passport.claims()) {
             let route = ctx.route.unwrap_or(0);
@@ -209,7 +214,7 @@ impl Gate {
                         crate::assertion::AssertionError::NoKey => Refusal::StoreUnavailable,
                         crate::assertion::AssertionError::Sign(_) => Refusal::Internal,
                     };
-                    return self.refuse(ctx, refusal, navigation);
+                    return self.refuse(ctx, refusal, navigation, req);
                 }
             }
         }
@@ -232,7 +237,7 @@ impl Gate {
         let rd = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let reply = Reply::redirect(&app.start_url(rd, Intent::Connect));
         let Found::Passport(passport) = found else {
-            return self.refuse(ctx, Refusal::Internal, navigation);
+            return self.refuse(ctx, Refusal::Internal, navigation, req);
         };
         let cookie = if passport.via != Via::AccountJwt {
             passport.set_cookie().map(str::to_string)
@@ -240,7 +245,7 @@ impl Gate {
             match identify::session_from_jwt(app, req).await {
                 Ok(Some((id, _))) => app.sessions.as_ref().map(|s| s.session_cookie(&id)),
                 Ok(None) => passport.set_cookie().map(str::to_string),
-                Err(refusal) => return self.refuse(ctx, refusal, navigation),
+                Err(refusal) => return self.refuse(ctx, refusal, navigation, req),
             }
         };
         Outcome::Reply(match cookie {
@@ -250,19 +255,33 @@ impl Gate {
     }
 
     /// A target or host with more than one reading: 400, and a log line for the operator.
-    fn refuse_target(&self, ctx: &mut RequestCtx, refused: path::Refused, html: bool) -> Outcome {
+    fn refuse_target(
+        &self,
+        ctx: &mut RequestCtx,
+        refused: path::Refused,
+        html: bool,
+        req: &RequestHeader,
+    ) -> Outcome {
         tracing::info!(peer = ?ctx.peer, reason = refused.reason(), "refused an ambiguous request target");
         self.app
             .metrics
             .refused_targets
             .with_label_values(&[refused.code()])
             .inc();
-        self.refuse(ctx, Refusal::BadRequest(refused.reason().into()), html)
+        let reason = crate::pages::Text::raw(refused.reason());
+        self.refuse(ctx, Refusal::BadRequest(reason), html, req)
     }
 
-    fn refuse(&self, ctx: &mut RequestCtx, refusal: Refusal, html: bool) -> Outcome {
+    /// A refusal answered here: a page in the request's language, or JSON.
+    fn refuse(
+        &self,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+        html: bool,
+        req: &RequestHeader,
+    ) -> Outcome {
         ctx.decision = Decision::Refused;
-        Outcome::Reply(refusal.reply(html, &self.app.pages))
+        Outcome::Reply(refusal.reply(html, &self.app.pages.for_request(req)))
     }
 }
 
@@ -462,9 +481,9 @@ impl ProxyHttp for Gate {
         Self::CTX: Send + Sync,
     {
         let refusal = match e.etype() {
-            ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(format!("rejected with status {code}"))
-            }
+            ErrorType::HTTPStatus(code) if *code < 500 => Refusal::BadRequest(
+                crate::pages::Text::raw(format!("rejected with status {code}")),
+            ),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
@@ -500,7 +519,8 @@ impl ProxyHttp for Gate {
             // (`Connection: close`), so that a client does not send its next request into
             // a closing socket.
             session.set_keepalive(None);
-            if let Err(err) = refusal.reply(html, &self.app.pages).send(session).await {
+            let pages = self.app.pages.for_request(session.req_header());
+            if let Err(err) = refusal.reply(html, &pages).send(session).await {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }

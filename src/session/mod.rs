@@ -184,8 +184,24 @@ impl Sessions {
         tokens: Option<Tokens>,
         account_jwt: Option<JwtBinding>,
     ) -> Result<(OpaqueId, SessionRecord), StoreError> {
+        self.create_with(id, sso, account, tokens, account_jwt, None)
+            .await
+    }
+
+    /// [`Sessions::create_as`], with the accounts provider's id_token of the account (kept
+    /// for its sign-out).
+    pub async fn create_with(
+        &self,
+        id: OpaqueId,
+        sso: Option<Identity>,
+        account: Option<Identity>,
+        tokens: Option<Tokens>,
+        account_jwt: Option<JwtBinding>,
+        account_id_token: Option<String>,
+    ) -> Result<(OpaqueId, SessionRecord), StoreError> {
         let created_at = now();
         let account_jwt = account.as_ref().and(account_jwt);
+        let account_id_token = account.as_ref().and(account_id_token);
         let record = SessionRecord {
             sso,
             account,
@@ -193,6 +209,7 @@ impl Sessions {
             created_at,
             expires_at: created_at + self.ttl_secs(),
             account_jwt,
+            account_id_token,
         };
         if let Some(sso) = &record.sso {
             // Index first: a failure between the two leaves an index entry without a

@@ -31,6 +31,11 @@ pub struct SessionRecord {
     /// `proxy::identify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_jwt: Option<JwtBinding>,
+    /// The accounts provider's id_token, when this browser signed in there through linkgate
+    /// (`[account] source = "oauth2"`): sign-out ends that provider's session too, with it
+    /// as `id_token_hint` (src/sign_out_chain.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id_token: Option<String>,
 }
 
 /// The platform JWT a session's account identity came from.

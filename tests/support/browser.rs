@@ -81,6 +81,16 @@ impl Browser {
     /// Starts `chromedriver` and a Chromium session. Screenshots are named after the
     /// current test (the test thread's name); earlier screenshots of that test are removed.
     pub async fn start() -> Self {
+        Self::start_with_languages(None).await
+    }
+
+    /// [`Browser::start`] with the browser's languages set, as a person sets them in the
+    /// browser's settings (`Accept-Language`, e.g. `"sv-SE,sv"`).
+    pub async fn start_in(languages: &str) -> Self {
+        Self::start_with_languages(Some(languages)).await
+    }
+
+    async fn start_with_languages(languages: Option<&str>) -> Self {
         for (program, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(program).is_file(),
@@ -118,12 +128,21 @@ impl Browser {
             .expect("a temporary Chromium profile");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        if let Some(languages) = languages {
+            let first = languages.split(',').next().unwrap_or(languages);
+            options["args"]
+                .as_array_mut()
+                .expect("args")
+                .push(format!("--lang={first}").into());
+            options["prefs"] = json!({ "intl": { "accept_languages": languages } });
+        }
         let capabilities = json!({
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             // Console messages (CSP violations among them) for [`Browser::console`].
             "goog:loggingPrefs": { "browser": "ALL" },
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": options,
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
             unreachable!()

@@ -183,11 +183,14 @@ impl ScenarioBuilder {
         let accounts = match self.accounts {
             Accounts::None => None,
             Accounts::OAuth2 => Some(OidcProvider::start(
-                ProviderOptions::new("accounts").client(ClientConfig::confidential(
-                    ACCOUNTS_CLIENT_ID,
-                    CLIENT_SECRET,
-                    &builder.url("/oauth2/account/callback"),
-                )),
+                ProviderOptions::new("accounts").client(
+                    ClientConfig::confidential(
+                        ACCOUNTS_CLIENT_ID,
+                        CLIENT_SECRET,
+                        &builder.url("/oauth2/account/callback"),
+                    )
+                    .post_logout_redirect_uri(&signed_out),
+                ),
             )),
             Accounts::Jwt => Some(OidcProvider::start(ProviderOptions::new("platform").jwks(
                 serde_json::json!({
@@ -244,6 +247,24 @@ impl ScenarioBuilder {
 /// A browser-less user: a cookie jar, no automatic redirects.
 pub fn user() -> reqwest::Client {
     client()
+}
+
+/// A callback's answer when the sign-in could not complete: linkgate redirects a browser to
+/// a problem page of its own (`{prefix}/link/problem?p=`, src/troubleshoot.rs), so a reload
+/// does not replay the callback. Asserts that redirect and returns the page (its status and
+/// text are what the person reads). Read the callback's own headers (`Set-Cookie`) first.
+pub async fn problem_page(
+    http: &reqwest::Client,
+    callback: reqwest::Response,
+) -> reqwest::Response {
+    assert_eq!(
+        callback.status(),
+        302,
+        "a failed callback redirects to its problem page"
+    );
+    let to = location(&callback);
+    assert!(to.contains("/oauth2/link/problem?p="), "{to}");
+    navigate(http.get(to)).send().await.expect("problem page")
 }
 
 /// Headers a browser sends on a top-level navigation.

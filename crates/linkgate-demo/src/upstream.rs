@@ -213,8 +213,9 @@ impl SampleApp {
              <li><strong>Disconnect.</strong> On <a href=\"{p}/link\">Account Settings</a>, choose \
              “Disconnect from {sso_name}”: the link and every session that relied on it end, and \
              the next page asks you to connect again.</li>\
-             <li><strong>Sign out.</strong> The application's “Sign out” ends the linkgate session \
-             and the Magento.com session (RP-initiated logout), and brings you back here.</li>\
+             <li><strong>Sign out.</strong> The application's “Sign out” ends the linkgate session, \
+             the accounts.magento.cloud session when you signed in there through linkgate, and the \
+             Magento.com session (RP-initiated logout), and brings you back here.</li>\
              </ol></section>"
         );
         page("Welcome", SITE, ACCENT, &main)

@@ -1,0 +1,145 @@
+//! Sign-out that ends every session linkgate started: linkgate's own, then the accounts
+//! provider's (`[account] source = "oauth2"`, when this browser signed in there through
+//! linkgate and its discovery offers `end_session_endpoint`), then Magento.com's
+//! (RP-initiated logout, or Adobe IMS's own logout URL). Each hop is an RP-initiated logout
+//! with `id_token_hint` (the id_token that provider issued to this session), `client_id`,
+//! `post_logout_redirect_uri = {base}{prefix}/signed_out` and a `state`; the provider sends
+//! the browser back to `signed_out`, which takes the next hop, and after the last one goes on
+//! to `rd`.
+//!
+//! Why this order: Adobe IMS's logout hands back no `state`, so Magento.com's hop comes last
+//! (after it the chain has nothing left to carry). A provider without an end-session
+//! endpoint is skipped.
+//!
+//! SECURITY: the chain (where to go next, the id_tokens for the hints, the final `rd`) is
+//! sealed into `state` (XChaCha20-Poly1305 under the cookie secret's record key, for ten
+//! minutes), so a provider sees no other provider's id_token, a crafted `state` cannot name
+//! a URL (hops are built from discovery, never from the request) and `rd` is validated again
+//! when used. The chain cannot be turned into an open redirect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+
+/// How long a sign-out chain's `state` is honoured.
+const CHAIN_TTL_SECS: i64 = 600;
+/// The sealing purpose of a chain's `state`.
+const PURPOSE: &str = "sign-out";
+
+/// Which provider a hop signs out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Provider {
+    /// The accounts provider (`[account] source = "oauth2"`).
+    Account,
+    /// Magento.com (`[sso]`).
+    Sso,
+}
+
+/// One provider's logout still to come.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Hop {
+    provider: Provider,
+    /// The id_token that provider issued to the ended session, for `id_token_hint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+/// What `state` carries between hops, sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chain {
+    /// Where the browser ends (validated when the chain began and again at the end).
+    rd: String,
+    /// `{base}{prefix}/signed_out`, where every provider sends the browser back.
+    back: String,
+    /// The hops still to take, in order.
+    hops: Vec<Hop>,
+    until: i64,
+}
+
+/// What the ended session knew, for its providers' logouts.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// Whether there was a session to end (no session: no provider is asked).
+    pub had_session: bool,
+    /// Magento.com's id_token, when the session still had one.
+    pub sso_id_token: Option<String>,
+    /// The accounts provider's id_token, when this browser signed in there.
+    pub account_id_token: Option<String>,
+}
+
+/// Where `POST sign_out` sends the browser once linkgate's session is ended: the first
+/// provider logout of the chain, or `rd` when no provider is to be asked. `base` is this
+/// gate's `scheme://host` (none: the providers are not asked, there is no way back).
+pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> String {
+    let Some(base) = base.filter(|_| ended.had_session) else {
+        return rd.to_string();
+    };
+    let mut hops = Vec::new();
+    if let (Some(_), Some(token)) = (app.linking.provider(), ended.account_id_token) {
+        hops.push(Hop {
+            provider: Provider::Account,
+            id_token: Some(token),
+        });
+    }
+    if app.sso.is_some() {
+        hops.push(Hop {
+            provider: Provider::Sso,
+            id_token: ended.sso_id_token,
+        });
+    }
+    let chain = Chain {
+        rd: rd.to_string(),
+        back: format!("{base}{}/signed_out", app.prefix()),
+        hops,
+        until: crate::session::now() + CHAIN_TTL_SECS,
+    };
+    next(app, chain).await
+}
+
+/// `GET signed_out?state=`: the next hop of the chain `state` carries, or its validated
+/// `rd`. A `state` that is not a chain of this gate (an older gate's plain `rd`, or
+/// made up) is taken as an `rd` and validated like one: the worst it can do is land on a
+/// page of this site or of `authz.redirect_domains`.
+pub async fn resume(app: &App, state: &str) -> String {
+    let chain = app.sessions.as_ref().and_then(|s| {
+        let bytes = s.open_note(PURPOSE, state)?;
+        serde_json::from_slice::<Chain>(&bytes).ok()
+    });
+    match chain {
+        Some(chain) if chain.until > crate::session::now() => next(app, chain).await,
+        Some(chain) => app.redirects.resolve(Some(&chain.rd)),
+        None => app.redirects.resolve(Some(state)),
+    }
+}
+
+/// Takes the first hop whose provider has a logout URL, with the rest sealed into its
+/// `state`; `rd` when none is left.
+async fn next(app: &App, mut chain: Chain) -> String {
+    while !chain.hops.is_empty() {
+        let hop = chain.hops.remove(0);
+        let provider = match hop.provider {
+            Provider::Account => app.linking.provider(),
+            Provider::Sso => app.sso.as_ref(),
+        };
+        let Some(provider) = provider else {
+            continue;
+        };
+        let Some(mut url) = provider
+            .end_session_url(hop.id_token.as_deref(), &chain.back)
+            .await
+        else {
+            continue;
+        };
+        let state = match &app.sessions {
+            Some(sessions) => {
+                let plain = serde_json::to_vec(&chain).unwrap_or_default();
+                sessions.seal_note(PURPOSE, &plain)
+            }
+            None => chain.rd.clone(),
+        };
+        url.query_pairs_mut().append_pair("state", &state);
+        return url.to_string();
+    }
+    app.redirects.resolve(Some(&chain.rd))
+}
