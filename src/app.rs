@@ -75,7 +75,7 @@ pub struct App {
     pub verified_tokens: Option<Arc<SessionCache<VerifiedToken, [u8; 32]>>>,
     /// Where `rd` may point.
     pub redirects: RedirectPolicy,
-    /// The route policies (src/policy.rs).
+    /// The route policies (src/policy/routes.rs).
     pub policies: crate::policy::Policies,
     /// The identity assertion signer (`[assertion]`).
     pub signer: Option<Arc<crate::assertion::Signer>>,

@@ -161,7 +161,7 @@ impl pingora::services::background::BackgroundService for Invalidation {
     }
 }
 
-/// Loads, creates and rotates the assertion keys (src/assertion.rs) in Pingora's runtime.
+/// Loads, creates and rotates the assertion keys (src/assertion/) in Pingora's runtime.
 struct AssertionKeys {
     app: Arc<App>,
 }

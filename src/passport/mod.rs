@@ -48,7 +48,7 @@ pub struct Passport {
 /// The parts of a passport most do not have.
 #[derive(Debug, Clone, Default)]
 struct Rare {
-    /// The policies (by index, src/policy.rs) that refuse this identity, decided once.
+    /// The policies (by index, src/policy/routes.rs) that refuse this identity, decided once.
     forbidden: Vec<(usize, Forbidden)>,
     names: Option<Names>,
     set_cookie: Option<String>,
@@ -215,7 +215,7 @@ impl Passport {
         self.forbidden_under(crate::policy::GLOBAL)
     }
 
-    /// The verdict of policy `index` (src/policy.rs), decided once when the passport was
+    /// The verdict of policy `index` (src/policy/routes.rs), decided once when the passport was
     /// made: `Some` when it refuses.
     pub fn forbidden_under(&self, index: usize) -> Option<&Forbidden> {
         let rare = self.rare.as_ref()?;

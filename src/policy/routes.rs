@@ -5,7 +5,7 @@
 //! with every key a route leaves out taken from the level above (a rule from its upstream,
 //! an upstream from `[authz]`); `skip_auth_routes` add up instead. A request's policy is its
 //! route's, or the rule with the longest `path_prefix` covering the canonical path the
-//! decision reads. Passports decide who may pass once per policy (src/passport.rs).
+//! decision reads. Passports decide who may pass once per policy (src/passport/).
 
 use super::authz::Allowlist;
 use crate::config::names::prefix_covers;

@@ -68,7 +68,7 @@ pub struct RequestCtx {
     host: Option<String>,
     /// The path and query the upstream gets when the client's spelling was not canonical.
     upstream_target: Option<String>,
-    /// The route policy the decision read (src/policy.rs).
+    /// The route policy the decision read (src/policy/routes.rs).
     policy: usize,
     /// The signed identity assertion for the upstream (`[assertion]`).
     assertion: Option<HeaderValue>,

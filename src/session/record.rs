@@ -33,7 +33,7 @@ pub struct SessionRecord {
     pub account_jwt: Option<JwtBinding>,
     /// The accounts provider's id_token, when this browser signed in there through linkgate
     /// (`[account] source = "oauth2"`): sign-out ends that provider's session too, with it
-    /// as `id_token_hint` (src/sign_out_chain.rs).
+    /// as `id_token_hint` (src/endpoints/sign_out_chain.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id_token: Option<String>,
 }

@@ -250,7 +250,7 @@ pub fn user() -> reqwest::Client {
 }
 
 /// A callback's answer when the sign-in could not complete: linkgate redirects a browser to
-/// a problem page of its own (`{prefix}/link/problem?p=`, src/troubleshoot.rs), so a reload
+/// a problem page of its own (`{prefix}/link/problem?p=`, src/endpoints/problem.rs), so a reload
 /// does not replay the callback. Asserts that redirect and returns the page (its status and
 /// text are what the person reads). Read the callback's own headers (`Set-Cookie`) first.
 pub async fn problem_page(
