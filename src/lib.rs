@@ -18,6 +18,7 @@ pub mod demo;
 pub mod endpoints;
 #[cfg(test)]
 pub mod fixtures;
+pub mod identify;
 pub mod identity;
 pub mod link;
 pub mod logging;

@@ -29,6 +29,7 @@ use http::HeaderValue;
 use openssl::pkey::PKey;
 
 use crate::config::Assertion;
+pub use crate::passport::claims_fragment;
 use crate::session::keys::Keys;
 use crate::store::{Store, StoreError};
 use keys::{generate, thumbprint, Loaded, SigningKey, StoredKey, StoredSet};
@@ -389,46 +390,6 @@ fn store_error(e: StoreError) -> String {
 
 fn json_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// The claims a passport carries for its assertions: JSON object members without braces
-/// (`"sub":"..","email":..`), pure ASCII (anything else `\u`-escaped) so that they pack with
-/// the passport's header values.
-pub fn claims_fragment(
-    primary: &crate::oidc::Identity,
-    sso: Option<&crate::oidc::Identity>,
-    account: Option<&crate::oidc::Identity>,
-) -> String {
-    let mut map = serde_json::Map::new();
-    map.insert("sub".into(), primary.subject.clone().into());
-    if let Some(email) = &primary.email {
-        map.insert("email".into(), email.clone().into());
-        map.insert("email_verified".into(), primary.email_verified.into());
-    }
-    map.insert("groups".into(), primary.groups.clone().into());
-    if let Some(u) = &primary.preferred_username {
-        map.insert("preferred_username".into(), u.clone().into());
-    }
-    if let Some(s) = sso {
-        map.insert("sso_sub".into(), s.subject.clone().into());
-    }
-    if let Some(a) = account {
-        map.insert("account_id".into(), a.subject.clone().into());
-    }
-    let text = serde_json::Value::Object(map).to_string();
-    let inner = &text[1..text.len().saturating_sub(1)];
-    let mut out = String::with_capacity(inner.len());
-    for c in inner.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut buf = [0u16; 2];
-            for unit in c.encode_utf16(&mut buf) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use http::StatusCode;
 use pingora::http::RequestHeader;
 
 use crate::app::App;
+use crate::identify::{identify, Found};
 use crate::passport::Field;
 use crate::policy::{self, Admission};
-use crate::proxy::identify::{identify, Found};
 use crate::respond::{Refusal, Reply};
 
 /// `GET auth` (or `POST`): `202` with the identity headers, or the refusal as JSON.

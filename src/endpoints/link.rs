@@ -98,7 +98,7 @@ pub(super) async fn connect(
                 Linking::Jwt { registry, .. } => registry,
                 Linking::Off => return Err(Refusal::NotFound),
             };
-            let (account, binding) = crate::proxy::identify::account_of_jwt(app, req)
+            let (account, binding) = crate::identify::account_of_jwt(app, req)
                 .await?
                 .ok_or_else(|| Refusal::SignInFailed {
                     why: Text::new("sign_in.account_in_browser_first")

@@ -9,10 +9,10 @@ use serde_json::json;
 use super::link::masked;
 use super::request::{current, query_param};
 use crate::app::App;
+use crate::identify::Passport;
 use crate::identity::{Identity, OpaqueId};
 use crate::pages::Text;
 use crate::pages::{self, AccountView};
-use crate::proxy::identify::Passport;
 use crate::redirect::encode;
 use crate::respond::{self, Refusal, Reply};
 use crate::session::Intent;
@@ -30,7 +30,7 @@ struct JwtAccount {
 async fn jwt_account(app: &App, req: &RequestHeader) -> Option<JwtAccount> {
     let registry = app.linking.registry()?;
     app.linking.jwt()?;
-    let (account, _) = crate::proxy::identify::account_of_jwt(app, req)
+    let (account, _) = crate::identify::account_of_jwt(app, req)
         .await
         .ok()
         .flatten()?;
@@ -243,7 +243,7 @@ pub(super) async fn link_page(app: &App, req: &RequestHeader) -> Result<Reply, R
         Some(current) => current,
         None if !respond::is_navigation(req) => return Ok(nothing_json(app, req)),
         // A browser with the platform's JWT alone: the page and its forms need a session.
-        None => match crate::proxy::identify::session_from_jwt(app, req).await? {
+        None => match crate::identify::session_from_jwt(app, req).await? {
             Some((id, record)) => {
                 made = app.sessions.as_ref().map(|s| s.session_cookie(&id));
                 (id, record)

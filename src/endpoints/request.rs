@@ -158,7 +158,7 @@ pub(super) async fn current(
         return Ok(None);
     };
     match sessions.load(&id).await? {
-        Some(record) if crate::proxy::identify::session_keeps(app, req, &id, &record).await? => {
+        Some(record) if crate::identify::session_keeps(app, req, &id, &record).await? => {
             Ok(Some((id, record)))
         }
         _ => Ok(None),

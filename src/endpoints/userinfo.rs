@@ -6,9 +6,9 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 
 use crate::app::App;
+use crate::identify::{identify, Found};
 use crate::identity::Identity;
 use crate::policy::{self, Admission, Rules};
-use crate::proxy::identify::{identify, Found};
 use crate::respond::{Refusal, Reply};
 
 fn identity_json(sso: Option<&Identity>, account: Option<&Identity>) -> serde_json::Value {
@@ -49,7 +49,7 @@ pub async fn userinfo(app: &App, req: &RequestHeader) -> Result<Reply, Refusal> 
     let Found::Passport(passport) = &found else {
         return Err(Refusal::Unauthenticated);
     };
-    let (sso, account) = crate::proxy::identify::identities(app, req, passport).await?;
+    let (sso, account) = crate::identify::identities(app, req, passport).await?;
     Ok(Reply::json(
         StatusCode::OK,
         &identity_json(sso.as_ref(), account.as_ref()),

@@ -163,7 +163,7 @@ impl Passport {
         }
         let claims = primary
             .filter(|_| rules.assertions)
-            .map(|i| crate::assertion::claims_fragment(i, proof.sso, proof.account));
+            .map(|i| claims_fragment(i, proof.sso, proof.account));
         let forbidden: Vec<(usize, Forbidden)> = match primary {
             Some(i) => rules
                 .policies
@@ -276,6 +276,46 @@ impl Passport {
     pub fn refresh_due(&self, now: i64) -> bool {
         now >= self.refresh_at
     }
+}
+
+/// The claims a passport carries for its assertions: JSON object members without braces
+/// (`"sub":"..","email":..`), pure ASCII (anything else `\u`-escaped) so that they pack with
+/// the passport's header values.
+pub fn claims_fragment(
+    primary: &Identity,
+    sso: Option<&Identity>,
+    account: Option<&Identity>,
+) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("sub".into(), primary.subject.clone().into());
+    if let Some(email) = &primary.email {
+        map.insert("email".into(), email.clone().into());
+        map.insert("email_verified".into(), primary.email_verified.into());
+    }
+    map.insert("groups".into(), primary.groups.clone().into());
+    if let Some(u) = &primary.preferred_username {
+        map.insert("preferred_username".into(), u.clone().into());
+    }
+    if let Some(s) = sso {
+        map.insert("sso_sub".into(), s.subject.clone().into());
+    }
+    if let Some(a) = account {
+        map.insert("account_id".into(), a.subject.clone().into());
+    }
+    let text = serde_json::Value::Object(map).to_string();
+    let inner = &text[1..text.len().saturating_sub(1)];
+    let mut out = String::with_capacity(inner.len());
+    for c in inner.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! Pingora's phases: they never decide anything themselves.
 
 pub mod headers;
-pub mod identify;
 pub mod path;
 pub mod route;
 
@@ -26,12 +25,13 @@ use time::OffsetDateTime;
 
 use crate::app::App;
 use crate::endpoints::{self, RequestInfo};
+pub use crate::identify;
+use crate::identify::{Found, Passport};
 use crate::identity::Via;
 use crate::passport::Field;
 use crate::policy::{self, Admission, LinkStatus};
 use crate::respond::{self, Refusal, Reply};
 use crate::session::Intent;
-use identify::{Found, Passport};
 
 pub use crate::decision::{Decision, FORWARD_LABEL};
 

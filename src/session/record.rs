@@ -28,7 +28,7 @@ pub struct SessionRecord {
     /// Set when `account` came from the platform's account JWT (`[account] source = "jwt"`):
     /// the session then follows that JWT. Every request compares the JWT it carries with this
     /// one; another account, no JWT, or an invalid or expired one ends the session (see
-    /// `proxy::identify`).
+    /// `identify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_jwt: Option<JwtBinding>,
     /// The accounts provider's id_token, when this browser signed in there through linkgate

@@ -5,7 +5,6 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
-use super::table::Table;
 use super::Ctx;
 
 /// A string value after interpolation, with where it came from.
@@ -116,23 +115,6 @@ impl<'d, 'i> Node<'d, 'i> {
             }
             _ => {
                 self.mismatch(ctx, "an integer");
-                None
-            }
-        }
-    }
-
-    /// A table, to read with its own allowed keys.
-    pub(crate) fn table(&self, ctx: &mut Ctx<'_>) -> Option<Table<'d, 'i>> {
-        match self.value {
-            DeValue::Table(map) => Some(Table {
-                path: self.path.clone(),
-                span: self.span.clone(),
-                map,
-                known: Vec::new(),
-                open: false,
-            }),
-            _ => {
-                self.mismatch(ctx, "a table");
                 None
             }
         }

@@ -442,3 +442,24 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+// Reading a value as a table lives here, with the table, so that `node` needs nothing
+// of `table`.
+impl<'d, 'i> Node<'d, 'i> {
+    /// A table, to read with its own allowed keys.
+    pub(crate) fn table(&self, ctx: &mut Ctx<'_>) -> Option<Table<'d, 'i>> {
+        match self.value {
+            DeValue::Table(map) => Some(Table {
+                path: self.path.clone(),
+                span: self.span.clone(),
+                map,
+                known: Vec::new(),
+                open: false,
+            }),
+            _ => {
+                self.mismatch(ctx, "a table");
+                None
+            }
+        }
+    }
+}
