@@ -15,7 +15,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use support::sso::{
-    location, navigate, Accounts, Scenario, ScenarioBuilder, StoreKind, PLATFORM_AUDIENCE,
+    location, navigate, Accounts, Flavor, Scenario, ScenarioBuilder, StoreKind, PLATFORM_AUDIENCE,
     PLATFORM_COOKIE,
 };
 
@@ -70,7 +70,12 @@ async fn jwt_scenario(extra: &str) -> Scenario {
 }
 
 async fn oauth2_scenario(extra: &str) -> Scenario {
+    oauth2_scenario_of(extra, Flavor::Standard).await
+}
+
+async fn oauth2_scenario_of(extra: &str, flavor: Flavor) -> Scenario {
     ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .accounts(Accounts::OAuth2)
         .toml(extra)
         .start()
@@ -411,9 +416,11 @@ async fn grace_warn_and_disconnect_not_allowed_each_say_so() {
     assert!(!text.contains("link/disconnect"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let gate2 = s.another_gate();
     let laptop = Browser::new();
     let phone = Browser::new();
@@ -555,9 +562,10 @@ async fn a_conflict_has_its_own_reload_safe_url_masked_with_the_operator_command
     assert_eq!(links(&s), 1, "nothing changed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again() {
-    let s = oauth2_scenario("").await;
+async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again(
+    flavor: Flavor,
+) {
+    let s = oauth2_scenario_of("", flavor).await;
     let b = Browser::new();
     let resp = s
         .account_sign_in(&b.http, "/oauth2/link", "cloud-sam")
@@ -571,22 +579,28 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
     assert!(text.contains("Sign out everywhere</button>"), "{text}");
     let resp = s.sign_out(&b.http, "?rd=/oauth2/signed_out").await;
     assert_eq!(resp.status(), 302);
-    // On to Magento.com's end-session, which returns to signed_out with the page as state.
-    let end_session = location(&resp);
-    assert!(
-        end_session.contains("state=%2Foauth2%2Fsigned_out"),
-        "{end_session}"
-    );
-    let back = b
-        .http
-        .get(
-            s.gate
-                .url("/oauth2/signed_out?state=%2Foauth2%2Fsigned_out"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(location(&back), s.gate.url("/oauth2/signed_out"));
+    // On to Magento.com's logout, which returns to signed_out: with the page as state
+    // (RP-initiated logout), or as it is (IMS), the page then kept in linkgate's cookie.
+    let logout = location(&resp);
+    let signed_out = s.gate.url("/oauth2/signed_out");
+    flavor.assert_provider_logout(&s, &logout, &signed_out);
+    let back = support::oidc::logout(&b.http, &logout).await;
+    match flavor {
+        Flavor::Standard => {
+            assert!(logout.contains("state=%2Foauth2%2Fsigned_out"), "{logout}");
+            assert_eq!(
+                back,
+                s.gate
+                    .url("/oauth2/signed_out?state=%2Foauth2%2Fsigned_out")
+            );
+            let resp = b.http.get(&back).send().await.unwrap();
+            assert_eq!(location(&resp), signed_out);
+        }
+        Flavor::Ims => {
+            assert!(!logout.contains("state="), "IMS takes no state: {logout}");
+            assert_eq!(back, signed_out);
+        }
+    }
     let (status, text) = page(&s, &b.http, "/oauth2/signed_out").await;
     assert_eq!(status, 200);
     assert!(text.contains("<h1>Signed out</h1>"), "{text}");
@@ -610,3 +624,9 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
         .unwrap();
     assert_eq!(location(&resp), s.gate.url("/bye"));
 }
+
+// Sign-out against both providers (the standard one and the IMS look-alike).
+flavored_tests!(
+    sign_out_everywhere_ends_every_session_of_that_person_on_every_instance,
+    signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again,
+);
