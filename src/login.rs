@@ -1160,7 +1160,7 @@ async fn sign_out_page(
     req: &RequestHeader,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
-    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
+    let rd = sign_out_rd(app, req);
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
@@ -1221,7 +1221,7 @@ async fn sign_out(
     form: &HashMap<String, String>,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
-    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
+    let rd = sign_out_rd(app, req);
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
@@ -1260,36 +1260,72 @@ async fn sign_out(
         id_token = record.and_then(|r| r.tokens).and_then(|t| t.id_token);
     }
     let mut location = rd.clone();
+    let mut keep_rd = None;
     // The Magento.com session ends too, with the id_token as hint when the session still
     // has one (after a disconnect it does not, and the browser is still signed in there).
+    // The provider returns to the absolute `signed_out` page (registered there as the
+    // post-logout redirect), which goes on to `rd`: carried by `state`, or (IMS, whose
+    // logout has none) by a cookie of its own.
     let base = base_url(app, req, info);
     if let (Some(sso), true, Some(base)) = (&app.sso, had_session, base) {
         let back = format!("{base}{}/signed_out", app.prefix());
-        if let Some(mut url) = sso.end_session_url(id_token.as_deref(), &back).await {
-            url.query_pairs_mut().append_pair("state", &rd);
+        if let Some(url) = sso.end_session_url(id_token.as_deref(), &back, &rd).await {
             location = url.to_string();
+            keep_rd = (!sso.logout_returns_state()).then(|| sessions.return_cookie(&rd));
         }
     }
-    Ok(Reply::redirect(&location).with_cookie(&sessions.clear_session_cookie()))
+    let reply = Reply::redirect(&location).with_cookie(&sessions.clear_session_cookie());
+    Ok(match keep_rd {
+        Some(cookie) => reply.with_cookie(&cookie),
+        None => reply,
+    })
+}
+
+/// Where a sign-out ends: its validated `rd`, or without one the "Signed out" page (rather
+/// than `/`, which would send a signed-out person straight back to a sign-in).
+fn sign_out_rd(app: &App, req: &RequestHeader) -> String {
+    match query_param(req, "rd") {
+        Some(rd) => app.redirects.resolve(Some(&rd)),
+        None => format!("{}/signed_out", app.prefix()),
+    }
 }
 
 /// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
-/// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
-/// again" (where linkgate's own pages send a sign-out).
+/// (or, after IMS's logout, the cookie `sign_out` left) carries `rd`, validated again.
+/// Without either: the "Signed out" page, with "Sign in again" (where linkgate's own pages
+/// and a sign-out without `rd` end).
 fn signed_out(app: &App, req: &RequestHeader) -> Reply {
-    let Some(state) = query_param(req, "state") else {
-        let html = pages::message(
-            &app.pages,
-            "Signed out",
-            &format!("You are signed out of this site and of {}.", app.sso_name()),
-            "Close this window, or sign in again.",
-            None,
-            Some(("Sign in again", &start_url(app, "/", Intent::Login))),
-        );
-        return Reply::html(StatusCode::OK, html);
+    // IMS's logout returns without `state`: the destination waited in a cookie.
+    let sessions = app.sessions.as_ref();
+    let clear = sessions
+        .filter(|s| s.has_return_cookie(req))
+        .map(|s| s.clear_return_cookie());
+    let rd = match query_param(req, "state") {
+        Some(state) => Some(app.redirects.resolve(Some(&state))),
+        // The page itself is shown at once (no redirect to this very URL).
+        None => sessions
+            .and_then(|s| s.return_destination(req))
+            .map(|kept| app.redirects.resolve(Some(&kept)))
+            .filter(|rd| *rd != format!("{}/signed_out", app.prefix())),
     };
-    let rd = app.redirects.resolve(Some(&state));
-    Reply::redirect(&rd)
+    let reply = match rd {
+        Some(rd) => Reply::redirect(&rd),
+        None => Reply::html(
+            StatusCode::OK,
+            pages::message(
+                &app.pages,
+                "Signed out",
+                &format!("You are signed out of this site and of {}.", app.sso_name()),
+                "Close this window, or sign in again.",
+                None,
+                Some(("Sign in again", &start_url(app, "/", Intent::Login))),
+            ),
+        ),
+    };
+    match clear {
+        Some(c) => reply.with_cookie(&c),
+        None => reply,
+    }
 }
 
 fn identity_json(sso: Option<&Identity>, account: Option<&Identity>) -> serde_json::Value {

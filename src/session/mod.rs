@@ -15,6 +15,7 @@ pub mod cookie;
 pub mod flow;
 pub mod keys;
 pub mod seal;
+mod signed_out;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
