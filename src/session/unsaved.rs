@@ -124,13 +124,10 @@ impl Sessions {
         record: SessionRecord,
         spent: Option<Tokens>,
         lock: &str,
-        passport: impl FnOnce(SessionRecord) -> crate::passport::Passport,
+        passport: impl Fn(SessionRecord) -> crate::passport::Passport,
     ) -> (Arc<crate::passport::Passport>, bool) {
         let kept = record.clone();
-        let mut passport = Some(passport);
-        let saved = self
-            .save_refreshed(id, record, |r| (passport.take().expect("called once"))(r))
-            .await;
+        let saved = self.save_refreshed(id, record, &passport).await;
         match saved {
             Ok(resident) => {
                 // Saved: tokens kept from an earlier refresh are older still.
@@ -152,7 +149,7 @@ impl Sessions {
                     },
                 );
                 drop(map);
-                let resident = self.cache_refreshed(id, kept, passport.take().expect("unused"));
+                let resident = self.cache_refreshed(id, kept, passport);
                 let sessions = self.clone();
                 let id = *id;
                 tokio::spawn(async move { sessions.save_unsaved(id).await });
