@@ -77,6 +77,9 @@ async fn ims_sign_in_sends_comma_scopes_and_reads_ims_claims() {
         24 * 3600,
         "{claims}"
     );
+    // What IMS sends as it sends it: the string "true", an "...@AdobeID" subject.
+    assert_eq!(claims["email_verified"], "true", "{claims}");
+    assert_eq!(claims["sub"].as_str(), Some(sub.as_str()), "{claims}");
     for i in 0..20 {
         let resp = json_get(&http, s.gate.url(&format!("/p/{i}")))
             .send()
