@@ -52,6 +52,14 @@ async fn refreshes(gate: &support::Gate, result: &str) -> f64 {
     .await
 }
 
+async fn unsaved(gate: &support::Gate, event: &str) -> f64 {
+    metric(
+        gate,
+        &format!("linkgate_unsaved_tokens_total{{event=\"{event}\"}}"),
+    )
+    .await
+}
+
 /// Requests from `workers` clients sharing `http`'s cookies until `until`, spread over
 /// `gates`; returns how many were made. Every one must pass.
 async fn hammer(
@@ -363,13 +371,14 @@ async fn refreshed_tokens_survive_a_store_frozen_while_they_are_saved(flavor: Fl
     // Token ageing: due after 5 s.
     tokio::time::sleep(Duration::from_millis(5300)).await;
     s.provider.reset_counts().await;
-    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(800)).await;
+    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(1500)).await;
     redis.pause();
     assert_eq!(
         request.await.unwrap(),
         200,
         "the refreshing request is served"
     );
+    assert_eq!(unsaved(&s.gate, "kept").await, 1.0, "the save failed");
     let counts = s.provider.counts().await;
     assert_eq!(counts.refresh_token, 1, "{counts:?}");
     // Served with the new access token, and so are the next requests, while Redis is frozen.
@@ -405,6 +414,7 @@ async fn refreshed_tokens_survive_a_store_frozen_while_they_are_saved(flavor: Fl
     let counts = s.provider.counts().await;
     assert_eq!(counts.token_error, 0, "no spent token was sent: {counts:?}");
     assert_eq!(refreshes(&s.gate, "refused").await, 0.0);
+    assert_eq!(unsaved(&s.gate, "saved").await, 1.0);
     assert_eq!(redis.keys("linkgate:session:*").len(), 1);
     assert_ne!(served_token(&s, &http, &s.gate).await, renewed);
 }
@@ -429,9 +439,10 @@ async fn refreshed_tokens_the_store_refuses_to_save_are_kept_served_and_saved_la
     );
     tokio::time::sleep(Duration::from_millis(5300)).await;
     s.provider.reset_counts().await;
-    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(800)).await;
+    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(1500)).await;
     redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);
     assert_eq!(request.await.unwrap(), 200);
+    assert_eq!(unsaved(&s.gate, "kept").await, 1.0, "the save was refused");
     let renewed = s
         .upstream
         .last()
@@ -468,6 +479,7 @@ async fn refreshed_tokens_the_store_refuses_to_save_are_kept_served_and_saved_la
         refreshes(&s.gate, "refused").await + refreshes(&b, "refused").await,
         0.0
     );
+    assert_eq!(unsaved(&s.gate, "saved").await, 1.0);
     assert_eq!(redis.keys("linkgate:session:*").len(), 1);
 }
 

@@ -136,6 +136,7 @@ impl Sessions {
             }
             Err(e) => {
                 tracing::warn!(session = ?id, error = %e, "refreshed tokens could not be saved; keeping them here and saving them again in the background");
+                self.count_unsaved("kept");
                 let mut map = self.unsaved_map();
                 // Refreshed again from tokens that were themselves kept: the store still
                 // holds the ones those replaced.
@@ -181,6 +182,11 @@ impl Sessions {
                         map.remove(&id);
                     }
                     drop(map);
+                    self.count_unsaved(if outcome.contains("saved") {
+                        "saved"
+                    } else {
+                        "dropped"
+                    });
                     tracing::info!(session = ?id, outcome, "kept refreshed tokens: done");
                     return;
                 }
@@ -238,6 +244,14 @@ impl Sessions {
             tracing::warn!(error = %e, "could not publish a session invalidation");
         }
         let _ = self.unlock_refresh(id, lock).await;
+    }
+
+    fn count_unsaved(&self, event: &str) {
+        self.store
+            .metrics()
+            .unsaved_tokens
+            .with_label_values(&[event])
+            .inc();
     }
 
     /// Drops session `id` from this instance's cache (the next request reads the store).
