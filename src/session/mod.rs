@@ -15,6 +15,8 @@ pub mod cookie;
 pub mod flow;
 pub mod keys;
 pub mod seal;
+mod signed_out;
+mod unsaved;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,6 +171,8 @@ pub struct Sessions {
     /// Sessions whose refresh a request of this process has claimed, or whose failed
     /// refresh backs off: id to the unix second until which no other request here tries.
     refreshes: Arc<std::sync::Mutex<std::collections::HashMap<OpaqueId, i64>>>,
+    /// Refreshed tokens the store would not take, kept here until saved (see `unsaved`).
+    unsaved: unsaved::UnsavedMap,
 }
 
 /// The invalidation message (after `{instance}:`) that says a link was made or removed.
@@ -210,6 +214,7 @@ impl Sessions {
             account_jwts,
             links_generation: Arc::new(AtomicU64::new(0)),
             refreshes: Arc::default(),
+            unsaved: Arc::default(),
         }
     }
 
@@ -521,6 +526,21 @@ impl Sessions {
         passport: impl FnOnce(SessionRecord) -> Passport,
     ) -> Result<Arc<Passport>, StoreError> {
         self.write(id, &record).await?;
+        let resident = self.cache_refreshed(id, record, passport);
+        let message = format!("{}:{}", self.instance, id.to_hex());
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a session invalidation");
+        }
+        Ok(resident)
+    }
+
+    /// Caches the passport of a refreshed record here (replacing the entry) and returns it.
+    fn cache_refreshed(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Arc<Passport> {
         let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
         let mut resident = passport(record);
         resident.expires_at = expires_at;
@@ -533,18 +553,24 @@ impl Sessions {
         if let Some(cache) = &self.cache {
             cache.insert(*id, resident.clone());
         }
-        let message = format!("{}:{}", self.instance, id.to_hex());
-        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
-            tracing::warn!(error = %e, "could not publish a session invalidation");
-        }
-        Ok(resident)
+        resident
     }
 
     /// Loads a whole session record (tokens included) from the store; `None` when it does
     /// not exist, cannot be opened, or has expired. Always one store round trip: the cache
     /// keeps passports, not records, and the endpoints that need a record (sign-out, the
     /// account page, a refresh) are not the hot path.
+    ///
+    /// Refreshed tokens this instance could not save yet (see `unsaved`) are the record's:
+    /// put into the stored record while it still holds the tokens they replaced, or served
+    /// alone while the store fails.
     pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+        let stored = self.load_stored(id).await;
+        self.with_unsaved(id, stored)
+    }
+
+    /// The session record as stored (one `GET`).
+    async fn load_stored(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
         let key = store_keys::session(&id.to_hex());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(None);
@@ -676,6 +702,7 @@ impl Sessions {
                 &store_keys::refresh_lock(&id.to_hex()),
             ])
             .await?;
+        self.forget_unsaved(id);
         self.invalidate(id).await;
         if let Some(sso) = record.and_then(|r| r.sso.as_ref()) {
             self.store
@@ -697,6 +724,7 @@ impl Sessions {
                 .delete(&[&store_keys::session(id), &store_keys::refresh_lock(id)])
                 .await?;
             if let Some(id) = OpaqueId::from_hex(id) {
+                self.forget_unsaved(&id);
                 self.invalidate(&id).await;
             }
         }

@@ -33,6 +33,9 @@ pub trait Backend: Send + Sync + Debug {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets `key` to `value`, expiring after `ttl`.
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// Sets `key` to `value`, expiring after `ttl`, only if `key` exists (a record deleted
+    /// meanwhile stays deleted). True when written.
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
     /// Gets and deletes `key` atomically: of two concurrent takes, at most one sees the value.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes keys; missing keys are fine.
@@ -226,6 +229,18 @@ impl Store {
         self.run("put", self.backend.put(&key, value, ttl)).await
     }
 
+    /// See [`Backend::replace`].
+    pub async fn replace(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        self.run("replace", self.backend.replace(&key, value, ttl))
+            .await
+    }
+
     /// See [`Backend::take`].
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(key);
@@ -371,6 +386,15 @@ pub mod contract {
             Some(&b"v1"[..])
         );
         assert_eq!(backend.take("k").await.unwrap(), None, "take is once");
+        assert!(
+            !backend.replace("k", b"v2", ttl).await.unwrap(),
+            "replace never creates"
+        );
+        assert_eq!(backend.get("k").await.unwrap(), None);
+        backend.put("k", b"v1", ttl).await.unwrap();
+        assert!(backend.replace("k", b"v2", ttl).await.unwrap());
+        assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+        backend.delete(&["k".to_string()]).await.unwrap();
 
         backend
             .put("short", b"x", Duration::from_millis(50))

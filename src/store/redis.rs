@@ -366,6 +366,20 @@ impl Backend for RedisBackend {
         .await
     }
 
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.query(redis::cmd("GETDEL").arg(key)).await
     }
