@@ -47,6 +47,10 @@ pub struct Metrics {
     /// with a session's refresh token, by outcome (`ok`, `unavailable`, `refused`, and
     /// `superseded` for a refusal after another refresher had rotated the token).
     pub token_refreshes: IntCounterVec,
+    /// `linkgate_unsaved_tokens_total{event}`: refreshed tokens the store failed to save,
+    /// kept in this instance (`kept`), then saved by the background retry (`saved`) or
+    /// given up because the session ended or the store had newer tokens (`dropped`).
+    pub unsaved_tokens: IntCounterVec,
     /// `linkgate_refused_targets_total{reason}`: requests refused with 400 because their
     /// target or `Host` had more than one reading (src/proxy/path.rs).
     pub refused_targets: IntCounterVec,
@@ -163,6 +167,11 @@ impl Metrics {
                 "linkgate_token_refreshes_total",
                 "Session token refreshes at the SSO provider by result",
                 &["result"],
+            )?,
+            unsaved_tokens: counter(
+                "linkgate_unsaved_tokens_total",
+                "Refreshed tokens the store failed to save: kept in memory, then saved or dropped",
+                &["event"],
             )?,
             refused_targets: counter(
                 "linkgate_refused_targets_total",

@@ -585,6 +585,11 @@ async fn sign_out_while_connected_asks_for_the_password_again() {
 /// provider asks to confirm first; then Magento.com asks to confirm, the browser comes back
 /// to linkgate, and a protected page asks for the Magento.com password again (and the
 /// accounts.magento.cloud password, when its session was ended too).
+///
+/// Standard provider only: these browser walks go through the provider's RP-initiated
+/// logout confirmation page (`#logout-yes`), which Adobe IMS does not have (its
+/// `/ims/logout/v1` redirects at once). The IMS sign-out is walked without a browser by the
+/// `ims::` twins in tests/login.rs, linking_paths.rs, security_holes.rs and cache.rs.
 async fn sign_out_at_magento(s: &Scenario, person: &Person<'_>) {
     let mark = access_log(&s.gate).len();
     person.browser.click_text("Sign out").await;

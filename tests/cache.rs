@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::sso::{eventually, user, ScenarioBuilder, StoreKind};
+use support::sso::{eventually, user, Flavor, ScenarioBuilder, StoreKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_session_costs_no_redis_command_and_a_miss_costs_one_get() {
@@ -77,9 +77,9 @@ async fn without_the_cache_every_request_costs_exactly_one_get() {
     assert_eq!(redis.calls("get"), gets + 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once() {
+async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .start_with(|_| "cache_ttl = \"10m\"\n".to_string())
         .await;
     let b = s.another_gate();
@@ -194,3 +194,6 @@ async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
     );
     s.redis.as_mut().unwrap().restart();
 }
+
+// Sign-out against both providers (the standard one and the IMS look-alike).
+flavored_tests!(sign_out_on_one_instance_reaches_the_cache_of_another_at_once,);

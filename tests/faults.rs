@@ -214,6 +214,7 @@ async fn two_gates(store: &str) -> (Scenario, Gate) {
     let gate_b = b.upstream("app", &upstream).toml(&sections).start();
     (
         Scenario {
+            flavor: support::sso::Flavor::Standard,
             provider,
             accounts: Some(accounts),
             account_key: None,

@@ -1,14 +1,14 @@
 //! The `adobe-ims` preset against a local provider that behaves like Adobe IMS (provider.mjs
 //! with `ims`): no `end_session_endpoint` in its discovery (IMS's own `/ims/logout/v1`),
 //! comma-separated scopes required, `client_secret_post` only, `email_verified` as the string
-//! `"true"`, `...@AdobeID` subjects, rotating refresh tokens, 24-hour access tokens. Sign-in,
-//! refresh, sign-out and linking run against it.
+//! `"true"`, `...@AdobeID` subjects, rotating refresh tokens, 24-hour access tokens. The
+//! sign-in, refresh, sign-out and linking suites run against it as `ims::` twins of their
+//! tests (`flavored_tests!` in tests/login.rs, refresh.rs, linking.rs and the sign-out tests
+//! of cache.rs, linking_paths.rs and security_holes.rs); this file checks what is IMS's own.
 
 mod support;
 
-use std::time::Duration;
-
-use support::sso::{location, navigate, user, Accounts, ScenarioBuilder, StoreKind};
+use support::sso::{location, navigate, problem_page, user, ScenarioBuilder, StoreKind};
 
 fn json_get(http: &reqwest::Client, url: String) -> reqwest::RequestBuilder {
     http.get(url).header("accept", "application/json")
@@ -16,9 +16,10 @@ fn json_get(http: &reqwest::Client, url: String) -> reqwest::RequestBuilder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ims_sign_in_sends_comma_scopes_and_reads_ims_claims() {
+    // The look-alike's own lifetimes: 24 hours, as IMS issues them.
     let s = ScenarioBuilder::new(StoreKind::Redis)
         .ims()
-        .provider(|o| o.access_token_ttl(Duration::from_secs(24 * 3600)))
+        .toml("[headers]\nset_authorization = true\n")
         .start()
         .await;
     let http = user();
@@ -57,7 +58,28 @@ async fn ims_sign_in_sends_comma_scopes_and_reads_ims_claims() {
         info["email_verified"], true,
         "the string \"true\" counts: {info}"
     );
-    // 24-hour tokens: nothing to refresh for a long while.
+    // 24-hour tokens (the id_token forwarded as the bearer says so): nothing to refresh for
+    // a long while.
+    let bearer = seen.header("authorization").unwrap().to_string();
+    let claims = bearer
+        .strip_prefix("Bearer ")
+        .and_then(|t| t.split('.').nth(1))
+        .unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        24 * 3600,
+        "{claims}"
+    );
+    // What IMS sends as it sends it: the string "true", an "...@AdobeID" subject.
+    assert_eq!(claims["email_verified"], "true", "{claims}");
+    assert_eq!(claims["sub"].as_str(), Some(sub.as_str()), "{claims}");
     for i in 0..20 {
         let resp = json_get(&http, s.gate.url(&format!("/p/{i}")))
             .send()
@@ -66,111 +88,6 @@ async fn ims_sign_in_sends_comma_scopes_and_reads_ims_claims() {
         assert_eq!(resp.status(), 200);
     }
     assert_eq!(s.provider.counts().await.refresh_token, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ims_rotating_refresh_tokens_are_refreshed_once_across_two_instances() {
-    let s = ScenarioBuilder::new(StoreKind::Redis)
-        .ims()
-        .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
-        .start()
-        .await;
-    let b = s.another_gate();
-    let http = user();
-    assert_eq!(s.sign_in(&http, "/x", "wes").await.status(), 200);
-    let signed_in = std::time::Instant::now();
-    s.provider.reset_counts().await;
-    for round in 1..=2u64 {
-        // Token ageing: 8-second tokens are due after 5 s.
-        let due = signed_in + Duration::from_millis(5300 * round);
-        tokio::time::sleep(due.saturating_duration_since(std::time::Instant::now())).await;
-        let mut tasks = Vec::new();
-        for i in 0..16 {
-            let http = http.clone();
-            let url = if i % 2 == 0 {
-                s.gate.url("/r")
-            } else {
-                b.url("/r")
-            };
-            tasks.push(tokio::spawn(async move {
-                json_get(&http, url).send().await.unwrap().status()
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), 200);
-        }
-        let counts = s.provider.counts().await;
-        assert_eq!(counts.refresh_token, round, "{counts:?}");
-        assert_eq!(
-            counts.token_error, 0,
-            "a spent token was never sent: {counts:?}"
-        );
-    }
-    assert_eq!(
-        s.upstream
-            .last()
-            .header("x-forwarded-user")
-            .map(|u| u.ends_with("@AdobeID")),
-        Some(true)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ims_sign_out_goes_through_ims_logout() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).ims().start().await;
-    let redis = s.redis.as_ref().unwrap();
-    let http = user();
-    assert_eq!(s.sign_in(&http, "/x", "xia").await.status(), 200);
-    let resp = s.sign_out(&http, "?rd=%2Fbye").await;
-    assert_eq!(resp.status(), 302);
-    let logout = location(&resp);
-    let url = url::Url::parse(&logout).unwrap();
-    assert_eq!(url.path(), "/ims/logout/v1", "{logout}");
-    let param = |k: &str| {
-        url.query_pairs()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.to_string())
-    };
-    assert_eq!(param("client_id").as_deref(), Some("linkgate"));
-    assert_eq!(
-        param("redirect_uri"),
-        Some(s.gate.url("/oauth2/signed_out"))
-    );
-    assert_eq!(
-        param("post_logout_redirect_uri"),
-        None,
-        "IMS's names, not OIDC's"
-    );
-    assert!(redis.keys("linkgate:session:*").is_empty());
-    // IMS ends its session and sends the browser back.
-    let back = http.get(&logout).send().await.unwrap();
-    assert_eq!(back.status(), 302);
-    assert!(location(&back).starts_with(&s.gate.url("/oauth2/signed_out")));
-    assert_eq!(s.provider.counts().await.ims_logout, 1);
-    let outcome = s.begin_sign_in(&http, "/x", "xia").await;
-    assert!(outcome.prompted, "signed out at IMS too");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ims_linking_connects_a_cloud_account_to_an_adobeid() {
-    let s = ScenarioBuilder::new(StoreKind::Redis)
-        .ims()
-        .accounts(Accounts::OAuth2)
-        .start()
-        .await;
-    let http = user();
-    let resp = s.account_sign_in(&http, "/projects", "cloud-yan").await;
-    assert_eq!(resp.status(), 302);
-    let (resp, prompted) = s.follow(&http, resp, "yan").await;
-    assert!(prompted);
-    assert_eq!(resp.status(), 200);
-    let seen = s.upstream.last();
-    assert_eq!(seen.header("x-linkgate-link-status"), Some("linked"));
-    assert_eq!(seen.header("x-linkgate-account-id"), Some("cloud-yan"));
-    let sso = seen.header("x-linkgate-sso-subject").unwrap();
-    assert!(sso.ends_with("@AdobeID"), "{sso}");
-    let redis = s.redis.as_ref().unwrap();
-    assert_eq!(redis.keys("linkgate:link:sso:*").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,4 +109,83 @@ async fn space_separated_scopes_are_refused_by_ims() {
     let resp = http.get(&authorize).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("comma-separated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_look_alike_is_ims_shaped_where_a_client_would_notice() {
+    // What the local IMS is, checked at the source: a client that relied on a stock
+    // provider's ways would fail against it as against IMS.
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .ims()
+        .sso_keys("token_auth_method = \"client_secret_basic\"")
+        .start()
+        .await;
+    let http = support::client();
+    let doc: serde_json::Value = http
+        .get(format!(
+            "{}/ims/.well-known/openid-configuration",
+            s.provider.issuer()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc.get("end_session_endpoint").is_none(), "{doc}");
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_post"]),
+        "{doc}"
+    );
+    let end_session = http
+        .get(s.provider.end_session_endpoint())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(end_session.status(), 404, "no RP-initiated logout");
+    // HTTP Basic at the token endpoint is refused: the sign-in fails at the code exchange
+    // (a clear page, no session), as with IMS; the preset's client_secret_post works.
+    let browser = user();
+    let outcome = s.begin_sign_in(&browser, "/x", "zoe").await;
+    let resp = problem_page(&browser, s.finish_sign_in(&browser, &outcome).await).await;
+    assert!(
+        resp.status().is_client_error() || resp.status().is_server_error(),
+        "{}",
+        resp.status()
+    );
+    let after = navigate(browser.get(s.gate.url("/x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 302, "still signed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adobe_s_documented_endpoints_are_reachable_by_a_setting() {
+    // The look-alike's discovery names oidc-provider's paths (/auth, /token, /me, /jwks),
+    // while Adobe documents /ims/authorize/v2, /ims/token/v3, /ims/userinfo/v2, /ims/keys:
+    // discovery wins by default; preset_endpoints = "documented" uses Adobe's.
+    for (setting, path) in [("discovery", "/auth"), ("documented", "/ims/authorize/v2")] {
+        let s = ScenarioBuilder::new(StoreKind::Memory)
+            .ims()
+            .sso_keys(&format!("preset_endpoints = \"{setting}\""))
+            .start()
+            .await;
+        let http = user();
+        let resp = navigate(http.get(s.gate.url("/oauth2/start?rd=%2Fx")))
+            .send()
+            .await
+            .unwrap();
+        let authorize = url::Url::parse(&location(&resp)).unwrap();
+        assert_eq!(authorize.path(), path, "{setting}");
+        assert_eq!(
+            s.sign_in(&http, "/x", "abe").await.status(),
+            200,
+            "{setting}"
+        );
+        let counts = s.provider.counts().await;
+        assert_eq!(counts.authorization_code, 1, "{setting}: {counts:?}");
+        assert_eq!(counts.userinfo, 1, "{setting}: {counts:?}");
+    }
 }

@@ -1,19 +1,22 @@
 //! The Magento.com link rule end to end, with two real OpenID providers (Magento.com and
 //! accounts.magento.cloud) and real Redis: Method 1, Method 2, primary login, the link page,
 //! both conflicts, concurrent linking, grace and enforcement, disconnect, durability across
-//! a restart, and the platform-JWT account source.
+//! a restart, and the platform-JWT account source. Every test runs with Magento.com played by
+//! the standard provider (`standard::`) and by the Adobe IMS look-alike (`ims::`, whose
+//! subjects are `...@AdobeID`); accounts.magento.cloud is a standard provider in both.
 
 mod support;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use support::sso::{
-    location, navigate, user, Accounts, Scenario, ScenarioBuilder, StoreKind, PLATFORM_AUDIENCE,
-    PLATFORM_COOKIE,
+    location, navigate, user, Accounts, Flavor, Scenario, ScenarioBuilder, StoreKind,
+    PLATFORM_AUDIENCE, PLATFORM_COOKIE,
 };
 
-async fn linked_scenario() -> Scenario {
+async fn linked_scenario(flavor: Flavor) -> Scenario {
     ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .accounts(Accounts::OAuth2)
         .toml("[authz]\nbearer_tokens = true")
         .start()
@@ -34,9 +37,10 @@ async fn method_1(
     resp
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn method_1_an_unlinked_cloud_account_is_sent_to_magento_and_comes_back_linked() {
-    let s = linked_scenario().await;
+async fn method_1_an_unlinked_cloud_account_is_sent_to_magento_and_comes_back_linked(
+    flavor: Flavor,
+) {
+    let s = linked_scenario(flavor).await;
     let http = user();
     let resp = s.account_sign_in(&http, "/projects", "cloud-ann").await;
     assert_eq!(resp.status(), 302);
@@ -65,7 +69,7 @@ async fn method_1_an_unlinked_cloud_account_is_sent_to_magento_and_comes_back_li
     assert_eq!(seen.header("x-linkgate-account-id"), Some("cloud-ann"));
     assert_eq!(
         seen.header("x-linkgate-sso-subject"),
-        Some("ann@magento.test")
+        Some(flavor.sub("ann@magento.test").as_str())
     );
     assert_eq!(seen.header("x-forwarded-email"), Some("ann@magento.test"));
     let redis = s.redis.as_ref().unwrap();
@@ -92,9 +96,8 @@ async fn method_1_an_unlinked_cloud_account_is_sent_to_magento_and_comes_back_li
     assert!(page.contains("Disconnect from Magento.com"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn method_1_from_the_account_page_button() {
-    let s = linked_scenario().await;
+async fn method_1_from_the_account_page_button(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let http = user();
     let resp = s.account_sign_in(&http, "/oauth2/link", "cloud-bea").await;
     assert_eq!(location(&resp), s.gate.url("/oauth2/link"));
@@ -121,9 +124,8 @@ async fn method_1_from_the_account_page_button() {
     assert!(page.contains("bea@magento.test"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn method_2_already_signed_in_at_magento_connects_without_a_password() {
-    let s = linked_scenario().await;
+async fn method_2_already_signed_in_at_magento_connects_without_a_password(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let http = user();
     // Tab 1: the user is signed in at Magento.com (the provider session exists).
     let outcome = s
@@ -145,9 +147,8 @@ async fn method_2_already_signed_in_at_magento_connects_without_a_password() {
     assert!(page.contains("cai@magento.test"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_login_magento_alone_opens_the_linked_cloud_account() {
-    let s = linked_scenario().await;
+async fn primary_login_magento_alone_opens_the_linked_cloud_account(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     assert_eq!(
         method_1(&s, &user(), "cloud-dan", "dan@magento.test")
             .await
@@ -164,13 +165,12 @@ async fn primary_login_magento_alone_opens_the_linked_cloud_account() {
     assert_eq!(seen.header("x-linkgate-account-id"), Some("cloud-dan"));
     assert_eq!(
         seen.header("x-linkgate-sso-subject"),
-        Some("dan@magento.test")
+        Some(flavor.sub("dan@magento.test").as_str())
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn magento_without_a_linked_account_sees_the_rule_and_apis_get_rfc_9470() {
-    let s = linked_scenario().await;
+async fn magento_without_a_linked_account_sees_the_rule_and_apis_get_rfc_9470(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let http = user();
     let outcome = s
         .begin_sign_in(&http, "/projects", "eve@magento.test")
@@ -216,11 +216,11 @@ async fn magento_without_a_linked_account_sees_the_rule_and_apis_get_rfc_9470() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unlinked_bearer_token_gets_insufficient_user_authentication() {
+async fn an_unlinked_bearer_token_gets_insufficient_user_authentication(flavor: Flavor) {
     let key = support::oidc::generate_key("sso-key");
     let jwk = key.jwk.clone();
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .accounts(Accounts::OAuth2)
         .toml("[authz]\nbearer_tokens = true")
         .provider(move |o| o.jwks(json!({ "keys": [jwk] })))
@@ -244,7 +244,9 @@ async fn an_unlinked_bearer_token_gets_insufficient_user_authentication() {
             .bearer_auth(t)
             .send()
     };
-    let resp = call(token("fay@magento.test")).await.unwrap();
+    // The provider's subject for fay (IMS: "...@AdobeID").
+    let fay = flavor.sub("fay@magento.test");
+    let resp = call(token(&fay)).await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers()["www-authenticate"]
         .to_str()
@@ -257,7 +259,7 @@ async fn an_unlinked_bearer_token_gets_insufficient_user_authentication() {
             .status(),
         200
     );
-    let resp = call(token("fay@magento.test")).await.unwrap();
+    let resp = call(token(&fay)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
         s.upstream.last().header("x-linkgate-account-id"),
@@ -265,9 +267,8 @@ async fn an_unlinked_bearer_token_gets_insufficient_user_authentication() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflicts_explain_and_leave_the_registry_unchanged() {
-    let s = linked_scenario().await;
+async fn conflicts_explain_and_leave_the_registry_unchanged(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let redis = s.redis.as_ref().unwrap();
     assert_eq!(
         method_1(&s, &user(), "cloud-gus", "gus@magento.test")
@@ -313,9 +314,8 @@ async fn conflicts_explain_and_leave_the_registry_unchanged() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_concurrent_link_attempts_for_one_magento_account_have_one_winner() {
-    let s = linked_scenario().await;
+async fn two_concurrent_link_attempts_for_one_magento_account_have_one_winner(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let (one, two) = (user(), user());
     // Both browsers are signed in to different cloud accounts and reach the Magento.com
     // sign-in as the same person.
@@ -351,9 +351,9 @@ async fn two_concurrent_link_attempts_for_one_magento_account_have_one_winner() 
     assert_eq!(redis.keys("linkgate:link:sso:*").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn before_required_from_unlinked_sessions_pass_in_grace() {
+async fn before_required_from_unlinked_sessions_pass_in_grace(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
         .accounts(Accounts::OAuth2)
         .toml("[link]\nrequired_from = \"2099-01-01T00:00:00Z\"")
         .start()
@@ -388,9 +388,8 @@ async fn before_required_from_unlinked_sessions_pass_in_grace() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnect_ends_every_session_that_relied_on_the_link() {
-    let s = linked_scenario().await;
+async fn disconnect_ends_every_session_that_relied_on_the_link(flavor: Flavor) {
+    let s = linked_scenario(flavor).await;
     let first = user();
     assert_eq!(
         method_1(&s, &first, "cloud-jo", "jo@magento.test")
@@ -429,9 +428,8 @@ async fn disconnect_ends_every_session_that_relied_on_the_link() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn links_survive_a_linkgate_restart() {
-    let mut s = linked_scenario().await;
+async fn links_survive_a_linkgate_restart(flavor: Flavor) {
+    let mut s = linked_scenario(flavor).await;
     assert_eq!(
         method_1(&s, &user(), "cloud-kai", "kai@magento.test")
             .await
@@ -452,9 +450,9 @@ async fn links_survive_a_linkgate_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_platform_jwt_source() {
+async fn the_platform_jwt_source(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .accounts(Accounts::Jwt)
         .start()
         .await;
@@ -589,6 +587,21 @@ async fn the_platform_jwt_source() {
     );
     assert_eq!(
         s.upstream.last().header("x-linkgate-sso-subject"),
-        Some("lou@magento.test")
+        Some(flavor.sub("lou@magento.test").as_str())
     );
 }
+
+flavored_tests!(
+    method_1_an_unlinked_cloud_account_is_sent_to_magento_and_comes_back_linked,
+    method_1_from_the_account_page_button,
+    method_2_already_signed_in_at_magento_connects_without_a_password,
+    primary_login_magento_alone_opens_the_linked_cloud_account,
+    magento_without_a_linked_account_sees_the_rule_and_apis_get_rfc_9470,
+    an_unlinked_bearer_token_gets_insufficient_user_authentication,
+    conflicts_explain_and_leave_the_registry_unchanged,
+    two_concurrent_link_attempts_for_one_magento_account_have_one_winner,
+    before_required_from_unlinked_sessions_pass_in_grace,
+    disconnect_ends_every_session_that_relied_on_the_link,
+    links_survive_a_linkgate_restart,
+    the_platform_jwt_source,
+);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use support::sso::{
-    location, navigate, Accounts, Scenario, ScenarioBuilder, StoreKind, PLATFORM_AUDIENCE,
+    location, navigate, Accounts, Flavor, Scenario, ScenarioBuilder, StoreKind, PLATFORM_AUDIENCE,
     PLATFORM_COOKIE,
 };
 
@@ -70,7 +70,12 @@ async fn jwt_scenario(extra: &str) -> Scenario {
 }
 
 async fn oauth2_scenario(extra: &str) -> Scenario {
+    oauth2_scenario_of(extra, Flavor::Standard).await
+}
+
+async fn oauth2_scenario_of(extra: &str, flavor: Flavor) -> Scenario {
     ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .accounts(Accounts::OAuth2)
         .toml(extra)
         .start()
@@ -411,9 +416,11 @@ async fn grace_warn_and_disconnect_not_allowed_each_say_so() {
     assert!(!text.contains("link/disconnect"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn sign_out_everywhere_ends_every_session_of_that_person_on_every_instance(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let gate2 = s.another_gate();
     let laptop = Browser::new();
     let phone = Browser::new();
@@ -555,9 +562,10 @@ async fn a_conflict_has_its_own_reload_safe_url_masked_with_the_operator_command
     assert_eq!(links(&s), 1, "nothing changed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again() {
-    let s = oauth2_scenario("").await;
+async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again(
+    flavor: Flavor,
+) {
+    let s = oauth2_scenario_of("", flavor).await;
     let b = Browser::new();
     let resp = s
         .account_sign_in(&b.http, "/oauth2/link", "cloud-sam")
@@ -571,20 +579,38 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
     assert!(text.contains("Sign out everywhere</button>"), "{text}");
     let resp = s.sign_out(&b.http, "?rd=/oauth2/signed_out").await;
     assert_eq!(resp.status(), 302);
-    // On through the providers' end-session pages (accounts.magento.cloud, where this
-    // browser signed in, then Magento.com), each returning to signed_out with a sealed
-    // state, and at the end to the page asked for.
-    let mut next = location(&resp);
-    for provider in [s.accounts.as_ref().unwrap(), &s.provider] {
-        assert!(next.starts_with(&provider.end_session_endpoint()), "{next}");
-        let back = support::oidc::logout(&b.http, &next).await;
-        assert!(
-            back.starts_with(&s.gate.url("/oauth2/signed_out?state=")),
-            "{back}"
-        );
-        next = location(&navigate(b.http.get(&back)).send().await.unwrap());
+    // On through the providers' logouts (accounts.magento.cloud, where this browser signed
+    // in, then Magento.com), each returning to signed_out: with a sealed state (RP-initiated
+    // logout), or as it is (IMS), the rest of the chain then kept in linkgate's cookie.
+    let signed_out = s.gate.url("/oauth2/signed_out");
+    let accounts = s.accounts.as_ref().unwrap();
+    let first = location(&resp);
+    assert!(
+        first.starts_with(&accounts.end_session_endpoint()),
+        "{first}"
+    );
+    let back = support::oidc::logout(&b.http, &first).await;
+    assert!(
+        back.starts_with(&s.gate.url("/oauth2/signed_out?state=")),
+        "{back}"
+    );
+    let logout = location(&navigate(b.http.get(&back)).send().await.unwrap());
+    flavor.assert_provider_logout(&s, &logout, &signed_out);
+    let back = support::oidc::logout(&b.http, &logout).await;
+    match flavor {
+        Flavor::Standard => {
+            assert!(
+                back.starts_with(&s.gate.url("/oauth2/signed_out?state=")),
+                "{back}"
+            );
+            let resp = navigate(b.http.get(&back)).send().await.unwrap();
+            assert_eq!(location(&resp), signed_out);
+        }
+        Flavor::Ims => {
+            assert!(!logout.contains("state="), "IMS takes no state: {logout}");
+            assert_eq!(back, signed_out);
+        }
     }
-    assert_eq!(next, s.gate.url("/oauth2/signed_out"));
     let (status, text) = page(&s, &b.http, "/oauth2/signed_out").await;
     assert_eq!(status, 200);
     assert!(text.contains("<h1>Signed out</h1>"), "{text}");
@@ -608,3 +634,9 @@ async fn signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_i
         .unwrap();
     assert_eq!(location(&resp), s.gate.url("/bye"));
 }
+
+// Sign-out against both providers (the standard one and the IMS look-alike).
+flavored_tests!(
+    sign_out_everywhere_ends_every_session_of_that_person_on_every_instance,
+    signing_out_from_linkgate_s_pages_ends_on_a_signed_out_page_with_sign_in_again,
+);

@@ -1,6 +1,9 @@
 //! Signing in through linkgate against a real OpenID provider (npm `oidc-provider`), with
 //! sessions in real Redis or in memory: what a user sees, what the upstream receives, and
-//! every way a sign-in can be abused.
+//! every way a sign-in can be abused. Every test runs twice (`flavored_tests!` at the end):
+//! `standard::` against oidc-provider as it comes, `ims::` against the Adobe IMS look-alike
+//! with the `adobe-ims` preset, asserting each flavour's own behaviour where they differ
+//! (subjects, scopes, the logout endpoint and its parameters).
 
 mod support;
 
@@ -8,11 +11,12 @@ use std::time::Duration;
 
 use support::oidc::{self, Account};
 use support::sso::{
-    eventually, location, navigate, problem_page, user, ScenarioBuilder, StoreKind,
+    eventually, location, navigate, problem_page, user, Flavor, ScenarioBuilder, StoreKind,
 };
 
-async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
+async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind, flavor: Flavor) {
     let s = ScenarioBuilder::new(store)
+        .flavor(flavor)
         .provider(|o| {
             o.account(
                 "alice",
@@ -26,15 +30,31 @@ async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
         .start()
         .await;
     let http = user();
+    // What the authorization request asks for: the flavour's scopes, joined its way (IMS
+    // refuses space-separated ones), with PKCE S256.
+    let start = navigate(http.get(s.gate.url("/oauth2/start?rd=%2F")))
+        .send()
+        .await
+        .unwrap();
+    let authorize = url::Url::parse(&location(&start)).unwrap();
+    let param = |k: &str| {
+        authorize
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(param("scope").as_deref(), Some(flavor.scope()));
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
     let resp = s.sign_in(&http, "/orders?id=7", "alice").await;
     assert_eq!(resp.status(), 200);
     let seen = s.upstream.last();
+    let alice = flavor.sub("alice");
     assert_eq!(seen.uri, "/orders?id=7");
-    assert_eq!(seen.header("x-forwarded-user"), Some("alice"));
+    assert_eq!(seen.header("x-forwarded-user"), Some(alice.as_str()));
     assert_eq!(seen.header("x-forwarded-email"), Some("alice@shop.test"));
     assert_eq!(seen.header("x-forwarded-groups"), Some("admins,staff"));
     assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
-    assert_eq!(seen.header("x-linkgate-sso-subject"), Some("alice"));
+    assert_eq!(seen.header("x-linkgate-sso-subject"), Some(alice.as_str()));
     assert_eq!(
         seen.header("x-forwarded-access-token"),
         None,
@@ -54,7 +74,10 @@ async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("alice"));
+    assert_eq!(
+        s.upstream.last().header("x-forwarded-user"),
+        Some(alice.as_str())
+    );
     // userinfo and forward-auth agree.
     let info: serde_json::Value = http
         .get(s.gate.url("/oauth2/userinfo"))
@@ -65,11 +88,13 @@ async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
         .await
         .unwrap();
     assert_eq!(info["email"], "alice@shop.test");
-    assert_eq!(info["user"], "alice");
+    // IMS sends the string "true": it counts as verified.
+    assert_eq!(info["email_verified"], true, "{info}");
+    assert_eq!(info["user"], alice.as_str());
     let auth = http.get(s.gate.url("/oauth2/auth")).send().await.unwrap();
     assert_eq!(auth.status(), 202);
     assert_eq!(auth.headers()["x-auth-request-email"], "alice@shop.test");
-    assert_eq!(auth.headers()["x-forwarded-user"], "alice");
+    assert_eq!(auth.headers()["x-forwarded-user"], alice.as_str());
     let anonymous = support::client()
         .get(s.gate.url("/oauth2/auth"))
         .send()
@@ -96,19 +121,19 @@ async fn full_login_lands_on_the_original_url_with_identity(store: StoreKind) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_login_on_redis() {
-    full_login_lands_on_the_original_url_with_identity(StoreKind::Redis).await;
+async fn full_login_on_redis(flavor: Flavor) {
+    full_login_lands_on_the_original_url_with_identity(StoreKind::Redis, flavor).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_login_on_memory() {
-    full_login_lands_on_the_original_url_with_identity(StoreKind::Memory).await;
+async fn full_login_on_memory(flavor: Flavor) {
+    full_login_lands_on_the_original_url_with_identity(StoreKind::Memory, flavor).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_tabs_sign_in_at_once() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn two_tabs_sign_in_at_once(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let http = user();
     // Both tabs start before either finishes.
     let first = s.begin_sign_in(&http, "/tab-one", "bob").await;
@@ -130,9 +155,11 @@ async fn two_tabs_sign_in_at_once() {
     assert_eq!(resp.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_callback_is_refused() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn a_replayed_callback_is_refused(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let http = user();
     let outcome = s.begin_sign_in(&http, "/x", "carol").await;
     assert_eq!(s.finish_sign_in(&http, &outcome).await.status(), 302);
@@ -148,9 +175,11 @@ async fn a_replayed_callback_is_refused() {
     assert_eq!(problem_page(&other, replay).await.status(), 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_from_another_browser_is_refused() {
-    let s = ScenarioBuilder::new(StoreKind::Memory).start().await;
+async fn a_callback_from_another_browser_is_refused(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
+        .start()
+        .await;
     let victim = user();
     let attacker = user();
     // The attacker starts a sign-in and lures the victim into finishing it (login CSRF).
@@ -164,9 +193,11 @@ async fn a_callback_from_another_browser_is_refused() {
     assert_eq!(resp.status(), 302, "the victim is not signed in as mallory");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provider_errors_get_a_page_with_a_retry() {
-    let s = ScenarioBuilder::new(StoreKind::Memory).start().await;
+async fn provider_errors_get_a_page_with_a_retry(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
+        .start()
+        .await;
     let http = user();
     let outcome = s.begin_sign_in(&http, "/deep/page", "dave").await;
     let state = outcome.param("state").unwrap();
@@ -186,9 +217,11 @@ async fn provider_errors_get_a_page_with_a_retry() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_cookie_is_refused_without_a_store_call() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn a_tampered_cookie_is_refused_without_a_store_call(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let redis = s.redis.as_ref().unwrap();
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "erin").await.status(), 200);
@@ -224,9 +257,9 @@ async fn a_tampered_cookie_is_refused_without_a_store_call() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_is_sent_back_to_sign_in() {
+async fn an_expired_session_is_sent_back_to_sign_in(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .start_with(|_| "ttl = \"2s\"\nrefresh_before = \"1s\"\n".to_string())
         .await;
     let http = user();
@@ -242,11 +275,11 @@ async fn an_expired_session_is_sent_back_to_sign_in() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_during_a_refresh_cause_one_refresh() {
+async fn concurrent_requests_during_a_refresh_cause_one_refresh(flavor: Flavor) {
     // Access tokens live 8 s; refresh_before = 6 s, but a refresh waits for half the lifetime
     // and the 5-second floor: five seconds after sign-in, every request finds the token due.
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
         .start_with(|_| "refresh_before = \"6s\"\n".to_string())
         .await;
@@ -294,11 +327,11 @@ async fn concurrent_requests_during_a_refresh_cause_one_refresh() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_tokens_are_the_sessions_and_follow_a_refresh() {
+async fn forwarded_tokens_are_the_sessions_and_follow_a_refresh(flavor: Flavor) {
     // `pass_access_token` and `set_authorization` forward the session's tokens, from the
     // cache as from the store; after a refresh, the new ones.
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
         .toml("[headers]\npass_access_token = true\nset_authorization = true\n")
         .start_with(|_| "refresh_before = \"6s\"\n".to_string())
@@ -338,9 +371,11 @@ async fn forwarded_tokens_are_the_sessions_and_follow_a_refresh() {
     assert_eq!(s.provider.counts().await.refresh_token, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_out_removes_the_session_and_ends_the_provider_session() {
-    let s = ScenarioBuilder::new(StoreKind::Redis).start().await;
+async fn sign_out_removes_the_session_and_ends_the_provider_session(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .start()
+        .await;
     let redis = s.redis.as_ref().unwrap();
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "heidi").await.status(), 200);
@@ -351,33 +386,83 @@ async fn sign_out_removes_the_session_and_ends_the_provider_session() {
         .to_str()
         .unwrap()
         .starts_with("_linkgate=;"));
-    let end_session = location(&resp);
-    assert!(
-        end_session.starts_with(&s.provider.end_session_endpoint()),
-        "{end_session}"
+    // The standard provider's end-session endpoint, or IMS's /ims/logout/v1 with its own
+    // parameter names; both return to the gate's signed-out page, an absolute URL.
+    let logout = location(&resp);
+    let signed_out = s.gate.url("/oauth2/signed_out");
+    s.flavor.assert_provider_logout(&s, &logout, &signed_out);
+    assert_eq!(
+        logout.contains("id_token_hint="),
+        flavor == Flavor::Standard,
+        "the hint where OpenID's logout takes one: {logout}"
     );
-    assert!(end_session.contains("id_token_hint="));
     assert!(
         redis.keys("linkgate:session:*").is_empty(),
         "the session is gone from Redis"
     );
     assert!(redis.keys("linkgate:sessions:sso:*").is_empty());
-    // The provider confirms and sends the browser back to linkgate, which goes on to rd.
-    let back = oidc::logout(&http, &end_session).await;
-    assert!(
-        back.starts_with(&s.gate.url("/oauth2/signed_out")),
-        "{back}"
-    );
+    // The provider (after a confirmation, or IMS at once) sends the browser back to
+    // linkgate, which goes on to rd: carried by `state`, or past IMS (which hands nothing
+    // back) by a cookie of linkgate's.
+    let back = oidc::logout(&http, &logout).await;
+    assert!(back.starts_with(&signed_out), "{back}");
     let resp = http.get(&back).send().await.unwrap();
     assert_eq!(location(&resp), s.gate.url("/bye"));
+    let counts = s.provider.counts().await;
+    match s.flavor {
+        Flavor::Standard => assert_eq!(counts.end_session, 1, "{counts:?}"),
+        Flavor::Ims => assert_eq!(counts.ims_logout, 1, "{counts:?}"),
+    }
     // Signed out everywhere: the next visit asks for the password again.
     let outcome = s.begin_sign_in(&http, "/x", "heidi").await;
     assert!(outcome.prompted, "the provider session ended too");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rd_never_leaves_for_a_foreign_site() {
+async fn sign_out_without_rd_ends_on_the_signed_out_page(flavor: Flavor) {
+    // Both providers bring the browser back to the same place: linkgate's "Signed out" page
+    // (not "/", which would send a signed-out person straight to a sign-in).
     let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
+        .start()
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "hana").await.status(), 200);
+    let resp = s.sign_out(&http, "").await;
+    assert_eq!(resp.status(), 302);
+    let logout = location(&resp);
+    let signed_out = s.gate.url("/oauth2/signed_out");
+    s.flavor.assert_provider_logout(&s, &logout, &signed_out);
+    let back = oidc::logout(&http, &logout).await;
+    assert!(back.starts_with(&signed_out), "{back}");
+    let mut resp = navigate(http.get(&back)).send().await.unwrap();
+    for _ in 0..3 {
+        if !resp.status().is_redirection() {
+            break;
+        }
+        let next = location(&resp);
+        assert!(next.starts_with(&signed_out), "{next}");
+        resp = navigate(http.get(&next)).send().await.unwrap();
+    }
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("You are signed out"), "{page}");
+    assert!(page.contains("Sign in again"), "{page}");
+    // The page, again: nothing left that would send the browser elsewhere.
+    let again = navigate(http.get(&signed_out)).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    // Without a session, a sign-out without rd goes to the same page.
+    let resp = user()
+        .get(s.gate.url("/oauth2/sign_out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(location(&resp), signed_out);
+}
+
+async fn rd_never_leaves_for_a_foreign_site(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
         .toml("[authz]\nredirect_domains = [\".shop.test\"]")
         .start()
         .await;
@@ -430,9 +515,11 @@ async fn rd_never_leaves_for_a_foreign_site() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_key_rotation_does_not_break_sign_in() {
-    let mut s = ScenarioBuilder::new(StoreKind::Memory).start().await;
+async fn a_provider_key_rotation_does_not_break_sign_in(flavor: Flavor) {
+    let mut s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
+        .start()
+        .await;
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "judy").await.status(), 200);
     let old = s.provider.private_jwks().await;
@@ -451,11 +538,11 @@ async fn a_provider_key_rotation_does_not_break_sign_in() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_gives_503_and_service_resumes_when_it_returns() {
+async fn redis_down_gives_503_and_service_resumes_when_it_returns(flavor: Flavor) {
     // Without the session cache every request needs the store (see tests/cache.rs for a
     // cached session riding out an outage).
     let mut s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .start_with(|_| "cache_ttl = \"0s\"\n".to_string())
         .await;
     let http = user();
@@ -506,9 +593,9 @@ async fn redis_down_gives_503_and_service_resumes_when_it_returns() {
     assert_eq!(s.sign_in(&fresh, "/x", "kim").await.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authz_refusals_say_who_is_signed_in() {
+async fn authz_refusals_say_who_is_signed_in(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
         .toml("[authz]\nemail_domains = [\"shop.test\"]")
         .start()
         .await;
@@ -525,3 +612,22 @@ async fn authz_refusals_say_who_is_signed_in() {
         200
     );
 }
+
+flavored_tests!(
+    full_login_on_redis,
+    full_login_on_memory,
+    two_tabs_sign_in_at_once,
+    a_replayed_callback_is_refused,
+    a_callback_from_another_browser_is_refused,
+    provider_errors_get_a_page_with_a_retry,
+    a_tampered_cookie_is_refused_without_a_store_call,
+    an_expired_session_is_sent_back_to_sign_in,
+    concurrent_requests_during_a_refresh_cause_one_refresh,
+    forwarded_tokens_are_the_sessions_and_follow_a_refresh,
+    sign_out_removes_the_session_and_ends_the_provider_session,
+    sign_out_without_rd_ends_on_the_signed_out_page,
+    rd_never_leaves_for_a_foreign_site,
+    a_provider_key_rotation_does_not_break_sign_in,
+    redis_down_gives_503_and_service_resumes_when_it_returns,
+    authz_refusals_say_who_is_signed_in,
+);

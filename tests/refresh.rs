@@ -2,7 +2,14 @@
 //! their lifetime, not on every request; one refresher across two instances with rotating
 //! refresh tokens; a provider that fails at refresh time keeps the session and is not asked
 //! again on every request; and the provider's trouble during a sign-in (token endpoint slow
-//! or down, rotated keys, clock skew, discovery down at start) told as it is.
+//! or down, rotated keys, clock skew, discovery down at start) told as it is; and refreshed
+//! tokens that the store fails to save (Redis frozen or refusing writes at that moment) kept,
+//! served and saved later.
+//!
+//! The provider tests run twice (`flavored_tests!`): `standard::` against oidc-provider,
+//! `ims::` against the Adobe IMS look-alike (which always rotates its refresh tokens). Not
+//! doubled: the `check` test (configuration only, no provider) and the refused-writes test
+//! (see its comment).
 //!
 //! Token ageing is the point of several tests here: they wait for a refresh to come due
 //! (8-second tokens are due after 5 s), and no longer.
@@ -16,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::oidc::{ClientConfig, OidcProvider, ProviderOptions};
 use support::sso::{
-    eventually, navigate, problem_page, user, Scenario, ScenarioBuilder, StoreKind,
+    eventually, navigate, problem_page, user, Flavor, Scenario, ScenarioBuilder, StoreKind,
 };
 use support::{client, GateBuilder, Upstream};
 
@@ -43,6 +50,14 @@ async fn refreshes(gate: &support::Gate, result: &str) -> f64 {
     metric(
         gate,
         &format!("linkgate_token_refreshes_total{{result=\"{result}\"}}"),
+    )
+    .await
+}
+
+async fn unsaved(gate: &support::Gate, event: &str) -> f64 {
+    metric(
+        gate,
+        &format!("linkgate_unsaved_tokens_total{{event=\"{event}\"}}"),
     )
     .await
 }
@@ -104,9 +119,11 @@ async fn burst(http: &reqwest::Client, gates: &[&support::Gate], n: usize) {
     }
 }
 
-async fn eight_second_tokens(store: StoreKind, rotate: bool) -> Scenario {
-    // The defaults otherwise: refresh_before = "5m", longer than the tokens live.
+async fn eight_second_tokens(store: StoreKind, rotate: bool, flavor: Flavor) -> Scenario {
+    // The defaults otherwise: refresh_before = "5m", longer than the tokens live. (The IMS
+    // look-alike rotates its refresh tokens whatever `rotate` says, as IMS does.)
     ScenarioBuilder::new(store)
+        .flavor(flavor)
         .provider(move |o| {
             o.access_token_ttl(Duration::from_secs(8))
                 .rotate_refresh_tokens(rotate)
@@ -117,9 +134,10 @@ async fn eight_second_tokens(store: StoreKind, rotate: bool) -> Scenario {
 
 // === 1. the schedule ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_tokens_are_refreshed_once_per_half_lifetime_and_due_requests_read_no_store() {
-    let s = eight_second_tokens(StoreKind::Redis, false).await;
+async fn short_tokens_are_refreshed_once_per_half_lifetime_and_due_requests_read_no_store(
+    flavor: Flavor,
+) {
+    let s = eight_second_tokens(StoreKind::Redis, false, flavor).await;
     let redis = s.redis.as_ref().unwrap();
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "kim").await.status(), 200);
@@ -149,9 +167,8 @@ async fn short_tokens_are_refreshed_once_per_half_lifetime_and_due_requests_read
     eprintln!("{made} requests, {read} store reads, {counts:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_down_at_refresh_time_keeps_the_session_and_backs_off() {
-    let s = eight_second_tokens(StoreKind::Memory, false).await;
+async fn a_provider_down_at_refresh_time_keeps_the_session_and_backs_off(flavor: Flavor) {
+    let s = eight_second_tokens(StoreKind::Memory, false, flavor).await;
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "lee").await.status(), 200);
     let signed_in = Instant::now();
@@ -200,9 +217,10 @@ async fn a_provider_down_at_refresh_time_keeps_the_session_and_backs_off() {
 
 // === 2. rotating refresh tokens, two instances ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_under_concurrent_requests_make_one_refresh_with_rotating_tokens() {
-    let s = eight_second_tokens(StoreKind::Redis, true).await;
+async fn two_instances_under_concurrent_requests_make_one_refresh_with_rotating_tokens(
+    flavor: Flavor,
+) {
+    let s = eight_second_tokens(StoreKind::Redis, true, flavor).await;
     let b = s.another_gate();
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "mia").await.status(), 200);
@@ -227,9 +245,8 @@ async fn two_instances_under_concurrent_requests_make_one_refresh_with_rotating_
     assert!(s.redis.as_ref().unwrap().keys("linkgate:session:*").len() == 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session() {
-    let s = eight_second_tokens(StoreKind::Redis, true).await;
+async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session(flavor: Flavor) {
+    let s = eight_second_tokens(StoreKind::Redis, true, flavor).await;
     let redis = s.redis.as_ref().unwrap();
     let b = s.another_gate();
     let http = user();
@@ -282,11 +299,197 @@ async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session() {
     burst(&http, &[&s.gate, &b], 4).await;
 }
 
-// === 4. provider trouble during a sign-in ===
+// === the store failing at the moment refreshed tokens are saved ===
+
+/// A signed-in session on 8-second rotating tokens whose access token is forwarded
+/// (`pass_access_token`), so that the tests see which token a request was served with.
+async fn rotating_forwarded(flavor: Flavor) -> Scenario {
+    ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
+        .provider(|o| {
+            o.access_token_ttl(Duration::from_secs(8))
+                .rotate_refresh_tokens(true)
+        })
+        .toml("[headers]\npass_access_token = true\n")
+        .start()
+        .await
+}
+
+/// One request at `gate`; the access token the upstream got with it.
+async fn served_token(s: &Scenario, http: &reqwest::Client, gate: &support::Gate) -> String {
+    let resp = http
+        .get(gate.url("/token"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the session lives");
+    let seen = s.upstream.last();
+    seen.header("x-forwarded-access-token")
+        .expect("the access token is forwarded")
+        .to_string()
+}
+
+/// Starts a refresh at `gate` while the provider answers `delay` late, and returns the
+/// request (to be awaited) once the refresher holds the refresh lock: the moment to break
+/// the store, between the provider spending the old refresh token and the save.
+async fn refresh_in_flight(
+    s: &Scenario,
+    http: &reqwest::Client,
+    gate: &support::Gate,
+    delay: Duration,
+) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+    let redis = s.redis.as_ref().unwrap();
+    s.provider
+        .misbehave(&json!({"token_delay_ms": delay.as_millis() as u64}))
+        .await;
+    let request = {
+        let http = http.clone();
+        let url = gate.url("/refreshing");
+        tokio::spawn(async move {
+            http.get(url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    eventually("the refresh lock", Duration::from_secs(5), || async {
+        !redis.keys("linkgate:lock:refresh:*").is_empty()
+    })
+    .await;
+    request
+}
+
+async fn refreshed_tokens_survive_a_store_frozen_while_they_are_saved(flavor: Flavor) {
+    // Redis stops answering (SIGSTOP) after the refresh token was sent to the provider and
+    // before the new tokens are saved: with rotation the old token is spent by then.
+    let s = rotating_forwarded(flavor).await;
+    let redis = s.redis.as_ref().unwrap();
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "pat").await.status(), 200);
+    let first = served_token(&s, &http, &s.gate).await;
+    // Token ageing: due after 5 s.
+    tokio::time::sleep(Duration::from_millis(5300)).await;
+    s.provider.reset_counts().await;
+    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(1500)).await;
+    redis.pause();
+    assert_eq!(
+        request.await.unwrap(),
+        200,
+        "the refreshing request is served"
+    );
+    assert_eq!(unsaved(&s.gate, "kept").await, 1.0, "the save failed");
+    let counts = s.provider.counts().await;
+    assert_eq!(counts.refresh_token, 1, "{counts:?}");
+    // Served with the new access token, and so are the next requests, while Redis is frozen.
+    let renewed = s
+        .upstream
+        .last()
+        .header("x-forwarded-access-token")
+        .unwrap()
+        .to_string();
+    assert_ne!(renewed, first, "the refreshed access token is used at once");
+    for _ in 0..3 {
+        assert_eq!(served_token(&s, &http, &s.gate).await, renewed);
+    }
+    redis.resume();
+    s.provider.misbehave(&json!({})).await;
+    // Saved once Redis answers: an instance that never saw the session reads the new tokens.
+    let fresh = s.another_gate();
+    eventually(
+        "the kept tokens in the store",
+        Duration::from_secs(10),
+        || {
+            let (s, http, fresh, renewed) = (&s, &http, &fresh, &renewed);
+            async move { served_token(s, http, fresh).await == *renewed }
+        },
+    )
+    .await;
+    // The next refresh spends the newest refresh token: accepted, the session goes on.
+    eventually("the second refresh", Duration::from_secs(20), || async {
+        served_token(&s, &http, &s.gate).await;
+        s.provider.counts().await.refresh_token == 2
+    })
+    .await;
+    let counts = s.provider.counts().await;
+    assert_eq!(counts.token_error, 0, "no spent token was sent: {counts:?}");
+    assert_eq!(refreshes(&s.gate, "refused").await, 0.0);
+    assert_eq!(unsaved(&s.gate, "saved").await, 1.0);
+    assert_eq!(redis.keys("linkgate:session:*").len(), 1);
+    assert_ne!(served_token(&s, &http, &s.gate).await, renewed);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sign_in_while_the_token_endpoint_is_down_or_slow_gets_a_clear_503() {
+async fn refreshed_tokens_the_store_refuses_to_save_are_kept_served_and_saved_later() {
+    // Redis answers but refuses every write (`min-replicas-to-write` with no replica: the
+    // error a primary gives when its replicas are gone) from the moment the refresh token is
+    // spent. Standard provider with rotation only: what is tested is the store, and the IMS
+    // look-alike's rotation is the same oidc-provider rotation (its twin of the frozen-store
+    // test above runs on IMS).
+    let s = rotating_forwarded(Flavor::Standard).await;
+    let redis = s.redis.as_ref().unwrap();
+    let b = s.another_gate();
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "quin").await.status(), 200);
+    let first = served_token(&s, &http, &s.gate).await;
+    assert_eq!(
+        served_token(&s, &http, &b).await,
+        first,
+        "B caches the session"
+    );
+    tokio::time::sleep(Duration::from_millis(5300)).await;
+    s.provider.reset_counts().await;
+    let request = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(1500)).await;
+    redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);
+    assert_eq!(request.await.unwrap(), 200);
+    assert_eq!(unsaved(&s.gate, "kept").await, 1.0, "the save was refused");
+    let renewed = s
+        .upstream
+        .last()
+        .header("x-forwarded-access-token")
+        .unwrap()
+        .to_string();
+    assert_ne!(renewed, first, "served with the refreshed token");
+    assert_eq!(served_token(&s, &http, &s.gate).await, renewed);
+    // B cannot know them yet (the documented window): it goes on with the old, still valid,
+    // access token, and cannot take the refresh lock to spend the old refresh token.
+    assert_eq!(served_token(&s, &http, &b).await, first);
+    assert_eq!(s.provider.counts().await.refresh_token, 1);
+    // Writes are taken again: A's background save lands and B reads the new tokens.
+    redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]);
+    s.provider.misbehave(&json!({})).await;
+    eventually(
+        "B to serve the saved tokens",
+        Duration::from_secs(10),
+        || {
+            let (s, http, b, renewed) = (&s, &http, &b, &renewed);
+            async move { served_token(s, http, b).await == *renewed }
+        },
+    )
+    .await;
+    eventually("the second refresh", Duration::from_secs(20), || async {
+        served_token(&s, &http, &b).await;
+        served_token(&s, &http, &s.gate).await;
+        s.provider.counts().await.refresh_token == 2
+    })
+    .await;
+    let counts = s.provider.counts().await;
+    assert_eq!(counts.token_error, 0, "no spent token was sent: {counts:?}");
+    assert_eq!(
+        refreshes(&s.gate, "refused").await + refreshes(&b, "refused").await,
+        0.0
+    );
+    assert_eq!(unsaved(&s.gate, "saved").await, 1.0);
+    assert_eq!(redis.keys("linkgate:session:*").len(), 1);
+}
+
+// === 4. provider trouble during a sign-in ===
+
+async fn a_sign_in_while_the_token_endpoint_is_down_or_slow_gets_a_clear_503(flavor: Flavor) {
     let s = ScenarioBuilder::new(StoreKind::Redis)
+        .flavor(flavor)
         .sso_keys("http_timeout = \"1s\"")
         .start()
         .await;
@@ -324,9 +527,11 @@ async fn a_sign_in_while_the_token_endpoint_is_down_or_slow_gets_a_clear_503() {
     assert_eq!(redis.keys("linkgate:session:*").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotated_signing_keys_are_fetched_once_then_unknown_kids_wait_out_the_cooldown() {
+async fn rotated_signing_keys_are_fetched_once_then_unknown_kids_wait_out_the_cooldown(
+    flavor: Flavor,
+) {
     let mut s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
         .toml("[authz]\nbearer_tokens = true")
         .start()
         .await;
@@ -379,9 +584,11 @@ fn base64_url(text: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_clock_a_little_ahead_is_tolerated_and_far_ahead_is_refused() {
-    let s = ScenarioBuilder::new(StoreKind::Memory).start().await;
+async fn a_provider_clock_a_little_ahead_is_tolerated_and_far_ahead_is_refused(flavor: Flavor) {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .flavor(flavor)
+        .start()
+        .await;
     // 30 s ahead: within the 60-second leeway.
     s.provider
         .misbehave(&json!({"id_token": {"iat": now() + 30, "nbf": now() + 30}}))
@@ -404,8 +611,7 @@ async fn a_provider_clock_a_little_ahead_is_tolerated_and_far_ahead_is_refused()
     assert_eq!(after.status(), 302, "still signed out");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart() {
+async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart(flavor: Flavor) {
     let upstream = Upstream::start().await;
     let port = support::free_port();
     let builder = GateBuilder::new();
@@ -413,9 +619,13 @@ async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart() {
     let gate = builder
         .upstream("app", &upstream)
         .toml(&format!(
-            "[sso]\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"linkgate\"\nclient_secret = \"linkgate-secret\"\n\
+            "[sso]\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"linkgate\"\nclient_secret = \"linkgate-secret\"\n{preset}\
              [session]\ncookie_secret = \"{}\"\ncookie_secure = false\nstore = \"memory\"\n",
-            support::COOKIE_SECRET
+            support::COOKIE_SECRET,
+            preset = match flavor {
+                Flavor::Standard => "",
+                Flavor::Ims => "preset = \"adobe-ims\"\n",
+            },
         ))
         .start();
     // linkgate is up; /readyz says what is missing.
@@ -435,9 +645,16 @@ async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart() {
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("try again"));
     // The provider comes up: linkgate notices by itself (after the failure cooldown).
-    let provider = OidcProvider::start(ProviderOptions::new("late").port(port).client(
-        ClientConfig::confidential("linkgate", "linkgate-secret", &callback),
-    ));
+    let provider = OidcProvider::start(
+        ProviderOptions::new("late")
+            .port(port)
+            .ims(flavor == Flavor::Ims)
+            .client(ClientConfig::confidential(
+                "linkgate",
+                "linkgate-secret",
+                &callback,
+            )),
+    );
     let admin = gate.admin_url("/readyz");
     eventually("readiness", Duration::from_secs(20), || {
         let admin = admin.clone();
@@ -459,9 +676,24 @@ async fn discovery_down_at_start_is_reported_and_recovers_without_a_restart() {
     assert_eq!(resp.status(), 302, "{:?}", resp.text().await);
     let home = navigate(http.get(gate.url("/home"))).send().await.unwrap();
     assert_eq!(home.status(), 200);
-    assert_eq!(upstream.last().header("x-forwarded-user"), Some("uma"));
+    assert_eq!(
+        upstream.last().header("x-forwarded-user"),
+        Some(flavor.sub("uma").as_str())
+    );
     drop(provider);
 }
+
+flavored_tests!(
+    short_tokens_are_refreshed_once_per_half_lifetime_and_due_requests_read_no_store,
+    a_provider_down_at_refresh_time_keeps_the_session_and_backs_off,
+    two_instances_under_concurrent_requests_make_one_refresh_with_rotating_tokens,
+    a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session,
+    a_sign_in_while_the_token_endpoint_is_down_or_slow_gets_a_clear_503,
+    rotated_signing_keys_are_fetched_once_then_unknown_kids_wait_out_the_cooldown,
+    a_provider_clock_a_little_ahead_is_tolerated_and_far_ahead_is_refused,
+    discovery_down_at_start_is_reported_and_recovers_without_a_restart,
+    refreshed_tokens_survive_a_store_frozen_while_they_are_saved,
+);
 
 // === check ===
 

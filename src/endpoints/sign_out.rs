@@ -26,7 +26,7 @@ pub(super) async fn sign_out_page(
     req: &RequestHeader,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
-    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
+    let rd = sign_out_rd(app, req);
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
@@ -93,7 +93,7 @@ pub(super) async fn sign_out(
     form: &HashMap<String, String>,
     info: RequestInfo,
 ) -> Result<Reply, Refusal> {
-    let rd = app.redirects.resolve(query_param(req, "rd").as_deref());
+    let rd = sign_out_rd(app, req);
     let Some(sessions) = &app.sessions else {
         return Ok(Reply::redirect(&rd));
     };
@@ -131,29 +131,76 @@ pub(super) async fn sign_out(
     // with its id_token as hint when the session still has one (after a disconnect it has
     // none for Magento.com, and the browser is still signed in there).
     let base = base_url(app, req, info);
-    let location = super::sign_out_chain::begin(app, base.as_deref(), &rd, ended).await;
-    Ok(Reply::redirect(&location).with_cookie(&sessions.clear_session_cookie()))
+    let step = super::sign_out_chain::begin(app, base.as_deref(), &rd, ended).await;
+    let reply = Reply::redirect(&step.location).with_cookie(&sessions.clear_session_cookie());
+    Ok(keep_chain(sessions, reply, step.keep))
 }
 
-/// `GET signed_out?state=`: where the provider sends the browser after its logout; `state`
-/// carries `rd`, validated again. Without `state`: the "Signed out" page, with "Sign in
-/// again" (where linkgate's own pages send a sign-out).
+/// A provider whose logout returns no `state` (Adobe IMS): the rest of the chain waits in
+/// a cookie of its own (src/session/signed_out.rs) that `signed_out` follows.
+fn keep_chain(sessions: &crate::session::Sessions, reply: Reply, keep: Option<String>) -> Reply {
+    match keep {
+        Some(state) => reply.with_cookie(&sessions.return_cookie(&state)),
+        None => reply,
+    }
+}
+
+/// Where a sign-out ends: its validated `rd`, or without one the "Signed out" page (rather
+/// than `/`, which would send a signed-out person straight back to a sign-in).
+fn sign_out_rd(app: &App, req: &RequestHeader) -> String {
+    match query_param(req, "rd") {
+        Some(rd) => app.redirects.resolve(Some(&rd)),
+        None => format!("{}/signed_out", app.prefix()),
+    }
+}
+
+/// `GET signed_out?state=`: where a provider sends the browser after its logout. `state`
+/// (or, after IMS's logout, which returns none, the cookie `sign_out` left) carries the rest
+/// of the sign-out chain: the next provider's logout, or `rd`, validated again
+/// (src/endpoints/sign_out_chain.rs). Without either, or once the chain ends here: the
+/// "Signed out" page, with "Sign in again".
 pub(super) async fn signed_out(app: &App, req: &RequestHeader) -> Reply {
-    let Some(state) = query_param(req, "state") else {
-        let ctx = app.pages.for_request(req);
-        let html = pages::message(
-            &ctx,
-            &ctx.tr("signed_out.title"),
-            &ctx.text(&Text::new("signed_out.what").arg("sso", app.sso_name())),
-            &ctx.tr("signed_out.advice"),
-            None,
-            Some((
-                &ctx.tr("page.sign_in_again"),
-                &app.start_url("/", Intent::Login),
-            )),
-        );
-        return Reply::html(StatusCode::OK, html);
+    let sessions = app.sessions.as_ref();
+    let clear = sessions
+        .filter(|s| s.has_return_cookie(req))
+        .map(|s| s.clear_return_cookie());
+    let (state, from_cookie) = match query_param(req, "state") {
+        Some(state) => (Some(state), false),
+        None => (sessions.and_then(|s| s.return_destination(req)), true),
     };
-    // The next provider's logout, or on to `rd` (src/endpoints/sign_out_chain.rs).
-    Reply::redirect(&super::sign_out_chain::resume(app, &state).await)
+    let this_page = format!("{}/signed_out", app.prefix());
+    let mut keep = None;
+    let next = match state {
+        Some(state) => {
+            let step = super::sign_out_chain::resume(app, &state).await;
+            keep = step.keep;
+            // Back from IMS (no `state` in the URL): the page itself is shown at once, not
+            // redirected to this very URL.
+            Some(step.location).filter(|to| !(from_cookie && *to == this_page))
+        }
+        None => None,
+    };
+    let reply = match next {
+        Some(to) => Reply::redirect(&to),
+        None => {
+            let ctx = app.pages.for_request(req);
+            let html = pages::message(
+                &ctx,
+                &ctx.tr("signed_out.title"),
+                &ctx.text(&Text::new("signed_out.what").arg("sso", app.sso_name())),
+                &ctx.tr("signed_out.advice"),
+                None,
+                Some((
+                    &ctx.tr("page.sign_in_again"),
+                    &app.start_url("/", Intent::Login),
+                )),
+            );
+            Reply::html(StatusCode::OK, html)
+        }
+    };
+    match (sessions, keep, clear) {
+        (Some(sessions), Some(keep), _) => keep_chain(sessions, reply, Some(keep)),
+        (_, _, Some(clear)) => reply.with_cookie(&clear),
+        _ => reply,
+    }
 }

@@ -7,9 +7,11 @@
 //! the browser back to `signed_out`, which takes the next hop, and after the last one goes on
 //! to `rd`.
 //!
-//! Why this order: Adobe IMS's logout hands back no `state`, so Magento.com's hop comes last
-//! (after it the chain has nothing left to carry). A provider without an end-session
-//! endpoint is skipped.
+//! Adobe IMS's logout hands back no `state` (it returns to `redirect_uri` exactly), so for
+//! it the rest of the chain waits in linkgate's `signed_out` cookie instead
+//! (src/session/signed_out.rs), sealed the same way; Magento.com's hop comes last, so
+//! after it only `rd` is left to carry. A provider without an end-session endpoint is
+//! skipped.
 //!
 //! SECURITY: the chain (where to go next, the id_tokens for the hints, the final `rd`) is
 //! sealed into `state` (XChaCha20-Poly1305 under the cookie secret's record key, for ten
@@ -68,12 +70,32 @@ pub struct Ended {
     pub account_id_token: Option<String>,
 }
 
+/// Where the browser goes next, and what must wait in the `signed_out` cookie because that
+/// provider's logout returns no `state` (Adobe IMS's `/ims/logout/v1` returns to its
+/// `redirect_uri` exactly).
+#[derive(Debug)]
+pub struct Step {
+    /// The next provider's logout URL, or the validated `rd`.
+    pub location: String,
+    /// The sealed rest of the chain, for a provider that does not hand `state` back.
+    pub keep: Option<String>,
+}
+
+impl Step {
+    fn to(location: String) -> Self {
+        Step {
+            location,
+            keep: None,
+        }
+    }
+}
+
 /// Where `POST sign_out` sends the browser once linkgate's session is ended: the first
 /// provider logout of the chain, or `rd` when no provider is to be asked. `base` is this
 /// gate's `scheme://host` (none: the providers are not asked, there is no way back).
-pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> String {
+pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> Step {
     let Some(base) = base.filter(|_| ended.had_session) else {
-        return rd.to_string();
+        return Step::to(rd.to_string());
     };
     let mut hops = Vec::new();
     if let (Some(_), Some(token)) = (app.linking.provider(), ended.account_id_token) {
@@ -101,21 +123,22 @@ pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> Str
 /// `rd`. A `state` that is not a chain of this gate (an older gate's plain `rd`, or
 /// made up) is taken as an `rd` and validated like one: the worst it can do is land on a
 /// page of this site or of `authz.redirect_domains`.
-pub async fn resume(app: &App, state: &str) -> String {
+pub async fn resume(app: &App, state: &str) -> Step {
     let chain = app.sessions.as_ref().and_then(|s| {
         let bytes = s.open_note(PURPOSE, state)?;
         serde_json::from_slice::<Chain>(&bytes).ok()
     });
     match chain {
         Some(chain) if chain.until > crate::session::now() => next(app, chain).await,
-        Some(chain) => app.redirects.resolve(Some(&chain.rd)),
-        None => app.redirects.resolve(Some(state)),
+        Some(chain) => Step::to(app.redirects.resolve(Some(&chain.rd))),
+        None => Step::to(app.redirects.resolve(Some(state))),
     }
 }
 
 /// Takes the first hop whose provider has a logout URL, with the rest sealed into its
-/// `state`; `rd` when none is left.
-async fn next(app: &App, mut chain: Chain) -> String {
+/// `state` (or, for a provider whose logout returns none, into [`Step::keep`]); `rd` when
+/// none is left.
+async fn next(app: &App, mut chain: Chain) -> Step {
     while !chain.hops.is_empty() {
         let hop = chain.hops.remove(0);
         let provider = match hop.provider {
@@ -125,12 +148,6 @@ async fn next(app: &App, mut chain: Chain) -> String {
         let Some(provider) = provider else {
             continue;
         };
-        let Some(mut url) = provider
-            .end_session_url(hop.id_token.as_deref(), &chain.back)
-            .await
-        else {
-            continue;
-        };
         let state = match &app.sessions {
             Some(sessions) => {
                 let plain = serde_json::to_vec(&chain).unwrap_or_default();
@@ -138,8 +155,17 @@ async fn next(app: &App, mut chain: Chain) -> String {
             }
             None => chain.rd.clone(),
         };
-        url.query_pairs_mut().append_pair("state", &state);
-        return url.to_string();
+        let Some(url) = provider
+            .end_session_url(hop.id_token.as_deref(), &chain.back, &state)
+            .await
+        else {
+            continue;
+        };
+        let keep = (!provider.logout_returns_state()).then_some(state);
+        return Step {
+            location: url.to_string(),
+            keep,
+        };
     }
-    app.redirects.resolve(Some(&chain.rd))
+    Step::to(app.redirects.resolve(Some(&chain.rd)))
 }

@@ -39,7 +39,7 @@ pub(super) async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passp
         }
     };
     let result = if locked {
-        refresh_locked(app, id).await
+        refresh_locked(app, id, &token).await
     } else {
         // Another instance is refreshing (or backing off): not before a while from here.
         sessions.refresh_done(id, Some(now() + crate::session::MIN_REFRESH_INTERVAL));
@@ -57,6 +57,8 @@ pub(super) async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passp
             let _ = sessions.hold_refresh_lock(id, &token, backoff).await;
             sessions.refresh_done(id, Some(now() + backoff.as_secs() as i64));
         }
+        // Refreshed, not yet saved: the lock stays held until the background save.
+        Ok(Refreshed::Kept(_)) => sessions.refresh_done(id, None),
         Ok(_) => {
             let _ = sessions.unlock_refresh(id, &token).await;
             sessions.refresh_done(id, None);
@@ -75,6 +77,9 @@ enum Refreshed {
     /// Refreshed and saved, or found refreshed: the passport (already in this instance's
     /// cache).
     Fresh(Arc<Passport>),
+    /// Refreshed, but the store failed to save it: kept in this instance and saved again
+    /// in the background, which then releases the refresh lock (`session::unsaved`).
+    Kept(Arc<Passport>),
     /// The session's current record (refreshed, or found refreshed by someone else).
     Done(SessionRecord),
     /// The provider failed: the record as it was, to be tried again after a backoff.
@@ -86,14 +91,14 @@ enum Refreshed {
 impl Refreshed {
     fn into_passport(self, app: &App, id: &OpaqueId) -> Option<Arc<Passport>> {
         match self {
-            Refreshed::Fresh(p) => Some(p),
+            Refreshed::Fresh(p) | Refreshed::Kept(p) => Some(p),
             Refreshed::Done(r) | Refreshed::BackOff(r) => Some(Arc::new(from_session(app, *id, r))),
             Refreshed::Ended => None,
         }
     }
 }
 
-async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> {
+async fn refresh_locked(app: &App, id: &OpaqueId, lock: &str) -> Result<Refreshed, Refusal> {
     let (Some(sessions), Some(sso)) = (&app.sessions, &app.sso) else {
         return Ok(Refreshed::Ended);
     };
@@ -119,17 +124,25 @@ async fn refresh_locked(app: &App, id: &OpaqueId) -> Result<Refreshed, Refusal> 
             .inc()
     };
     match sso.refresh(&tokens).await {
-        Ok(tokens) => {
+        Ok(fresh) => {
             counted("ok");
             let updated = SessionRecord {
-                tokens: Some(tokens),
+                tokens: Some(fresh),
                 ..record
             };
-            let passport = sessions
-                .save_refreshed(id, updated, |r| from_session(app, *id, r))
-                .await?;
-            tracing::debug!(session = ?id, "tokens refreshed");
-            Ok(Refreshed::Fresh(passport))
+            // The refresh token may be spent at the provider now: a store that fails to take
+            // the new tokens must not lose them.
+            let (passport, kept) = sessions
+                .save_refreshed_or_keep(id, updated, Some(tokens), lock, |r| {
+                    from_session(app, *id, r)
+                })
+                .await;
+            tracing::debug!(session = ?id, kept, "tokens refreshed");
+            Ok(if kept {
+                Refreshed::Kept(passport)
+            } else {
+                Refreshed::Fresh(passport)
+            })
         }
         Err(OidcError::Unavailable(e)) => {
             counted("unavailable");

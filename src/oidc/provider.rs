@@ -407,11 +407,14 @@ impl Provider {
         identity_of(issuer, claims, &names)
     }
 
-    /// The RP-initiated logout URL, when the provider has an end-session endpoint.
+    /// The RP-initiated logout URL, when the provider has an end-session endpoint. `state`
+    /// comes back to `post_logout_redirect` with OpenID's logout; IMS's takes no `state` (see
+    /// [`Provider::logout_returns_state`]) and is not sent one.
     pub async fn end_session_url(
         &self,
         id_token_hint: Option<&str>,
         post_logout_redirect: &str,
+        state: &str,
     ) -> Option<Url> {
         let endpoints = self.ready().await.ok()?.endpoints.clone();
         let mut url = endpoints.end_session?;
@@ -424,6 +427,7 @@ impl Provider {
                     }
                     q.append_pair("client_id", &self.config.client_id);
                     q.append_pair("post_logout_redirect_uri", post_logout_redirect);
+                    q.append_pair("state", state);
                 }
                 // Adobe IMS's `/ims/logout/v1`.
                 LogoutParams::Ims => {
@@ -433,6 +437,12 @@ impl Provider {
             }
         }
         Some(url)
+    }
+
+    /// Whether the provider's logout returns `state` to the post-logout redirect (OpenID
+    /// RP-initiated logout), or returns to it exactly (IMS's `/ims/logout/v1`).
+    pub fn logout_returns_state(&self) -> bool {
+        self.config.logout_params == LogoutParams::Oidc
     }
 }
 

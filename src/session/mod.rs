@@ -19,6 +19,8 @@ mod record;
 mod refresh;
 mod resident;
 pub mod seal;
+mod signed_out;
+mod unsaved;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -69,6 +71,8 @@ pub struct Sessions {
     /// Sessions whose refresh a request of this process has claimed, or whose failed
     /// refresh backs off: id to the unix second until which no other request here tries.
     refreshes: Arc<std::sync::Mutex<std::collections::HashMap<OpaqueId, i64>>>,
+    /// Refreshed tokens the store would not take, kept here until saved (see `unsaved`).
+    unsaved: unsaved::UnsavedMap,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -107,6 +111,7 @@ impl Sessions {
             account_jwts,
             links_generation: Arc::new(AtomicU64::new(0)),
             refreshes: Arc::default(),
+            unsaved: Arc::default(),
         }
     }
 
@@ -152,7 +157,17 @@ impl Sessions {
     /// not exist, cannot be opened, or has expired. Always one store round trip: the cache
     /// keeps passports, not records, and the endpoints that need a record (sign-out, the
     /// account page, a refresh) are not the hot path.
+    ///
+    /// Refreshed tokens this instance could not save yet (see `unsaved`) are the record's:
+    /// put into the stored record while it still holds the tokens they replaced, or served
+    /// alone while the store fails.
     pub async fn load(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
+        let stored = self.load_stored(id).await;
+        self.with_unsaved(id, stored)
+    }
+
+    /// The session record as stored (one `GET`).
+    async fn load_stored(&self, id: &OpaqueId) -> Result<Option<SessionRecord>, StoreError> {
         let key = store_keys::session(&id.to_hex());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(None);
@@ -284,6 +299,7 @@ impl Sessions {
                 &store_keys::refresh_lock(&id.to_hex()),
             ])
             .await?;
+        self.forget_unsaved(id);
         self.invalidate(id).await;
         if let Some(sso) = record.and_then(|r| r.sso.as_ref()) {
             self.store
@@ -305,6 +321,7 @@ impl Sessions {
                 .delete(&[&store_keys::session(id), &store_keys::refresh_lock(id)])
                 .await?;
             if let Some(id) = OpaqueId::from_hex(id) {
+                self.forget_unsaved(&id);
                 self.invalidate(&id).await;
             }
         }

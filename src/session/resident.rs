@@ -173,6 +173,21 @@ impl Sessions {
         passport: impl FnOnce(SessionRecord) -> Passport,
     ) -> Result<Arc<Passport>, StoreError> {
         self.write(id, &record).await?;
+        let resident = self.cache_refreshed(id, record, passport);
+        let message = format!("{}:{}", self.instance, id.to_hex());
+        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
+            tracing::warn!(error = %e, "could not publish a session invalidation");
+        }
+        Ok(resident)
+    }
+
+    /// Caches the passport of a refreshed record here (replacing the entry) and returns it.
+    pub(super) fn cache_refreshed(
+        &self,
+        id: &OpaqueId,
+        record: SessionRecord,
+        passport: impl FnOnce(SessionRecord) -> Passport,
+    ) -> Arc<Passport> {
         let (expires_at, refresh_at) = (record.expires_at, self.refresh_at(&record));
         let mut resident = passport(record);
         resident.expires_at = expires_at;
@@ -185,10 +200,6 @@ impl Sessions {
         if let Some(cache) = &self.cache {
             cache.insert(*id, resident.clone());
         }
-        let message = format!("{}:{}", self.instance, id.to_hex());
-        if let Err(e) = self.store.publish(INVALIDATION_CHANNEL, &message).await {
-            tracing::warn!(error = %e, "could not publish a session invalidation");
-        }
-        Ok(resident)
+        resident
     }
 }

@@ -84,6 +84,20 @@ impl Backend for Memory {
         })
     }
 
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        self.with(|m| {
+            let Some(entry) = live(m, key) else {
+                return false;
+            };
+            *entry = Entry {
+                value: Value::Bytes(value.to_vec()),
+                expires: Instant::now() + ttl,
+            };
+            self.wrote(m);
+            true
+        })
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         self.with(|m| {
             for k in keys {

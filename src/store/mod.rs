@@ -39,6 +39,9 @@ pub trait Backend: Send + Sync + Debug {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets `key` to `value`, expiring after `ttl`.
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// Sets `key` to `value`, expiring after `ttl`, only if `key` exists (a record deleted
+    /// meanwhile stays deleted). True when written.
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
     /// Deletes keys; missing keys are fine.
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Sets `key` to `token` only if absent, expiring after `ttl`. True when acquired.
@@ -231,6 +234,18 @@ impl Store {
         self.run("put", self.backend.put(&key, value, ttl)).await
     }
 
+    /// See [`Backend::replace`].
+    pub async fn replace(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        self.run("replace", self.backend.replace(&key, value, ttl))
+            .await
+    }
+
     /// See [`Backend::delete`].
     pub async fn delete(&self, keys: &[&str]) -> Result<(), StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
@@ -367,6 +382,15 @@ pub mod contract {
         assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
         backend.delete(&["k".to_string()]).await.unwrap();
         assert_eq!(backend.get("k").await.unwrap(), None, "deleted");
+        assert!(
+            !backend.replace("k", b"v2", ttl).await.unwrap(),
+            "replace never creates"
+        );
+        assert_eq!(backend.get("k").await.unwrap(), None);
+        backend.put("k", b"v1", ttl).await.unwrap();
+        assert!(backend.replace("k", b"v2", ttl).await.unwrap());
+        assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+        backend.delete(&["k".to_string()]).await.unwrap();
 
         backend
             .put("short", b"x", Duration::from_millis(50))

@@ -367,6 +367,20 @@ impl Backend for RedisBackend {
         .await
     }
 
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         // One DEL per key: in a cluster the keys may live on different slots.
         for key in keys {

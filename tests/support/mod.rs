@@ -156,6 +156,26 @@ impl Redis {
             .unwrap_or(0)
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and nothing answers, as with a
+    /// server stuck or unreachable mid-command, until [`Redis::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// Stops the server (the port stays reserved for [`Redis::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -37,6 +37,105 @@ pub enum Accounts {
     Jwt,
 }
 
+/// Which provider plays Magento.com: the suites run against both (see [`flavored_tests!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// npm `oidc-provider` as it comes: end-session endpoint, space-separated scopes,
+    /// `client_secret_basic`, boolean `email_verified`, subjects that are the login name.
+    Standard,
+    /// The Adobe IMS look-alike (provider.mjs `ims`) with linkgate's `adobe-ims` preset: no
+    /// end-session endpoint (`/ims/logout/v1`), comma-separated scopes required,
+    /// `client_secret_post` only, `email_verified` as a string, `...@AdobeID` subjects,
+    /// rotating refresh tokens, 24-hour tokens.
+    Ims,
+}
+
+impl Flavor {
+    /// The subject the provider gives the person who signs in as `login` (what linkgate
+    /// forwards as `X-Forwarded-User` and keys links by).
+    pub fn sub(self, login: &str) -> String {
+        match self {
+            Flavor::Standard => login.to_string(),
+            Flavor::Ims => {
+                use sha2::Digest as _;
+                let digest = sha2::Sha256::digest(login.as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02X}")).collect();
+                format!("{}@AdobeID", &hex[..24])
+            }
+        }
+    }
+
+    /// The `scope` linkgate sends in its authorization requests with this flavour's
+    /// configuration (the defaults, or the `adobe-ims` preset's).
+    pub fn scope(self) -> &'static str {
+        match self {
+            Flavor::Standard => "openid email profile",
+            Flavor::Ims => "openid,AdobeID,email,profile,offline_access",
+        }
+    }
+
+    /// Checks that `url` is the provider logout linkgate sends a signing-out browser to:
+    /// RP-initiated logout with `post_logout_redirect_uri` (and `id_token_hint` when the
+    /// session had an id_token), or IMS's `/ims/logout/v1` with `client_id` and
+    /// `redirect_uri` (IMS's names) — both returning to the gate's signed-out page
+    /// `signed_out` (an absolute URL).
+    pub fn assert_provider_logout(self, s: &Scenario, url: &str, signed_out: &str) {
+        let parsed = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let param = |k: &str| {
+            parsed
+                .query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        match self {
+            Flavor::Standard => {
+                assert!(url.starts_with(&s.provider.end_session_endpoint()), "{url}");
+                assert_eq!(
+                    param("post_logout_redirect_uri").as_deref(),
+                    Some(signed_out)
+                );
+            }
+            Flavor::Ims => {
+                assert!(url.starts_with(s.provider.issuer()), "{url}");
+                assert_eq!(parsed.path(), "/ims/logout/v1", "{url}");
+                assert_eq!(param("client_id").as_deref(), Some(CLIENT_ID), "{url}");
+                assert_eq!(param("redirect_uri").as_deref(), Some(signed_out), "{url}");
+                assert_eq!(
+                    param("post_logout_redirect_uri"),
+                    None,
+                    "IMS's names: {url}"
+                );
+                assert_eq!(param("id_token_hint"), None, "IMS's names: {url}");
+            }
+        }
+    }
+}
+
+/// Instantiates each listed `async fn name(flavor: Flavor)` as two tests, `standard::name`
+/// and `ims::name` (the standard provider and the IMS look-alike), so that one body runs
+/// against both. `cargo test --test login ims::` runs one flavour.
+#[macro_export]
+macro_rules! flavored_tests {
+    ($($name:ident),* $(,)?) => {
+        mod standard {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::sso::Flavor::Standard).await
+                }
+            )*
+        }
+        mod ims {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::sso::Flavor::Ims).await
+                }
+            )*
+        }
+    };
+}
+
 /// The cookie the "platform" puts its account JWT in.
 pub const PLATFORM_COOKIE: &str = "platform_jwt";
 /// The audience of account JWTs.
@@ -44,6 +143,8 @@ pub const PLATFORM_AUDIENCE: &str = "linkgate-platform";
 
 /// Everything a sign-in scenario runs.
 pub struct Scenario {
+    /// Which provider plays Magento.com.
+    pub flavor: Flavor,
     /// The provider ("Magento.com").
     pub provider: OidcProvider,
     /// The accounts provider ("accounts.magento.cloud"), with [`Accounts::OAuth2`] or
@@ -145,6 +246,14 @@ impl ScenarioBuilder {
         self.sso_keys("preset = \"adobe-ims\"")
     }
 
+    /// The standard provider, or the IMS look-alike ([`ScenarioBuilder::ims`]).
+    pub fn flavor(self, flavor: Flavor) -> Self {
+        match flavor {
+            Flavor::Standard => self,
+            Flavor::Ims => self.ims(),
+        }
+    }
+
     /// Adds `[account]` of the given kind.
     pub fn accounts(mut self, accounts: Accounts) -> Self {
         self.accounts = accounts;
@@ -231,6 +340,11 @@ impl ScenarioBuilder {
             .toml(&sections)
             .start();
         Scenario {
+            flavor: if self.ims {
+                Flavor::Ims
+            } else {
+                Flavor::Standard
+            },
             provider,
             accounts,
             account_key,

@@ -22,8 +22,14 @@
 // OpenID provider: the discovery document (also served at /ims/.well-known/...) has no
 // end_session_endpoint, and logout is IMS's own GET /ims/logout/v1?client_id&redirect_uri;
 // authorization requests must carry comma-separated scopes (a space-separated list is
-// refused with invalid_scope) and may ask for AdobeID; email_verified is the string "true";
-// sub looks like "0123ABCD...@AdobeID"; refresh tokens rotate. (24-hour tokens: set "ttl".)
+// refused with invalid_scope) and may ask for AdobeID; the token endpoint takes
+// client_secret_post only (a client registered otherwise is registered with it, and HTTP Basic
+// is refused with invalid_client); email_verified is the string "true"; sub looks like
+// "0123ABCD...@AdobeID"; refresh tokens rotate; access and id tokens live 24 hours unless "ttl"
+// says otherwise; there is no /session/end. Adobe's documented endpoint paths answer too
+// (/ims/authorize/v2, /ims/token/v3, /ims/userinfo/v2, /ims/keys), while the discovery document
+// names oidc-provider's own (/auth, /token, /me, /jwks): the two disagree, as a preset setting
+// (preset_endpoints) must handle.
 //
 // Everything is served from 127.0.0.1 and nothing is ever fetched from elsewhere: the login,
 // logout and error pages below replace oidc-provider's stock pages, which import a web font.
@@ -293,7 +299,8 @@ const DEFAULT_TTLS = {
 };
 
 function numberTtls(ttl) {
-  const out = { ...DEFAULT_TTLS };
+  // IMS issues 24-hour access tokens (and id_tokens).
+  const out = { ...DEFAULT_TTLS, ...(ims ? { AccessToken: 24 * 60 * 60, IdToken: 24 * 60 * 60 } : {}) };
   for (const [k, v] of Object.entries(ttl || {})) {
     if (typeof v === 'number') out[k] = v;
   }
@@ -306,8 +313,10 @@ const provider = new Provider(issuer, {
     client_id: c.client_id,
     ...(c.client_secret ? { client_secret: c.client_secret } : {}),
     redirect_uris: c.redirect_uris || [],
-    post_logout_redirect_uris: c.post_logout_redirect_uris || [],
-    token_endpoint_auth_method: c.token_endpoint_auth_method || 'client_secret_basic',
+    // IMS: no RP-initiated logout (its /ims/logout/v1 below reads the config's list), and
+    // client_secret_post only.
+    ...(ims ? {} : { post_logout_redirect_uris: c.post_logout_redirect_uris || [] }),
+    token_endpoint_auth_method: ims ? 'client_secret_post' : (c.token_endpoint_auth_method || 'client_secret_basic'),
     grant_types: c.grant_types || ['authorization_code', 'refresh_token'],
     response_types: ['code'],
   })),
@@ -323,6 +332,7 @@ const provider = new Provider(issuer, {
     keys: [crypto.randomBytes(32).toString('base64url')],
   },
   responseTypes: ['code'],
+  ...(ims ? { clientAuthMethods: ['client_secret_post'] } : {}),
   pkce: { required: () => true }, // 9.x only implements S256 (plain is refused)
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...(ims ? ['AdobeID'] : [])],
   // Rotation on: every refresh spends its token. Off: oidc-provider's default (rotate public
@@ -374,7 +384,8 @@ const provider = new Provider(issuer, {
     userinfo: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: {
-      enabled: true,
+      // IMS has none: no end_session_endpoint in discovery, no /session/end.
+      enabled: !ims,
       async logoutSource(ctx, form) {
         ctx.type = 'html';
         ctx.body = page('Sign out', `${form}
@@ -427,6 +438,22 @@ function signJwt(claims) {
   const input = `${b64url(header)}.${b64url(claims)}`;
   const sig = crypto.sign('sha256', Buffer.from(input), crypto.createPrivateKey({ key, format: 'jwk' }));
   return `${input}.${sig.toString('base64url')}`;
+}
+
+// IMS: Adobe's documented paths, as aliases of oidc-provider's (which discovery names);
+// rewritten first, so that counters and misbehaviour switches apply to both.
+if (ims) {
+  const documented = {
+    '/ims/.well-known/openid-configuration': '/.well-known/openid-configuration',
+    '/ims/authorize/v2': '/auth',
+    '/ims/token/v3': '/token',
+    '/ims/userinfo/v2': '/me',
+    '/ims/keys': '/jwks',
+  };
+  provider.use(async (ctx, next) => {
+    if (documented[ctx.path]) ctx.path = documented[ctx.path];
+    return next();
+  });
 }
 
 // Request log (verbose) and counters: the token request's grant_type is read from the parsed
@@ -532,7 +559,14 @@ provider.use(async (ctx, next) => {
 // Adobe IMS's ways (config.ims).
 if (ims) {
   provider.use(async (ctx, next) => {
-    if (ctx.path === '/ims/.well-known/openid-configuration') ctx.path = '/.well-known/openid-configuration';
+    // client_secret_post only: oidc-provider takes HTTP Basic for a client_secret_post client.
+    if (['/token', '/token/revocation'].includes(ctx.path) && ctx.method === 'POST'
+      && /^basic /i.test(ctx.get('authorization'))) {
+      ctx.status = 401;
+      ctx.type = 'json';
+      ctx.body = { error: 'invalid_client', error_description: 'client credentials go in the request body (client_secret_post)' };
+      return undefined;
+    }
     if (ctx.path === '/auth' && ctx.method === 'GET' && typeof ctx.query.scope === 'string') {
       const { scope } = ctx.query;
       if (/\s/.test(scope.trim())) {
