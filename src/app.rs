@@ -90,8 +90,8 @@ pub enum Linking {
     Off,
     /// `[account] source = "jwt"`: the platform's account JWT names the cloud account.
     Jwt {
-        /// Verifies the platform's JWT.
-        verifier: AccountJwt,
+        /// Verifies the platform's JWT (boxed: it is far larger than the other variants).
+        verifier: Box<AccountJwt>,
         /// The links.
         registry: Registry,
     },
@@ -233,7 +233,7 @@ impl App {
                 registry: Registry::new(store.clone()),
             },
             Some(AccountSource::Jwt(j)) => Linking::Jwt {
-                verifier: AccountJwt::new(j.clone()).map_err(StartError::Provider)?,
+                verifier: Box::new(AccountJwt::new(j.clone()).map_err(StartError::Provider)?),
                 registry: Registry::new(store.clone()),
             },
             None => Linking::Off,

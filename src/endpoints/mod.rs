@@ -219,7 +219,7 @@ pub async fn handle(app: &App, name: &str, session: &mut Session, info: RequestI
     let reply = result.unwrap_or_else(|refusal| refusal.reply(html, &app.pages.for_request(&req)));
     // A callback clears the flow cookie it came with, whatever happened: a flow is used once.
     let carried = callback
-        .then(|| app.sessions.as_ref())
+        .then_some(app.sessions.as_ref())
         .flatten()
         .and_then(|s| {
             let state = query_param(&req, "state")?;
