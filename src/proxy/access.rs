@@ -362,7 +362,7 @@ mod tests {
             error: None,
         };
         let mut out = vec![base];
-        for ms in [0.0, 0.000_01, 0.05, 12.5, 1234.000_001, 1e17, 3.0] {
+        for ms in [0.0, 0.000_01, 0.05, 12.5, 1_234.000_001, 1e17, 3.0] {
             out.push(AccessLine {
                 duration_ms: ms,
                 ..base

@@ -148,9 +148,9 @@ impl IpText {
         &self.buf[..self.len]
     }
 
-    /// As a header value (an address is always a valid one).
-    fn value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(self.as_bytes()).expect("an IP address is a valid header value")
+    /// As a header value (an address always is one: `None` never happens).
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
     }
 }
 
@@ -248,7 +248,7 @@ impl Hygiene {
         peer_trusted: bool,
     ) -> Result<()> {
         // One value for the peer's address, shared by `X-Forwarded-For` and `X-Real-IP`.
-        let peer_value = peer.map(|ip| IpText::new(ip).value());
+        let peer_value = peer.and_then(|ip| IpText::new(ip).value());
         let chain = req
             .headers
             .get(&X_FORWARDED_FOR)
