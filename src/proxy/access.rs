@@ -321,9 +321,9 @@ mod tests {
     }
 
     /// What tracing-subscriber, set up as `logging::init` sets it up, writes for the event.
-    fn reference(line: &AccessLine<'_>, format: AccessFormat) -> String {
+    fn reference(line: &AccessLine<'_>, format: AccessFormat, builder_ansi: bool) -> String {
         let out = Captured::default();
-        let builder = logging::builder(tracing_subscriber::EnvFilter::new("info"), format.ansi)
+        let builder = logging::builder(tracing_subscriber::EnvFilter::new("info"), builder_ansi)
             .with_writer(out.clone());
         let emit = || emit_tracing(line);
         if format.json {
@@ -395,22 +395,40 @@ mod tests {
 
     #[test]
     fn the_line_is_tracing_subscribers_in_every_format() {
-        for format in [
-            AccessFormat {
-                json: false,
-                ansi: true,
-            },
-            AccessFormat {
-                json: false,
-                ansi: false,
-            },
-            AccessFormat {
-                json: true,
-                ansi: false,
-            },
+        // (format, whether the subscriber was built with ANSI): `init` builds the JSON
+        // subscriber with ANSI on unless NO_COLOR, and JSON has no colours either way.
+        for (format, builder_ansi) in [
+            (
+                AccessFormat {
+                    json: false,
+                    ansi: true,
+                },
+                true,
+            ),
+            (
+                AccessFormat {
+                    json: false,
+                    ansi: false,
+                },
+                false,
+            ),
+            (
+                AccessFormat {
+                    json: true,
+                    ansi: false,
+                },
+                false,
+            ),
+            (
+                AccessFormat {
+                    json: true,
+                    ansi: false,
+                },
+                true,
+            ),
         ] {
             for line in lines() {
-                let want = reference(&line, format);
+                let want = reference(&line, format, builder_ansi);
                 let mut got = Vec::new();
                 format_line(&mut got, &line, format, stamp_of(&want));
                 assert_eq!(String::from_utf8(got).unwrap(), want, "{format:?} {line:?}");
