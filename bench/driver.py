@@ -748,6 +748,16 @@ class Rig:
         log(f"linkgate gate-short (cache_ttl 30s, {args.short_ttl}s tokens) on "
             f"{self.gates['gate-short']['url']}")
 
+        # The floor under linkgate: Pingora with a ProxyHttp that only returns the peer
+        # (bench/minimal), same threads.
+        self.minimal_port = free_port()
+        log(f"minimal Pingora ({args.gate_threads} threads) on 127.0.0.1:{self.minimal_port}")
+        self.minimal = procs.spawn("minimal-pingora", [
+            args.minimal, f"127.0.0.1:{self.minimal_port}", f"127.0.0.1:{self.origin_port}",
+            str(args.gate_threads)])
+        wait_until("minimal-pingora", 30, lambda: port_open(self.minimal_port),
+                   lambda: procs.check_alive("minimal-pingora", self.minimal))
+
         a = self.gates["gate-cached"]
         self.nginx_ports = (free_port(), free_port())
         log(f"nginx baseline ({args.workers} workers) on 127.0.0.1:{self.nginx_ports[0]} "
@@ -834,7 +844,10 @@ def scenarios(rig, cookie, jwt, short_cookie):
     rows = [
         ("origin", "origin direct (the limit)", f"http://127.0.0.1:{rig.origin_port}/app",
          {}, [], None),
-        ("skip_auth", "linkgate skip-auth route (bare Pingora)", f"{a['url']}/public/app",
+        ("minimal", "minimal Pingora (a peer, no filters)",
+         f"http://127.0.0.1:{rig.minimal_port}/public/app", {}, [rig.minimal.pid],
+         {"name": "minimal-pingora", "proc": rig.minimal}),
+        ("skip_auth", "linkgate skip-auth route", f"{a['url']}/public/app",
          {}, [a["proc"].pid], a),
         ("session_cached", "linkgate session, cache on (30s)", f"{a['url']}/app",
          cookie_h, [a["proc"].pid], a),
@@ -937,6 +950,12 @@ def bench(args, rig):
         }
         base[key] = m["rps"]
         results.append(m)
+    for m in results:
+        m["paired_ratios"] = {
+            b: dict(zip(("medians", "paired_median", "paired_min", "paired_max"), r))
+            for k, b, _ in TARGETS if k == m["key"]
+            for r in [paired_ratio(results, k, b)] if r
+        }
     for m in results:
         m["vs_passthrough"] = m["rps"] / base["skip_auth"] if base.get("skip_auth") else None
         m["vs_nginx_proxy"] = (m["rps"] / base["nginx_proxy"]
@@ -1201,6 +1220,45 @@ def fmt(x, spec, none="-"):
     return none if x is None else format(x, spec)
 
 
+# The issue-15 targets: (row, base row, at least), ratios of req/s in this run.
+TARGETS = (
+    ("skip_auth", "nginx_proxy", 0.8),
+    ("session_cached", "skip_auth", 0.9),
+    ("session_cached_short", "skip_auth", 0.9),
+    ("minimal", "nginx_proxy", None),
+    ("skip_auth", "minimal", None),
+    ("nginx_auth_request", "skip_auth", None),
+)
+
+
+def paired_ratio(results, key, base):
+    """(ratio of medians, median of the per-round ratios, min, max) of req/s, key over base:
+    each round runs every row once, back to back, so the per-round ratio cancels most of the
+    drift between rounds on a shared machine."""
+    by_key = {m["key"]: m for m in results}
+    if key not in by_key or base not in by_key or not by_key[base]["rps"]:
+        return None
+    rounds = {r["round"]: r["rps"] for r in by_key[base]["runs"]}
+    per = [r["rps"] / rounds[r["round"]] for r in by_key[key]["runs"]
+           if rounds.get(r["round"])]
+    if not per:
+        return None
+    return by_key[key]["rps"] / by_key[base]["rps"], statistics.median(per), min(per), max(per)
+
+
+def target_lines(results):
+    out = []
+    for key, base, least in TARGETS:
+        r = paired_ratio(results, key, base)
+        if r is None:
+            continue
+        verdict = "" if least is None else (
+            f" (target >= {least}: {'met' if r[1] >= least else 'NOT met'})")
+        out.append(f"  {key} / {base}: {r[0]:.2f}x (medians); paired by round {r[1]:.2f}x, "
+                   f"range {r[2]:.2f}-{r[3]:.2f}{verdict}")
+    return out
+
+
 def print_table(results, args, cache_hits):
     cols = ["target", "req/s", "±", "p50 ms", "p99 ms", "×pass", "×nginx", "redis/req",
             "CPU µs/req", "RSS MiB"]
@@ -1257,6 +1315,8 @@ def print_table(results, args, cache_hits):
               f"({st['refresh_errors']} errors) in {st['seconds_since_sign_in']:.0f} s since its "
               f"sign-in, {st['access_token_ttl_s']} s tokens: "
               f"{st['refresh_calls_per_5_min']:.2f} per session per 5 minutes")
+    for line_ in target_lines(results):
+        print(line_)
     if not cache_hits:
         print("NOTE: linkgate reported no session-cache hits (linkgate_session_cache_total"
               "{result=\"hit\"}): the in-process session cache is not in effect in this build, "
@@ -1546,6 +1606,8 @@ ARGS = None
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     p.add_argument("--linkgate", required=True, help="the linkgate binary (release)")
+    p.add_argument("--minimal", required=True,
+                   help="the minimal-pingora binary (release; bench/minimal)")
     p.add_argument("--quick", action="store_true", help="short durations: a smoke run")
     p.add_argument("--soak", action="store_true",
                    help="the RSS soak instead of the comparison (10 min, sessions cached)")

@@ -41,6 +41,12 @@ pub struct Metrics {
     by_decision: Vec<(&'static str, IntCounter, Histogram)>,
     /// `linkgate_upstream_errors_total{upstream,kind}`.
     pub upstream_errors: IntCounterVec,
+    /// `linkgate_upstream_connections_total{connection="reused"}`: requests sent upstream on
+    /// a keep-alive connection from the pool, resolved once.
+    pub upstream_reused: IntCounter,
+    /// `linkgate_upstream_connections_total{connection="new"}`: requests that opened a new
+    /// upstream connection.
+    pub upstream_new: IntCounter,
     /// `linkgate_stripped_identity_headers_total`: client-sent identity headers removed.
     pub stripped_headers: IntCounter,
     /// `linkgate_token_refreshes_total{result}`: calls to the SSO provider's token endpoint
@@ -128,7 +134,14 @@ impl Metrics {
                 )
             })
             .collect();
+        let upstream_connections = counter(
+            "linkgate_upstream_connections_total",
+            "Requests sent upstream, by whether their connection came from the keep-alive pool",
+            &["connection"],
+        )?;
         Ok(Self {
+            upstream_reused: upstream_connections.with_label_values(&["reused"]),
+            upstream_new: upstream_connections.with_label_values(&["new"]),
             session_cache_hit: session_cache.with_label_values(&["hit"]),
             session_cache_miss: session_cache.with_label_values(&["miss"]),
             token_cache_hit: token_cache.with_label_values(&["hit"]),
@@ -240,6 +253,7 @@ mod tests {
             "linkgate_store_duration_seconds",
             "linkgate_session_cache_total",
             "linkgate_upstream_errors_total",
+            "linkgate_upstream_connections_total",
         ] {
             assert!(text.contains(name), "{name} missing from /metrics");
         }

@@ -26,6 +26,11 @@ use crate::request_head::{Guarded, Limits};
 /// The read buffer of a plain-HTTP client connection, in bytes (0: none).
 const DOWNSTREAM_READ_BUFFER: usize = 0;
 
+/// Threads of the admin listener and of each background service. `[server] threads` is the
+/// proxy's; Pingora would give every service that many runtimes, all competing with the
+/// proxy for the same cores.
+const SIDE_THREADS: usize = 1;
+
 /// How the process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -110,21 +115,28 @@ pub fn run_with(
             HttpServer::new_app(Admin::new(app.clone())),
         );
         admin.add_tcp(&admin_listen);
+        // Health checks and scrapes: one thread is plenty, and every thread of a service is
+        // a runtime of its own (Pingora gives each service `threads` of them).
+        admin.threads = Some(SIDE_THREADS);
         server.add_service(admin);
     }
 
     if app.sessions.is_some() && !app.config.session.cache_ttl.is_zero() {
-        server.add_service(pingora::services::background::background_service(
+        let mut invalidation = pingora::services::background::background_service(
             "session cache invalidation",
             Invalidation { app: app.clone() },
-        ));
+        );
+        invalidation.threads = Some(SIDE_THREADS);
+        server.add_service(invalidation);
     }
 
     if app.signer.is_some() {
-        server.add_service(pingora::services::background::background_service(
+        let mut keys = pingora::services::background::background_service(
             "assertion keys",
             AssertionKeys { app: app.clone() },
-        ));
+        );
+        keys.threads = Some(SIDE_THREADS);
+        server.add_service(keys);
     }
 
     for service in extra {

@@ -100,25 +100,63 @@ pub struct Hygiene {
     trusted: Vec<IpNet>,
 }
 
-/// An address as text, IPv4 without the formatting machinery (this runs on every request).
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
+/// An address as text on the stack, IPv4 without the formatting machinery (this runs on
+/// every request).
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> Self {
+        let mut text = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+                // At most 45 bytes (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+                let _ = write!(cursor, "{v6}");
+                text.len = cursor.position() as usize;
+            }
         }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
+        text
     }
-    text
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// As a header value (an address always is one: `None` never happens).
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+#[cfg(test)]
+fn ip_text(ip: IpAddr) -> String {
+    String::from_utf8(IpText::new(ip).as_bytes().to_vec()).unwrap()
 }
 
 /// The folded form of a header name: lower case with `_` read as `-`. Header names from
@@ -209,25 +247,38 @@ impl Hygiene {
         host: Option<&str>,
         peer_trusted: bool,
     ) -> Result<()> {
-        let peer_text = peer.map(ip_text).unwrap_or_default();
-        let xff = match req
+        // One value for the peer's address, shared by `X-Forwarded-For` and `X-Real-IP`.
+        let peer_value = peer.and_then(|ip| IpText::new(ip).value());
+        let chain = req
             .headers
             .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
-        {
-            Some(chain) if peer_trusted && !chain.trim().is_empty() => {
-                format!("{}, {}", chain.trim(), peer_text)
+            .map(str::trim)
+            .filter(|chain| peer_trusted && !chain.is_empty());
+        let xff = match (chain, &peer_value) {
+            (Some(chain), Some(peer)) => {
+                let mut joined = Vec::with_capacity(chain.len() + 2 + peer.len());
+                joined.extend_from_slice(chain.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer.as_bytes());
+                Some(
+                    HeaderValue::from_bytes(&joined).explain_err(InvalidHTTPHeader, |_| {
+                        "X-Forwarded-For from a trusted proxy"
+                    })?,
+                )
             }
-            _ => peer_text.clone(),
+            // A trusted proxy's chain without a peer address to add (not over TCP): as it was.
+            (Some(_), None) => None,
+            (None, peer) => peer.clone(),
         };
         // Names as `&'static str`: Pingora keeps them as the header's case without copying
         // (a `HeaderName` would be title-cased into a new buffer on every insert).
-        if !xff.is_empty() {
+        if let Some(xff) = xff {
             req.insert_header("X-Forwarded-For", xff)?;
         }
         let keep_real_ip = peer_trusted && req.headers.contains_key(&X_REAL_IP);
-        if !keep_real_ip && !peer_text.is_empty() {
-            req.insert_header("X-Real-IP", peer_text)?;
+        if let (false, Some(peer)) = (keep_real_ip, peer_value) {
+            req.insert_header("X-Real-IP", peer)?;
         }
         if !(peer_trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
             req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(scheme))?;

@@ -2,9 +2,11 @@
 //!
 //! [`Gate::decide`] is the decision order of README's "Requests, in order", once, top to
 //! bottom. Each step calls into the module that owns it; who is admitted is the policy
-//! core's answer ([`crate::policy::decide`]), which this file maps to a reply. The [`ProxyHttp`] methods below only wire that decision into
-//! Pingora's phases: they never decide anything themselves.
+//! core's answer ([`crate::policy::decide`]), which this file maps to a reply. The
+//! [`ProxyHttp`] methods below only wire that decision into Pingora's phases: they never
+//! decide anything themselves.
 
+pub mod access;
 pub mod headers;
 pub mod path;
 pub mod route;
@@ -101,12 +103,13 @@ impl Gate {
     pub async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Outcome {
         let app = &self.app;
         let req = session.req_header();
-        let navigation = respond::is_navigation(req);
         // 0. The target and the host, once: the decision reads them and the upstream gets
         // exactly them (src/proxy/path.rs says why).
         let target = match path::parse(req.raw_path(), app.config.server.encoded_slashes) {
             Ok(target) => target,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
+            Err(refused) => {
+                return self.refuse_target(ctx, refused, respond::is_navigation(req), req)
+            }
         };
         let hosts = req.headers.get_all(http::header::HOST).iter();
         let authority = target
@@ -114,7 +117,9 @@ impl Gate {
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
         ctx.host = match path::host(hosts.map(|h| h.as_bytes()), authority) {
             Ok(host) => host,
-            Err(refused) => return self.refuse_target(ctx, refused, navigation, req),
+            Err(refused) => {
+                return self.refuse_target(ctx, refused, respond::is_navigation(req), req)
+            }
         };
         ctx.upstream_target = target.upstream.clone();
         let path = target.decision;
@@ -131,7 +136,7 @@ impl Gate {
         }
 
         let Some((index, _route)) = app.router.pick(ctx.host.as_deref(), &path) else {
-            return self.refuse(ctx, Refusal::NoRoute, navigation, req);
+            return self.refuse(ctx, Refusal::NoRoute, respond::is_navigation(req), req);
         };
         ctx.route = Some(index);
         // The route's policy: its own, or its rule with the longest prefix of the path.
@@ -149,6 +154,10 @@ impl Gate {
             ctx.decision = Decision::SkipAuth;
             return Outcome::Forward;
         }
+
+        // Whether a browser navigates here: only the answers below need it (not read before,
+        // so that a skip-auth request does not pay for it).
+        let navigation = respond::is_navigation(req);
 
         // 3. bearer token, 4. session cookie, 5. account JWT; then 6., 7. and the link rule,
         // decided by the policy core (src/policy/mod.rs) and answered here.
@@ -367,6 +376,26 @@ impl ProxyHttp for Gate {
         Ok(Box::new(peer))
     }
 
+    /// Counts whether the upstream connection came from the keep-alive pool.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let metrics = &self.app.metrics;
+        if reused {
+            metrics.upstream_reused.inc();
+        } else {
+            metrics.upstream_new.inc();
+        }
+        Ok(())
+    }
+
     /// Header hygiene on the request the upstream will see.
     async fn upstream_request_filter(
         &self,
@@ -544,21 +573,23 @@ impl ProxyHttp for Gate {
         };
         let metrics = &self.app.metrics;
         metrics.request_done(decision, elapsed.as_secs_f64());
+        if !access::enabled() {
+            return;
+        }
         let req = session.req_header();
         let upstream = ctx
             .route
             .and_then(|i| self.app.router.get(i))
             .map_or("-", |r| r.name.as_str());
-        tracing::info!(
-            target: "linkgate::access",
-            method = %req.method,
-            path = %req.uri.path(),
+        access::log(&access::AccessLine {
+            method: req.method.as_str(),
+            path: req.uri.path(),
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream,
             decision,
-            peer = ?ctx.peer,
-            error = e.map(|e| e.to_string()),
-        );
+            peer: ctx.peer,
+            error: e,
+        });
     }
 }
