@@ -166,11 +166,9 @@ async fn form(
     }
     let body = crate::body::read_bounded(session, MAX_FORM)
         .await
-        .map_err(|e| {
-            Refusal::BadRequest(match e {
-                crate::body::BodyError::TooLarge => "form too large".into(),
-                crate::body::BodyError::Unreadable => "unreadable form".into(),
-            })
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => Refusal::TooLarge,
+            crate::body::BodyError::Unreadable => Refusal::BadRequest("unreadable form".into()),
         })?;
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
 }

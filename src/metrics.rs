@@ -50,7 +50,7 @@ pub struct Metrics {
     /// target or `Host` had more than one reading (src/proxy/path.rs).
     pub refused_targets: IntCounterVec,
     /// `linkgate_refused_heads_total{reason}`: connections cut by the request-head limits
-    /// (src/request_head.rs): `too_large` (`431`), `too_slow` (`408`), `no_request`.
+    /// (src/request_head.rs): `too_large` (`431`), `too_slow` (`408`), `no_request` (closed).
     pub refused_heads: IntCounterVec,
 }
 

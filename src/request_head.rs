@@ -61,7 +61,8 @@ pub struct Shared {
     pub too_large: prometheus::IntCounter,
     /// `reason="too_slow"`: a head begun but not complete in time (answered `408`).
     pub too_slow: prometheus::IntCounter,
-    /// `reason="no_request"`: a new connection that sent nothing in time (closed).
+    /// `reason="no_request"`: a new connection that sent nothing in time (closed
+    /// without an answer).
     pub no_request: prometheus::IntCounter,
     /// The process's drain.
     pub drain: Arc<Drain>,
@@ -478,8 +479,32 @@ impl GetSocketDigest for HeadLimited {
 
 #[async_trait]
 impl Peek for HeadLimited {
+    /// Pingora peeks at a new plain-HTTP connection's first 24 bytes (the h2c preface)
+    /// before reading anything, without a timeout of its own: a client that sent fewer
+    /// would hold the connection forever. The head's deadline bounds the peek too.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let deadline = self.deadline.deadline();
+        // A request never starts with NUL: a first byte other than 0 after the timeout
+        // means one had begun.
+        buf.fill(0);
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => {
+                if buf.first().is_some_and(|b| *b != 0) {
+                    self.shared.too_slow.inc();
+                    let answer = tokio::io::AsyncWriteExt::write_all(&mut self.inner, TIMED_OUT);
+                    let _ = tokio::time::timeout(Duration::from_millis(100), answer).await;
+                } else {
+                    self.shared.no_request.inc();
+                }
+                tracing::debug!("request head too slow (peek); closing");
+                self.phase = Phase::Passthrough;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the head timeout",
+                ))
+            }
+        }
     }
 }
 

@@ -261,6 +261,10 @@ pub enum Refusal {
     /// The method is not allowed on a linkgate endpoint.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request body to a linkgate endpoint longer than it takes (a form is at most 16 KiB),
+    /// refused before it is read whole.
+    #[error("the request body is too large")]
+    TooLarge,
     /// The session store is unreachable.
     #[error("the session store is unavailable")]
     StoreUnavailable,
@@ -293,6 +297,7 @@ impl Refusal {
             Refusal::LinkConflict { .. } => StatusCode::CONFLICT,
             Refusal::NoRoute | Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -315,6 +320,7 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::TooLarge => "payload_too_large",
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::ProviderUnavailable(_) => "provider_unavailable",
             Refusal::BadGateway => "bad_gateway",
@@ -339,6 +345,7 @@ impl Refusal {
             Refusal::SignInFailed { .. } => "Start the sign-in again.",
             Refusal::NoRoute | Refusal::NotFound => "Check the address.",
             Refusal::MethodNotAllowed => "Use the link or button on the page instead.",
+            Refusal::TooLarge => "Use the form on the page; it sends far less.",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 "This is temporary. Wait a moment and try again."
             }
@@ -360,6 +367,7 @@ impl Refusal {
             Refusal::SignInFailed { .. } => "Sign-in did not complete",
             Refusal::NoRoute | Refusal::NotFound => "Not found",
             Refusal::MethodNotAllowed => "Method not allowed",
+            Refusal::TooLarge => "Request too large",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 "Temporarily unavailable"
             }

@@ -917,3 +917,173 @@ async fn a_sigterm_drain_finishes_streams_and_closes_websockets_with_a_close_fra
     assert_eq!((down_status, down_len), (200, BIG));
     assert!(status.success(), "linkgate exited cleanly: {status}");
 }
+
+// === Floods and slow clients (the cheap part; bench/faults floods has the full sizes) ===
+
+/// Writes a request head and up to `body` bytes of its body, then reads what the server
+/// answers (the status line), however the connection ends. Returns the status (0: none)
+/// and how many body bytes the server took before it answered. `chunked`: each 64 KiB is
+/// sent as one chunk.
+async fn post_oversize(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: usize,
+    chunked: bool,
+) -> (u16, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut chunk = vec![b'a'; 64 * 1024];
+        if chunked {
+            chunk = [b"10000\r\n".as_slice(), &chunk, b"\r\n"].concat();
+        }
+        let mut sent = 0usize;
+        while sent < body {
+            match wr.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let mut buf = Vec::new();
+    let mut part = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut part).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&part[..n]),
+            }
+        }
+    })
+    .await;
+    let sent_when_answered = if writer.is_finished() {
+        writer.await.unwrap_or(0)
+    } else {
+        writer.abort();
+        usize::MAX
+    };
+    let status = String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, sent_when_answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_endpoints_refuse_a_large_body_at_once_and_slow_heads_are_cut_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .server(|_| "header_read_timeout = \"1s\"".to_string())
+        .start()
+        .await;
+    let http = user();
+    assert_eq!(
+        s.sign_in(&http, "/x", "flood@example.test").await.status(),
+        200
+    );
+    let addr = s.gate.addr();
+
+    // A declared 1 GB form: 413 before the body is read (the client is stopped after
+    // 16 MiB at most; an answer before that shows nothing was buffered).
+    let head = "POST /oauth2/sign_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1073741824\r\n\r\n";
+    let (status, sent) = post_oversize(addr, head, 16 << 20, false).await;
+    assert_eq!(status, 413, "a declared 1 GB form");
+    // A chunked body with no declared length: refused once past the 16 KiB bound.
+    let head = "POST /oauth2/sign_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (chunked_status, _) = post_oversize(addr, head, 16 << 20, true).await;
+    assert_eq!(chunked_status, 413, "a chunked oversize form");
+
+    // Slow clients, while a signed-in user keeps browsing: 40 connections dribbling a head
+    // byte by byte (cut at header_read_timeout, 1 s), 10 oversize heads (431), 10
+    // connections that send nothing.
+    let slow: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let head = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                for b in head {
+                    if c.write_all(&[*b]).await.is_err() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            })
+        })
+        .collect();
+    let idle: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                drop(c);
+            })
+        })
+        .collect();
+    let mut large = 0;
+    for _ in 0..10 {
+        let big = format!(
+            "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(70 * 1024)
+        );
+        if support::raw_request(addr, &big).await.status == 431 {
+            large += 1;
+        }
+    }
+    let mut browsing = 0;
+    for _ in 0..20 {
+        let r = navigate(http.get(s.gate.url("/browsing")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        browsing += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cut = 0;
+    for h in slow {
+        if h.await.unwrap() {
+            cut += 1;
+        }
+    }
+    for h in idle {
+        h.await.unwrap();
+    }
+    let metrics = s
+        .gate
+        .metrics_containing("linkgate_refused_heads_total{reason=\"too_slow\"} 40")
+        .await;
+    let count = |reason: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "linkgate_refused_heads_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "FAULTS floods-small: declared 1 GB form -> {status} after {} bytes sent; chunked -> {chunked_status}; \
+         slow heads cut {cut}/40, oversize heads 431 {large}/10; browsing ok {browsing}/20; \
+         linkgate_refused_heads_total too_slow={} too_large={} no_request={}",
+        if sent == usize::MAX { "<16 MiB (still sending)".to_string() } else { sent.to_string() },
+        count("too_slow"),
+        count("too_large"),
+        count("no_request"),
+    );
+    assert_eq!(cut, 40, "every byte-by-byte head is cut");
+    assert_eq!(large, 10);
+    assert_eq!(
+        (count("too_slow"), count("too_large"), count("no_request")),
+        (40, 10, 10)
+    );
+}
