@@ -70,6 +70,7 @@ pub fn run_with(
     let admin_listen = config.server.admin_listen.map(|a| a.to_string());
     let tls = config.server.tls.clone();
     let app = Arc::new(App::new(config).context("while preparing to serve")?);
+    let _ = app.this.set(Arc::downgrade(&app));
 
     let server_options = {
         let mut o = HttpServerOptions::default();

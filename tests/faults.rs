@@ -1087,3 +1087,60 @@ async fn own_endpoints_refuse_a_large_body_at_once_and_slow_heads_are_cut_and_co
         (40, 10, 10)
     );
 }
+
+// === Provider outage: a hung token endpoint holds no request ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_the_provider_does_not_answer_holds_no_request() {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
+        .sso_keys("http_timeout = \"60s\"")
+        .start()
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "hung").await.status(), 200);
+    // The token endpoint now takes 20 s to answer, linkgate would wait 60 s for it; the
+    // session is due for a refresh after 5 s (half of 8).
+    s.provider
+        .misbehave(&serde_json::json!({"token_delay_ms": 20_000}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // The request that claims the refresh, and the ones after it, are answered while the
+    // provider has not answered yet (a client giving up after 10 s, half the provider's
+    // delay, would fail if the request waited for it).
+    let mut answered = 0;
+    for i in 0..5 {
+        let resp = navigate(http.get(s.gate.url(&format!("/during/{i}"))))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("answered while the provider hangs");
+        assert_eq!(resp.status(), 200);
+        answered += 1;
+    }
+    assert_eq!(
+        s.provider.counts().await.refresh_token,
+        0,
+        "nothing answered yet"
+    );
+    // The provider answers at last: the refresh that went on without the requests lands.
+    s.provider.misbehave(&serde_json::json!({})).await;
+    let gate = &s.gate;
+    support::sso::eventually(
+        "the refresh to complete",
+        Duration::from_secs(40),
+        || async move {
+            let text = support::client()
+                .get(gate.admin_url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics body");
+            text.contains("linkgate_token_refreshes_total{result=\"ok\"} 1")
+        },
+    )
+    .await;
+    eprintln!("FAULTS refresh-hung-provider: {answered}/5 requests answered while the refresh waited on the provider");
+}
