@@ -1144,3 +1144,217 @@ async fn a_refresh_the_provider_does_not_answer_holds_no_request() {
     .await;
     eprintln!("FAULTS refresh-hung-provider: {answered}/5 requests answered while the refresh waited on the provider");
 }
+
+// === Redis Cluster: slots move and a master fails over under load ===
+
+/// Three masters and three replicas (`--cluster-replicas 1`), a 1 s node timeout.
+fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    for p in &ports {
+        let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
+        let nodes = nodes.to_str().expect("utf-8").to_string();
+        procs.redis(
+            *p,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &nodes,
+                "--cluster-node-timeout",
+                "1000",
+            ],
+        );
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    support::wait_until("cluster_state:ok", Duration::from_secs(30), || {
+        ports
+            .iter()
+            .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    });
+    ports
+}
+
+/// `(node id, port)` of the masters not marked failed, as `port`'s node sees them.
+fn cluster_masters(port: u16) -> Vec<(String, u16)> {
+    cli(port, &["CLUSTER", "NODES"])
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = f.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let p = f
+                .get(1)?
+                .split(':')
+                .nth(1)?
+                .split('@')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((f[0].to_string(), p))
+        })
+        .collect()
+}
+
+/// A primary-login sign-in of a linked identity on `s.gate`: its callback's status.
+async fn sign_in_status(s: &Scenario, sso: &str) -> u16 {
+    let fresh = user();
+    let outcome = s.begin_sign_in(&fresh, "/again", sso).await;
+    s.finish_sign_in(&fresh, &outcome).await.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_slots_move_and_a_master_fails_over_under_load() {
+    let mut procs = Procs::new();
+    let ports = cluster_with_replicas(&mut procs);
+    let nodes = ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (s, b) = two_gates(&format!("[redis]\nmode = \"cluster\"\nnodes = [{nodes}]\n")).await;
+    const USERS: usize = 4;
+    let mut linked = Vec::new();
+    for i in 0..USERS {
+        let http = user();
+        let resp = link(
+            &s,
+            &http,
+            &format!("cloud-k{i}"),
+            &format!("k{i}@magento.test"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "link {i}");
+        for gate in [&s.gate, &b] {
+            let r = navigate(http.get(gate.url("/warm"))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        linked.push(http);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let loops: Vec<_> = linked
+        .iter()
+        .map(|http| {
+            load(
+                http.clone(),
+                vec![s.gate.url("/during"), b.url("/during")],
+                stop.clone(),
+                tally.clone(),
+                50_000,
+            )
+        })
+        .collect();
+
+    // 1. A third of the slots move from one master to another (MIGRATE, ASK and MOVED
+    // redirections) while sign-ins write flows and sessions.
+    let masters = cluster_masters(ports[0]);
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let (from, to) = (masters[0].0.clone(), masters[1].0.clone());
+    let seed = format!("127.0.0.1:{}", masters[0].1);
+    let reshard = tokio::task::spawn_blocking(move || {
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard", &seed, "--cluster-from", &from])
+            .args([
+                "--cluster-to",
+                &to,
+                "--cluster-slots",
+                "5000",
+                "--cluster-yes",
+            ])
+            .output()
+            .expect("redis-cli --cluster reshard")
+    });
+    let mut during_reshard = Vec::new();
+    while !reshard.is_finished() {
+        let i = during_reshard.len() % USERS;
+        during_reshard.push(sign_in_status(&s, &format!("k{i}@magento.test")).await);
+    }
+    let out = reshard.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // At least one sign-in after the move, on the new layout.
+    during_reshard.push(sign_in_status(&s, "k0@magento.test").await);
+    let moved_ok = during_reshard.iter().filter(|s| **s == 302).count();
+
+    // 2. The master holding the most keys is killed; its replica takes over.
+    let masters = cluster_masters(ports[0]);
+    let (_, victim) = masters
+        .iter()
+        .max_by_key(|(_, p)| cli(*p, &["DBSIZE"]).parse::<u64>().unwrap_or(0))
+        .cloned()
+        .expect("a master");
+    let survivor = *ports.iter().find(|p| **p != victim).unwrap();
+    let sessions_before: BTreeSet<String> = masters
+        .iter()
+        .flat_map(|(_, p)| keys(*p, "linkgate:session:*"))
+        .collect();
+    let killed = Instant::now();
+    procs.kill(victim);
+    let mut refused = 0u32;
+    let recovered = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no recovery within 60 s of the master's death ({refused} sign-ins refused)"
+        );
+        match sign_in_status(&s, "k1@magento.test").await {
+            302 if cluster_masters(survivor).iter().all(|(_, p)| *p != victim)
+                && cluster_masters(survivor).len() == 3 =>
+            {
+                break killed.elapsed()
+            }
+            302 => {}
+            503 => refused += 1,
+            other => panic!("a sign-in during the failover answered {other}"),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let sessions_after: BTreeSet<String> = cluster_masters(survivor)
+        .iter()
+        .flat_map(|(_, p)| keys(*p, "linkgate:session:*"))
+        .collect();
+    let lost = sessions_before.difference(&sessions_after).count();
+    let (ok, non_2xx, errors) = tally.counts();
+    let retried = tally.retried.load(Ordering::Relaxed);
+    eprintln!(
+        "FAULTS cluster-reshard-failover: 5000 slots moved while {} sign-ins ran ({moved_ok} ok); \
+         master SIGKILLed, {refused} sign-ins answered 503, a promoted replica served sign-ins \
+         {:.1} s after the kill; cached-session requests ok={ok} non2xx={non_2xx} errors={errors} \
+         resets={retried}; sessions lost {lost}/{}",
+        during_reshard.len(),
+        recovered.as_secs_f64(),
+        sessions_before.len()
+    );
+    assert_eq!(
+        moved_ok,
+        during_reshard.len(),
+        "sign-ins during the reshard: {during_reshard:?}"
+    );
+    assert_eq!(
+        (non_2xx, errors, retried),
+        (0, 0, 0),
+        "cached sessions: {:?}",
+        tally.samples.lock().unwrap()
+    );
+    assert!(ok > 0);
+    assert_eq!(lost, 0, "sessions lost in the failover");
+}
