@@ -150,9 +150,19 @@ fn cluster(procs: &mut Procs) -> Vec<u16> {
     for p in &ports {
         let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
         let nodes = nodes.to_str().expect("utf-8").to_string();
+        // The bus port must be given: its default, port + 10,000, is past 65,535 for a
+        // third of the ephemeral range, and such a node refuses to start.
+        let bus = free_port().to_string();
         procs.redis(
             *p,
-            &["--cluster-enabled", "yes", "--cluster-config-file", &nodes],
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &nodes,
+                "--cluster-port",
+                &bus,
+            ],
         );
     }
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -1153,6 +1163,7 @@ fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
     for p in &ports {
         let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
         let nodes = nodes.to_str().expect("utf-8").to_string();
+        let bus = free_port().to_string();
         procs.redis(
             *p,
             &[
@@ -1160,6 +1171,8 @@ fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
                 "yes",
                 "--cluster-config-file",
                 &nodes,
+                "--cluster-port",
+                &bus,
                 "--cluster-node-timeout",
                 "1000",
             ],
