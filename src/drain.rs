@@ -7,8 +7,8 @@
 //! request is in flight, closing the rest the same way. [`Drain`] changes the order:
 //!
 //! 1. the listeners stop accepting (Pingora);
-//! 2. for a short *linger* (1 s, or half the grace period if that is shorter) keep-alive
-//!    connections stay open: the next request on each is served with `Connection: close`
+//! 2. for a short *linger* (1 s, or half the grace period if that is shorter; over as soon
+//!    as no connection is open) keep-alive connections stay open: the next request on each is served with `Connection: close`
 //!    (Pingora marks every request read during the shutdown so), and the client goes to a
 //!    new connection, which the new process (or nobody) accepts;
 //! 3. then the connections still idle are closed (Pingora's own cleanup), and the process

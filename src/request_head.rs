@@ -73,6 +73,17 @@ pub struct Guarded<A> {
     inner: Arc<A>,
     limits: Limits,
     shared: Arc<Shared>,
+    /// Connections open now (the drain's linger ends early when there are none).
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open connection, counted while it lives.
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl<A> Guarded<A> {
@@ -82,6 +93,7 @@ impl<A> Guarded<A> {
             inner: Arc::new(inner),
             limits,
             shared: Arc::new(shared),
+            open: Arc::default(),
         }
     }
 }
@@ -93,17 +105,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _open = Open(self.open.clone());
         let guarded: Stream = Box::new(HeadLimited::new(stream, self.limits, &self.shared));
         self.inner.process_new(guarded, shutdown).await
     }
 
     /// The listeners have stopped: WebSockets are told to close, keep-alive connections
     /// get one more request (answered `Connection: close`) during the linger, then the idle
-    /// ones are closed (src/drain.rs).
+    /// ones are closed (src/drain.rs). No connection open: no linger.
     async fn cleanup(&self) {
         let drain = &self.shared.drain;
         drain.begin();
-        tokio::time::sleep(drain.linger()).await;
+        let until = Instant::now() + drain.linger();
+        while Instant::now() < until && self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.inner.cleanup().await;
         drain.mark_idle_closed();
     }

@@ -265,6 +265,12 @@ async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session() {
         .unwrap();
     assert_eq!(b_resp.status(), 200, "B's request passes");
     assert_eq!(a_req.await.unwrap(), 200, "A's request passes");
+    // The requests wait 0.5 s at most for their refresh; the refreshes finish without them.
+    let (gate, b_gate) = (&s.gate, &b);
+    eventually("both refreshes to end", Duration::from_secs(15), || async move {
+        refreshes(gate, "ok").await == 1.0 && refreshes(b_gate, "superseded").await == 1.0
+    })
+    .await;
     let counts = s.provider.counts().await;
     assert_eq!(counts.refresh_token, 2, "{counts:?}");
     assert_eq!(counts.token_error, 1, "{counts:?}");
