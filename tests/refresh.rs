@@ -267,9 +267,13 @@ async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session() {
     assert_eq!(a_req.await.unwrap(), 200, "A's request passes");
     // The requests wait 0.5 s at most for their refresh; the refreshes finish without them.
     let (gate, b_gate) = (&s.gate, &b);
-    eventually("both refreshes to end", Duration::from_secs(15), || async move {
-        refreshes(gate, "ok").await == 1.0 && refreshes(b_gate, "superseded").await == 1.0
-    })
+    eventually(
+        "both refreshes to end",
+        Duration::from_secs(15),
+        || async move {
+            refreshes(gate, "ok").await == 1.0 && refreshes(b_gate, "superseded").await == 1.0
+        },
+    )
     .await;
     let counts = s.provider.counts().await;
     assert_eq!(counts.refresh_token, 2, "{counts:?}");
