@@ -15,6 +15,7 @@ pub mod body;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod drain;
 pub mod link;
 pub mod logging;
 pub mod login;

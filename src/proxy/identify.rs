@@ -212,12 +212,13 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
                 // Due for a refresh: one request of this process claims it; the others (and
                 // every request while a failed refresh backs off) are served from the cache.
                 Ok(true) if !sessions.claim_refresh(&id) => return Found::Passport(passport),
-                Ok(true) => match refresh(app, &id).await {
-                    Ok(Some(passport)) => return Found::Passport(passport),
-                    Ok(None) => true,
+                Ok(true) => match refresh_bounded(app, &id).await {
+                    Some(Ok(Some(passport))) => return Found::Passport(passport),
+                    Some(Ok(None)) => true,
                     // The store is unreachable: the session is served from the cache as
-                    // through any store outage; the next request tries again.
-                    Err(_) => return Found::Passport(passport),
+                    // through any store outage; the next request tries again. Or the
+                    // provider is slow: the refresh goes on without this request.
+                    Some(Err(_)) | None => return Found::Passport(passport),
                 },
             },
             Ok(None) => true,
@@ -567,6 +568,33 @@ async fn verify_bearer_now(app: &App, token: &str) -> Result<Identity, OidcError
         .ok_or_else(|| OidcError::Refused("no issuer is configured for bearer tokens".into()))?;
     sso.verify_bearer(token, &[sso.client_id().to_string()])
         .await
+}
+
+/// How long the request that claimed a refresh waits for it at most. A provider answers a
+/// refresh in milliseconds; one that hangs (down, overloaded) would otherwise hold that
+/// request for the provider's whole `http_timeout`, once per session and backoff.
+const REFRESH_WAIT: Duration = Duration::from_millis(500);
+
+/// [`refresh`] in a task of its own when the server's state can be shared with one: the
+/// request waits for it [`REFRESH_WAIT`] at most, then goes on with the session's current
+/// tokens (`None`) while the refresh finishes, succeeds or backs off without it.
+async fn refresh_bounded(
+    app: &App,
+    id: &OpaqueId,
+) -> Option<Result<Option<Arc<Passport>>, Refusal>> {
+    let Some(owned) = app.this.get().and_then(std::sync::Weak::upgrade) else {
+        return Some(refresh(app, id).await);
+    };
+    let id = *id;
+    let mut task = tokio::spawn(async move { refresh(&owned, &id).await });
+    match tokio::time::timeout(REFRESH_WAIT, &mut task).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "token refresh task failed");
+            Some(Err(Refusal::Internal))
+        }
+        Err(_) => None,
+    }
 }
 
 /// Refreshes the tokens of session `id`, whose refresh the caller has claimed in this
