@@ -79,6 +79,9 @@ pub struct App {
     pub policies: crate::policy::Policies,
     /// The identity assertion signer (`[assertion]`).
     pub signer: Option<Arc<crate::assertion::Signer>>,
+    /// The running server's own handle on this state, for work that outlives a request
+    /// (a token refresh the request stopped waiting for); set by src/server.rs.
+    pub this: std::sync::OnceLock<std::sync::Weak<App>>,
 }
 
 /// How cloud accounts come to be linked, decided once at start-up from `[account]`: either
@@ -280,6 +283,7 @@ impl App {
             redirects,
             policies,
             signer,
+            this: std::sync::OnceLock::new(),
         })
     }
 

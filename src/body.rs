@@ -13,8 +13,19 @@ pub enum BodyError {
     Unreadable,
 }
 
-/// Reads the whole body, refusing it once it exceeds `max` bytes.
+/// Reads the whole body, refusing it once it exceeds `max` bytes, and before reading
+/// anything when its `Content-Length` says it will (the client then gets its `413` at once
+/// instead of after uploading the bound).
 pub async fn read_bounded(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {

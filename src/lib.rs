@@ -15,6 +15,7 @@ pub mod config;
 pub mod credentials;
 pub mod decision;
 pub mod demo;
+pub mod drain;
 pub mod endpoints;
 #[cfg(test)]
 pub mod fixtures;

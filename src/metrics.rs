@@ -60,6 +60,9 @@ pub struct Metrics {
     /// `linkgate_refused_targets_total{reason}`: requests refused with 400 because their
     /// target or `Host` had more than one reading (src/proxy/path.rs).
     pub refused_targets: IntCounterVec,
+    /// `linkgate_refused_heads_total{reason}`: connections cut by the request-head limits
+    /// (src/request_head.rs): `too_large` (`431`), `too_slow` (`408`), `no_request` (closed).
+    pub refused_heads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -191,6 +194,17 @@ impl Metrics {
                 "Requests refused because their target or Host had more than one reading",
                 &["reason"],
             )?,
+            refused_heads: {
+                let c = counter(
+                    "linkgate_refused_heads_total",
+                    "Connections cut because a request head was too large or too slow",
+                    &["reason"],
+                )?;
+                for reason in ["too_large", "too_slow", "no_request"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             registry,
         })
     }

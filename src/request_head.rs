@@ -40,6 +40,10 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use pingora_prometheus::prometheus;
+
+use crate::drain::{Drain, WsCloser};
+
 /// The limits on one request head.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -49,18 +53,47 @@ pub struct Limits {
     pub read_timeout: Duration,
 }
 
+/// What every connection shares: the counters of cut connections
+/// (`linkgate_refused_heads_total{reason}`) and the drain (src/drain.rs).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// `reason="too_large"`: a head past `max_header_size` (answered `431`).
+    pub too_large: prometheus::IntCounter,
+    /// `reason="too_slow"`: a head begun but not complete in time (answered `408`).
+    pub too_slow: prometheus::IntCounter,
+    /// `reason="no_request"`: a new connection that sent nothing in time (closed
+    /// without an answer).
+    pub no_request: prometheus::IntCounter,
+    /// The process's drain.
+    pub drain: Arc<Drain>,
+}
+
 /// A [`ServerApp`] whose connections are [`HeadLimited`].
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: Limits,
+    shared: Arc<Shared>,
+    /// Connections open now (the drain's linger ends early when there are none).
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open connection, counted while it lives.
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl<A> Guarded<A> {
     /// Wraps `inner`.
-    pub fn new(inner: A, limits: Limits) -> Self {
+    pub fn new(inner: A, limits: Limits, shared: Shared) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
+            shared: Arc::new(shared),
+            open: Arc::default(),
         }
     }
 }
@@ -72,12 +105,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let guarded: Stream = Box::new(HeadLimited::new(stream, self.limits));
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _open = Open(self.open.clone());
+        let guarded: Stream = Box::new(HeadLimited::new(stream, self.limits, &self.shared));
         self.inner.process_new(guarded, shutdown).await
     }
 
+    /// The listeners have stopped: WebSockets are told to close, keep-alive connections
+    /// get one more request (answered `Connection: close`) during the linger, then the idle
+    /// ones are closed (src/drain.rs). No connection open: no linger.
     async fn cleanup(&self) {
+        let drain = &self.shared.drain;
+        drain.begin();
+        let until = Instant::now() + drain.linger();
+        while Instant::now() < until && self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.inner.cleanup().await;
+        drain.mark_idle_closed();
     }
 }
 
@@ -110,6 +155,9 @@ pub struct HeadLimited {
     deadline: Pin<Box<Sleep>>,
     /// Whether the response to the current request has started (its status line seen).
     response_seen: bool,
+    shared: Arc<Shared>,
+    /// A proxied WebSocket, closed with a close frame when the drain begins.
+    ws: Option<Box<WsCloser>>,
 }
 
 impl std::fmt::Debug for HeadLimited {
@@ -131,7 +179,7 @@ const TIMED_OUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/pl
 
 impl HeadLimited {
     /// Wraps a freshly accepted connection: its first head is due within the timeout.
-    pub fn new(inner: Stream, limits: Limits) -> Self {
+    pub fn new(inner: Stream, limits: Limits, shared: &Arc<Shared>) -> Self {
         let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
             Phase::Passthrough
         } else {
@@ -146,6 +194,8 @@ impl HeadLimited {
             after_newline: false,
             deadline: Box::pin(tokio::time::sleep(limits.read_timeout)),
             response_seen: false,
+            shared: shared.clone(),
+            ws: None,
         }
     }
 
@@ -193,7 +243,10 @@ impl HeadLimited {
 
     fn timed_out(&mut self, cx: &mut Context<'_>) -> io::Error {
         if self.head_bytes > 0 {
+            self.shared.too_slow.inc();
             self.refuse(cx, TIMED_OUT);
+        } else {
+            self.shared.no_request.inc();
         }
         tracing::debug!(bytes = self.head_bytes, "request head too slow; closing");
         self.phase = Phase::Passthrough;
@@ -208,6 +261,10 @@ impl AsyncRead for HeadLimited {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(ws) = &mut this.ws {
+            // Reads are polled all along a WebSocket's life: where the drain is noticed.
+            let _ = ws.poll_close(cx, &mut this.inner);
+        }
         match this.phase {
             Phase::Passthrough | Phase::Body => {
                 return Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -262,6 +319,7 @@ impl AsyncRead for HeadLimited {
         let in_head = this.scan(read);
         this.head_bytes += in_head;
         if this.phase == Phase::Head && this.head_bytes > this.limits.max_size {
+            this.shared.too_large.inc();
             this.refuse(cx, TOO_LARGE);
             tracing::debug!(bytes = this.head_bytes, "request head too large; closing");
             this.phase = Phase::Passthrough;
@@ -286,8 +344,29 @@ impl AsyncWrite for HeadLimited {
             match response_kind(data) {
                 Response::Interim => this.response_seen = false,
                 Response::Final => this.phase = Phase::Idle,
-                Response::Upgrade | Response::NotHttp1 => this.phase = Phase::Passthrough,
+                Response::Upgrade => {
+                    this.phase = Phase::Passthrough;
+                    if let Some(head_len) = websocket_head_len(data) {
+                        this.ws = Some(Box::new(WsCloser::new(&this.shared.drain, head_len)));
+                    }
+                }
+                Response::NotHttp1 => this.phase = Phase::Passthrough,
             }
+        }
+        if let Some(ws) = &mut this.ws {
+            if ws.poll_close(cx, &mut this.inner).is_pending() {
+                return Poll::Pending;
+            }
+            if ws.closed() {
+                // After the close frame the client gets nothing more.
+                return Poll::Ready(Ok(data.len()));
+            }
+            let allowed = ws.allowed(data.len());
+            let polled = Pin::new(&mut this.inner).poll_write(cx, &data[..allowed]);
+            if let Poll::Ready(Ok(n)) = polled {
+                ws.written(&data[..n]);
+            }
+            return polled;
         }
         Pin::new(&mut this.inner).poll_write(cx, data)
     }
@@ -326,6 +405,16 @@ enum Response {
     Upgrade,
     /// Not an HTTP/1 status line.
     NotHttp1,
+}
+
+/// The length of a `101` response head (Pingora writes it in one piece) that switches to
+/// WebSocket, or `None` for any other protocol.
+fn websocket_head_len(data: &[u8]) -> Option<usize> {
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = &data[..end];
+    head.windows(b"websocket".len())
+        .any(|w| w.eq_ignore_ascii_case(b"websocket"))
+        .then_some(end)
 }
 
 /// What the first bytes of a response say (Pingora writes a status line in one piece).
@@ -407,8 +496,32 @@ impl GetSocketDigest for HeadLimited {
 
 #[async_trait]
 impl Peek for HeadLimited {
+    /// Pingora peeks at a new plain-HTTP connection's first 24 bytes (the h2c preface)
+    /// before reading anything, without a timeout of its own: a client that sent fewer
+    /// would hold the connection forever. The head's deadline bounds the peek too.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let deadline = self.deadline.deadline();
+        // A request never starts with NUL: a first byte other than 0 after the timeout
+        // means one had begun.
+        buf.fill(0);
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => {
+                if buf.first().is_some_and(|b| *b != 0) {
+                    self.shared.too_slow.inc();
+                    let answer = tokio::io::AsyncWriteExt::write_all(&mut self.inner, TIMED_OUT);
+                    let _ = tokio::time::timeout(Duration::from_millis(100), answer).await;
+                } else {
+                    self.shared.no_request.inc();
+                }
+                tracing::debug!("request head too slow (peek); closing");
+                self.phase = Phase::Passthrough;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the head timeout",
+                ))
+            }
+        }
     }
 }
 
@@ -431,5 +544,15 @@ mod tests {
             Response::Upgrade
         ));
         assert!(matches!(response_kind(b"\0\0\x12\x04"), Response::NotHttp1));
+    }
+
+    #[test]
+    fn websocket_upgrades_are_told_from_others() {
+        let ws = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(websocket_head_len(ws), Some(ws.len()));
+        assert_eq!(
+            websocket_head_len(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"),
+            None
+        );
     }
 }

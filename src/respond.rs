@@ -262,6 +262,10 @@ pub enum Refusal {
     /// The method is not allowed on a linkgate endpoint.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request body to a linkgate endpoint longer than it takes (a form is at most 16 KiB),
+    /// refused before it is read whole.
+    #[error("the request body is too large")]
+    TooLarge,
     /// The session store is unreachable.
     #[error("the session store is unavailable")]
     StoreUnavailable,
@@ -309,6 +313,7 @@ impl Refusal {
             Refusal::LinkConflict { .. } => StatusCode::CONFLICT,
             Refusal::NoRoute | Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -331,6 +336,7 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::TooLarge => "payload_too_large",
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::ProviderUnavailable(_) => "provider_unavailable",
             Refusal::BadGateway => "bad_gateway",
@@ -351,6 +357,7 @@ impl Refusal {
             Refusal::SignInFailed { .. } => "refusal.sign_in_failed_advice",
             Refusal::NoRoute | Refusal::NotFound => "refusal.not_found_advice",
             Refusal::MethodNotAllowed => "refusal.method_not_allowed_advice",
+            Refusal::TooLarge => "refusal.too_large_advice",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 "refusal.unavailable_advice"
             }
@@ -371,6 +378,7 @@ impl Refusal {
             Refusal::SignInFailed { .. } => "refusal.sign_in_failed_title",
             Refusal::NoRoute | Refusal::NotFound => "refusal.not_found_title",
             Refusal::MethodNotAllowed => "refusal.method_not_allowed_title",
+            Refusal::TooLarge => "refusal.too_large_title",
             Refusal::StoreUnavailable | Refusal::ProviderUnavailable(_) => {
                 "refusal.unavailable_title"
             }
@@ -402,6 +410,7 @@ impl Refusal {
             Refusal::NoRoute => "refusal.no_route_what",
             Refusal::NotFound => "refusal.not_found_what",
             Refusal::MethodNotAllowed => "refusal.method_not_allowed_what",
+            Refusal::TooLarge => "refusal.too_large_what",
             Refusal::StoreUnavailable => "refusal.store_unavailable_what",
             Refusal::ProviderUnavailable(_) => "refusal.provider_unavailable_what",
             Refusal::BadGateway => "refusal.bad_gateway_what",

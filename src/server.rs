@@ -20,8 +20,9 @@ use pingora::services::ServiceWithDependents;
 use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::proxy::Gate;
-use crate::request_head::{Guarded, Limits};
+use crate::request_head::{Guarded, Limits, Shared};
 
 /// The read buffer of a plain-HTTP client connection, in bytes (0: none).
 const DOWNSTREAM_READ_BUFFER: usize = 0;
@@ -74,6 +75,7 @@ pub fn run_with(
     let admin_listen = config.server.admin_listen.map(|a| a.to_string());
     let tls = config.server.tls.clone();
     let app = Arc::new(App::new(config).context("while preparing to serve")?);
+    let _ = app.this.set(Arc::downgrade(&app));
 
     let server_options = {
         let mut o = HttpServerOptions::default();
@@ -88,7 +90,18 @@ pub fn run_with(
         max_size: app.config.server.max_header_size,
         read_timeout: app.config.server.header_read_timeout,
     };
-    let mut proxy = Service::new("linkgate proxy".to_string(), Guarded::new(gate, limits));
+    let drain = Drain::new(app.config.server.graceful_shutdown_timeout);
+    let heads = &app.metrics.refused_heads;
+    let shared = Shared {
+        too_large: heads.with_label_values(&["too_large"]),
+        too_slow: heads.with_label_values(&["too_slow"]),
+        no_request: heads.with_label_values(&["no_request"]),
+        drain: drain.clone(),
+    };
+    let mut proxy = Service::new(
+        "linkgate proxy".to_string(),
+        Guarded::new(gate, limits, shared),
+    );
     match &tls {
         Some(tls) => {
             let mut settings = TlsSettings::intermediate(
@@ -147,7 +160,7 @@ pub fn run_with(
     let inflight = app.inflight.clone();
     std::thread::Builder::new()
         .name("linkgate-drain".into())
-        .spawn(move || drain_then_exit(phases, &inflight))
+        .spawn(move || drain_then_exit(phases, &inflight, &drain))
         .context("while starting the drain watcher")?;
 
     tracing::info!(%listen, tls = tls.is_some(), "linkgate serving");
@@ -192,11 +205,13 @@ impl pingora::services::background::BackgroundService for AssertionKeys {
 }
 
 /// Once Pingora enters its shutdown grace period (after SIGTERM, or after handing the
-/// sockets to an upgrading process), exits as soon as no request is in flight instead of
-/// sleeping out the whole period.
+/// sockets to an upgrading process) and the keep-alive connections' linger is over
+/// (src/drain.rs), exits as soon as no request is in flight instead of sleeping out the
+/// whole period.
 fn drain_then_exit(
     mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     inflight: &AtomicUsize,
+    drain: &Drain,
 ) {
     loop {
         match phases.blocking_recv() {
@@ -204,6 +219,9 @@ fn drain_then_exit(
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+    while !drain.idle_closed() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     loop {
         let n = inflight.load(Ordering::Relaxed);

@@ -150,9 +150,19 @@ fn cluster(procs: &mut Procs) -> Vec<u16> {
     for p in &ports {
         let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
         let nodes = nodes.to_str().expect("utf-8").to_string();
+        // The bus port must be given: its default, port + 10,000, is past 65,535 for a
+        // third of the ephemeral range, and such a node refuses to start.
+        let bus = free_port().to_string();
         procs.redis(
             *p,
-            &["--cluster-enabled", "yes", "--cluster-config-file", &nodes],
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &nodes,
+                "--cluster-port",
+                &bus,
+            ],
         );
     }
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -689,12 +699,11 @@ async fn a_graceful_upgrade_under_load_refuses_and_fails_nothing() {
          reset-on-reused-connection-then-retried={retried}; old process exit {exited}; {:?}",
         tally.samples.lock().unwrap()
     );
-    // Pingora closes idle keep-alive connections when the old process starts draining: a
-    // request a client writes on such a connection at that instant is reset (counted in
-    // `retried`, see bench/README.md). Nothing may be refused, fail twice, or answer non-2xx.
+    // Keep-alive connections get one more request during the drain, answered with
+    // `Connection: close` (src/drain.rs): nothing may be reset, refused or answer non-2xx.
     assert_eq!(
-        (non_2xx, errors, refused),
-        (0, 0, 0),
+        (non_2xx, errors, refused, retried),
+        (0, 0, 0, 0),
         "{:?}",
         tally.samples.lock().unwrap()
     );
@@ -780,4 +789,586 @@ async fn a_link_is_acknowledged_only_once_a_replica_has_it() {
         backend.create_pair(&pair("a3", "b3")).await.unwrap(),
         PairOutcome::Created
     );
+}
+
+// === SIGTERM drain with long requests in flight ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigterm_drain_finishes_streams_and_closes_websockets_with_a_close_frame() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut s = ScenarioBuilder::new(StoreKind::Memory)
+        .server(|_| "graceful_shutdown_timeout = \"30s\"".to_string())
+        .toml("[authz]\nskip_auth_routes = [\"^/public/\", \"^/__big/\", \"^/ws\"]")
+        .start()
+        .await;
+    let signed_in = user();
+    assert_eq!(
+        s.sign_in(&signed_in, "/x", "drain@example.test")
+            .await
+            .status(),
+        200
+    );
+
+    // A streamed request body: 40 chunks of 64 KiB, one every 75 ms (~3 s), begun before
+    // the signal and still being sent after it.
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 40;
+    let sent_some = Arc::new(tokio::sync::Notify::new());
+    let upload = {
+        let sent_some = sent_some.clone();
+        let body = futures_util::stream::unfold(0usize, move |i| {
+            let sent_some = sent_some.clone();
+            async move {
+                if i == CHUNKS {
+                    return None;
+                }
+                if i == 3 {
+                    sent_some.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(75)).await;
+                Some((Ok::<_, std::io::Error>(vec![b'u'; CHUNK]), i + 1))
+            }
+        });
+        let req = support::client_without_cookies()
+            .post(s.gate.url("/public/upload"))
+            .body(reqwest::Body::wrap_stream(body));
+        tokio::spawn(async move {
+            let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+            let status = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>((status, json["body_len"].as_u64().unwrap_or(0)))
+        })
+    };
+    // A streamed response body of 32 MiB, read slowly (~3 s) by a signed-in user.
+    const BIG: u64 = 32 * 1024 * 1024;
+    let got_some = Arc::new(tokio::sync::Notify::new());
+    let download = {
+        let got_some = got_some.clone();
+        let req = navigate(signed_in.get(s.gate.url(&format!("/__big/{BIG}"))));
+        tokio::spawn(async move {
+            let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+            let status = r.status().as_u16();
+            let mut stream = r.bytes_stream();
+            let (mut n, mut reads) = (0u64, 0u32);
+            while let Some(chunk) = stream.next().await {
+                n += chunk.map_err(|e| format!("after {n} bytes: {e:?}"))?.len() as u64;
+                reads += 1;
+                if reads == 4 {
+                    got_some.notify_one();
+                }
+                if reads % 16 == 0 {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            Ok::<_, String>((status, n))
+        })
+    };
+    // A WebSocket, echoing before the signal.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", s.gate.listen))
+            .await
+            .expect("websocket handshake");
+    ws.send(Message::text("before")).await.unwrap();
+    let echo = ws.next().await.expect("an echo").expect("a message");
+    assert_eq!(echo, Message::text("before"));
+
+    sent_some.notified().await;
+    got_some.notified().await;
+    let signalled = Instant::now();
+    s.gate.signal(nix::sys::signal::Signal::SIGTERM);
+
+    // The WebSocket gets a close frame (1001, going away), then the end of the stream.
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return Ok(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("{e:?}")),
+                None => return Err("the stream ended without a close frame".to_string()),
+            }
+        }
+    })
+    .await
+    .expect("a close frame within 20 s");
+    let frame = close.expect("a close frame, not an error");
+    let frame = frame.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Away, "{frame:?}");
+    let ws_closed = signalled.elapsed();
+    // The client answers the close; the connection then ends without an error.
+    let _ = ws.close(None).await;
+    while let Some(next) = ws.next().await {
+        if let Err(e) = next {
+            assert!(
+                matches!(
+                    e,
+                    tokio_tungstenite::tungstenite::Error::ConnectionClosed
+                        | tokio_tungstenite::tungstenite::Error::AlreadyClosed
+                ),
+                "after the close handshake: {e:?}"
+            );
+            break;
+        }
+    }
+
+    let (up_status, up_len) = upload.await.unwrap().expect("the upload completes");
+    let (down_status, down_len) = download.await.unwrap().expect("the download completes");
+    let status = tokio::task::block_in_place(|| s.gate.wait_exit(Duration::from_secs(30)));
+    let exited = signalled.elapsed();
+    eprintln!(
+        "FAULTS sigterm-drain: upload {up_status} {up_len} bytes; download {down_status} {down_len} bytes; \
+         websocket close frame {:?} after {:.2} s; exit {status} after {:.2} s",
+        frame.code,
+        ws_closed.as_secs_f64(),
+        exited.as_secs_f64()
+    );
+    assert_eq!((up_status, up_len), (200, (CHUNK * CHUNKS) as u64));
+    assert_eq!((down_status, down_len), (200, BIG));
+    assert!(status.success(), "linkgate exited cleanly: {status}");
+}
+
+// === Floods and slow clients (the cheap part; bench/faults floods has the full sizes) ===
+
+/// Writes a request head and up to `body` bytes of its body, then reads what the server
+/// answers (the status line), however the connection ends. Returns the status (0: none)
+/// and how many body bytes the server took before it answered. `chunked`: each 64 KiB is
+/// sent as one chunk.
+async fn post_oversize(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: usize,
+    chunked: bool,
+) -> (u16, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut chunk = vec![b'a'; 64 * 1024];
+        if chunked {
+            chunk = [b"10000\r\n".as_slice(), &chunk, b"\r\n"].concat();
+        }
+        let mut sent = 0usize;
+        while sent < body {
+            match wr.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let mut buf = Vec::new();
+    let mut part = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut part).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&part[..n]),
+            }
+        }
+    })
+    .await;
+    let sent_when_answered = if writer.is_finished() {
+        writer.await.unwrap_or(0)
+    } else {
+        writer.abort();
+        usize::MAX
+    };
+    let status = String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, sent_when_answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_endpoints_refuse_a_large_body_at_once_and_slow_heads_are_cut_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .server(|_| "header_read_timeout = \"1s\"".to_string())
+        .start()
+        .await;
+    let http = user();
+    assert_eq!(
+        s.sign_in(&http, "/x", "flood@example.test").await.status(),
+        200
+    );
+    let addr = s.gate.addr();
+
+    // A declared 1 GB form: 413 before the body is read (the client is stopped after
+    // 16 MiB at most; an answer before that shows nothing was buffered).
+    let head = "POST /oauth2/sign_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1073741824\r\n\r\n";
+    let (status, sent) = post_oversize(addr, head, 16 << 20, false).await;
+    assert_eq!(status, 413, "a declared 1 GB form");
+    // A chunked body with no declared length: refused once past the 16 KiB bound.
+    let head = "POST /oauth2/sign_out HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (chunked_status, _) = post_oversize(addr, head, 16 << 20, true).await;
+    assert_eq!(chunked_status, 413, "a chunked oversize form");
+
+    // Slow clients, while a signed-in user keeps browsing: 40 connections dribbling a head
+    // byte by byte (cut at header_read_timeout, 1 s), 10 oversize heads (431), 10
+    // connections that send nothing.
+    let slow: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let head = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                for b in head {
+                    if c.write_all(&[*b]).await.is_err() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            })
+        })
+        .collect();
+    let idle: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                drop(c);
+            })
+        })
+        .collect();
+    let mut large = 0;
+    for _ in 0..10 {
+        let big = format!(
+            "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(70 * 1024)
+        );
+        if support::raw_request(addr, &big).await.status == 431 {
+            large += 1;
+        }
+    }
+    let mut browsing = 0;
+    for _ in 0..20 {
+        let r = navigate(http.get(s.gate.url("/browsing")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        browsing += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cut = 0;
+    for h in slow {
+        if h.await.unwrap() {
+            cut += 1;
+        }
+    }
+    for h in idle {
+        h.await.unwrap();
+    }
+    let metrics = s
+        .gate
+        .metrics_containing("linkgate_refused_heads_total{reason=\"too_slow\"} 40")
+        .await;
+    let count = |reason: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "linkgate_refused_heads_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "FAULTS floods-small: declared 1 GB form -> {status} after {} bytes sent; chunked -> {chunked_status}; \
+         slow heads cut {cut}/40, oversize heads 431 {large}/10; browsing ok {browsing}/20; \
+         linkgate_refused_heads_total too_slow={} too_large={} no_request={}",
+        if sent == usize::MAX { "<16 MiB (still sending)".to_string() } else { sent.to_string() },
+        count("too_slow"),
+        count("too_large"),
+        count("no_request"),
+    );
+    assert_eq!(cut, 40, "every byte-by-byte head is cut");
+    assert_eq!(large, 10);
+    assert_eq!(
+        (count("too_slow"), count("too_large"), count("no_request")),
+        (40, 10, 10)
+    );
+}
+
+// === Provider outage: a hung token endpoint holds no request ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_the_provider_does_not_answer_holds_no_request() {
+    let s = ScenarioBuilder::new(StoreKind::Memory)
+        .provider(|o| o.access_token_ttl(Duration::from_secs(8)))
+        .sso_keys("http_timeout = \"60s\"")
+        .start()
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "hung").await.status(), 200);
+    // The token endpoint now takes 20 s to answer, linkgate would wait 60 s for it; the
+    // session is due for a refresh after 5 s (half of 8).
+    s.provider
+        .misbehave(&serde_json::json!({"token_delay_ms": 20_000}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // The request that claims the refresh, and the ones after it, are answered while the
+    // provider has not answered yet (a client giving up after 10 s, half the provider's
+    // delay, would fail if the request waited for it).
+    let mut answered = 0;
+    for i in 0..5 {
+        let resp = navigate(http.get(s.gate.url(&format!("/during/{i}"))))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("answered while the provider hangs");
+        assert_eq!(resp.status(), 200);
+        answered += 1;
+    }
+    assert_eq!(
+        s.provider.counts().await.refresh_token,
+        0,
+        "nothing answered yet"
+    );
+    // The provider answers at last: the refresh that went on without the requests lands.
+    s.provider.misbehave(&serde_json::json!({})).await;
+    let gate = &s.gate;
+    support::sso::eventually(
+        "the refresh to complete",
+        Duration::from_secs(40),
+        || async move {
+            let text = support::client()
+                .get(gate.admin_url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics body");
+            text.contains("linkgate_token_refreshes_total{result=\"ok\"} 1")
+        },
+    )
+    .await;
+    eprintln!("FAULTS refresh-hung-provider: {answered}/5 requests answered while the refresh waited on the provider");
+}
+
+// === Redis Cluster: slots move and a master fails over under load ===
+
+/// Three masters and three replicas (`--cluster-replicas 1`), a 1 s node timeout.
+fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    for p in &ports {
+        let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
+        let nodes = nodes.to_str().expect("utf-8").to_string();
+        let bus = free_port().to_string();
+        procs.redis(
+            *p,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &nodes,
+                "--cluster-port",
+                &bus,
+                "--cluster-node-timeout",
+                "1000",
+            ],
+        );
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    support::wait_until("cluster_state:ok", Duration::from_secs(30), || {
+        ports
+            .iter()
+            .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    });
+    ports
+}
+
+/// `(node id, port)` of the masters not marked failed, as `port`'s node sees them.
+fn cluster_masters(port: u16) -> Vec<(String, u16)> {
+    cli(port, &["CLUSTER", "NODES"])
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = f.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let p = f
+                .get(1)?
+                .split(':')
+                .nth(1)?
+                .split('@')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((f[0].to_string(), p))
+        })
+        .collect()
+}
+
+/// A primary-login sign-in of a linked identity on `s.gate`: its callback's status.
+async fn sign_in_status(s: &Scenario, sso: &str) -> u16 {
+    let fresh = user();
+    let outcome = s.begin_sign_in(&fresh, "/again", sso).await;
+    s.finish_sign_in(&fresh, &outcome).await.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_slots_move_and_a_master_fails_over_under_load() {
+    let mut procs = Procs::new();
+    let ports = cluster_with_replicas(&mut procs);
+    let nodes = ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (s, b) = two_gates(&format!("[redis]\nmode = \"cluster\"\nnodes = [{nodes}]\n")).await;
+    const USERS: usize = 4;
+    let mut linked = Vec::new();
+    for i in 0..USERS {
+        let http = user();
+        let resp = link(
+            &s,
+            &http,
+            &format!("cloud-k{i}"),
+            &format!("k{i}@magento.test"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "link {i}");
+        for gate in [&s.gate, &b] {
+            let r = navigate(http.get(gate.url("/warm"))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        linked.push(http);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let loops: Vec<_> = linked
+        .iter()
+        .map(|http| {
+            load(
+                http.clone(),
+                vec![s.gate.url("/during"), b.url("/during")],
+                stop.clone(),
+                tally.clone(),
+                50_000,
+            )
+        })
+        .collect();
+
+    // 1. A third of the slots move from one master to another (MIGRATE, ASK and MOVED
+    // redirections) while sign-ins write flows and sessions.
+    let masters = cluster_masters(ports[0]);
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let (from, to) = (masters[0].0.clone(), masters[1].0.clone());
+    let seed = format!("127.0.0.1:{}", masters[0].1);
+    let reshard = tokio::task::spawn_blocking(move || {
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard", &seed, "--cluster-from", &from])
+            .args([
+                "--cluster-to",
+                &to,
+                "--cluster-slots",
+                "5000",
+                "--cluster-yes",
+            ])
+            .output()
+            .expect("redis-cli --cluster reshard")
+    });
+    let mut during_reshard = Vec::new();
+    while !reshard.is_finished() {
+        let i = during_reshard.len() % USERS;
+        during_reshard.push(sign_in_status(&s, &format!("k{i}@magento.test")).await);
+    }
+    let out = reshard.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // At least one sign-in after the move, on the new layout.
+    during_reshard.push(sign_in_status(&s, "k0@magento.test").await);
+    let moved_ok = during_reshard.iter().filter(|s| **s == 302).count();
+
+    // 2. The master holding the most keys is killed; its replica takes over.
+    let masters = cluster_masters(ports[0]);
+    let (_, victim) = masters
+        .iter()
+        .max_by_key(|(_, p)| cli(*p, &["DBSIZE"]).parse::<u64>().unwrap_or(0))
+        .cloned()
+        .expect("a master");
+    let survivor = *ports.iter().find(|p| **p != victim).unwrap();
+    let sessions_before: BTreeSet<String> = masters
+        .iter()
+        .flat_map(|(_, p)| keys(*p, "linkgate:session:*"))
+        .collect();
+    let killed = Instant::now();
+    procs.kill(victim);
+    let mut refused = 0u32;
+    let recovered = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no recovery within 60 s of the master's death ({refused} sign-ins refused)"
+        );
+        match sign_in_status(&s, "k1@magento.test").await {
+            302 if cluster_masters(survivor).iter().all(|(_, p)| *p != victim)
+                && cluster_masters(survivor).len() == 3 =>
+            {
+                break killed.elapsed()
+            }
+            302 => {}
+            503 => refused += 1,
+            other => panic!("a sign-in during the failover answered {other}"),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let sessions_after: BTreeSet<String> = cluster_masters(survivor)
+        .iter()
+        .flat_map(|(_, p)| keys(*p, "linkgate:session:*"))
+        .collect();
+    let lost = sessions_before.difference(&sessions_after).count();
+    let (ok, non_2xx, errors) = tally.counts();
+    let retried = tally.retried.load(Ordering::Relaxed);
+    eprintln!(
+        "FAULTS cluster-reshard-failover: 5000 slots moved while {} sign-ins ran ({moved_ok} ok); \
+         master SIGKILLed, {refused} sign-ins answered 503, a promoted replica served sign-ins \
+         {:.1} s after the kill; cached-session requests ok={ok} non2xx={non_2xx} errors={errors} \
+         resets={retried}; sessions lost {lost}/{}",
+        during_reshard.len(),
+        recovered.as_secs_f64(),
+        sessions_before.len()
+    );
+    assert_eq!(
+        moved_ok,
+        during_reshard.len(),
+        "sign-ins during the reshard: {during_reshard:?}"
+    );
+    assert_eq!(
+        (non_2xx, errors, retried),
+        (0, 0, 0),
+        "cached sessions: {:?}",
+        tally.samples.lock().unwrap()
+    );
+    assert!(ok > 0);
+    assert_eq!(lost, 0, "sessions lost in the failover");
 }

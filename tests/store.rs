@@ -189,7 +189,12 @@ async fn cluster_mode_keeps_the_contract_and_links_stay_in_one_slot() {
     let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
     for p in &ports {
         let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
+        // The bus port's default, port + 10,000, is past 65,535 for ephemeral ports above
+        // 55,535: such a node refuses to start.
+        let bus = support::free_port().to_string();
         procs.children.push(redis_server(&[
+            "--cluster-port",
+            &bus,
             "--port",
             &p.to_string(),
             "--bind",

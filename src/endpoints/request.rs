@@ -55,11 +55,11 @@ pub(super) async fn form(
     }
     let body = crate::body::read_bounded(session, MAX_FORM)
         .await
-        .map_err(|e| {
-            Refusal::BadRequest(match e {
-                crate::body::BodyError::TooLarge => Text::new("bad_request.form_too_large"),
-                crate::body::BodyError::Unreadable => Text::new("bad_request.form_unreadable"),
-            })
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => Refusal::TooLarge,
+            crate::body::BodyError::Unreadable => {
+                Refusal::BadRequest(Text::new("bad_request.form_unreadable"))
+            }
         })?;
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
 }

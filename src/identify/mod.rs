@@ -135,12 +135,13 @@ pub async fn identify(app: &App, req: &RequestHeader) -> Found {
                 // Due for a refresh: one request of this process claims it; the others (and
                 // every request while a failed refresh backs off) are served from the cache.
                 Ok(true) if !sessions.claim_refresh(&id) => return Found::Passport(passport),
-                Ok(true) => match refresh::refresh(app, &id).await {
-                    Ok(Some(passport)) => return Found::Passport(passport),
-                    Ok(None) => true,
+                Ok(true) => match refresh::refresh_bounded(app, &id).await {
+                    Some(Ok(Some(passport))) => return Found::Passport(passport),
+                    Some(Ok(None)) => true,
                     // The store is unreachable: the session is served from the cache as
-                    // through any store outage; the next request tries again.
-                    Err(_) => return Found::Passport(passport),
+                    // through any store outage; the next request tries again. Or the
+                    // provider is slow: the refresh goes on without this request.
+                    Some(Err(_)) | None => return Found::Passport(passport),
                 },
             },
             Ok(None) => true,

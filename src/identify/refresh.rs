@@ -13,6 +13,33 @@ use crate::passport::Passport;
 use crate::respond::Refusal;
 use crate::session::{now, SessionRecord};
 
+/// How long the request that claimed a refresh waits for it at most. A provider answers a
+/// refresh in milliseconds; one that hangs (down, overloaded) would otherwise hold that
+/// request for the provider's whole `http_timeout`, once per session and backoff.
+const REFRESH_WAIT: Duration = Duration::from_millis(500);
+
+/// [`refresh`] in a task of its own when the server's state can be shared with one: the
+/// request waits for it [`REFRESH_WAIT`] at most, then goes on with the session's current
+/// tokens (`None`) while the refresh finishes, succeeds or backs off without it.
+pub(super) async fn refresh_bounded(
+    app: &App,
+    id: &OpaqueId,
+) -> Option<Result<Option<Arc<Passport>>, Refusal>> {
+    let Some(owned) = app.this.get().and_then(std::sync::Weak::upgrade) else {
+        return Some(refresh(app, id).await);
+    };
+    let id = *id;
+    let mut task = tokio::spawn(async move { refresh(&owned, &id).await });
+    match tokio::time::timeout(REFRESH_WAIT, &mut task).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "token refresh task failed");
+            Some(Err(Refusal::Internal))
+        }
+        Err(_) => None,
+    }
+}
+
 /// Refreshes the tokens of session `id`, whose refresh the caller has claimed in this
 /// process ([`crate::session::Sessions::claim_refresh`]); ends the claim. Across instances
 /// the refresh lock in the store picks one refresher, and the record is read again after
@@ -26,7 +53,7 @@ use crate::session::{now, SessionRecord};
 ///   refused (another refresher rotated it meanwhile: its tokens are used).
 ///
 /// `Ok(None)` when the session is over (gone, or refused by the provider and deleted).
-pub(super) async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passport>>, Refusal> {
+async fn refresh(app: &App, id: &OpaqueId) -> Result<Option<Arc<Passport>>, Refusal> {
     let Some(sessions) = &app.sessions else {
         return Ok(None);
     };
