@@ -491,7 +491,12 @@ async fn admin_listener_reports_health_readiness_and_metrics() {
             .status(),
         404
     );
-    // The access log has one line for the request, without the query.
+    // The access log has a line for the request (written after the response is sent, and
+    // read from the child's stderr by a thread: wait for it rather than race it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gate.log().contains("linkgate::access") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = gate.log();
     assert!(log.contains("linkgate::access"), "{log}");
 }
