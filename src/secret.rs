@@ -39,9 +39,49 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// What a `Debug` impl prints in place of a secret it holds as a plain `String` (tokens,
+/// PKCE verifiers, nonces): `[redacted]`.
+#[derive(Clone, Copy)]
+pub struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_sessions_and_flows_print_no_secret() {
+        let tokens = crate::oidc::Tokens {
+            access_token: "AT-secret-1".into(),
+            refresh_token: Some("RT-secret-2".into()),
+            id_token: Some("IT-secret-3".into()),
+            expires_at: Some(1),
+            issued_at: None,
+        };
+        let record = crate::session::SessionRecord {
+            sso: None,
+            account: None,
+            tokens: Some(tokens.clone()),
+            created_at: 0,
+            expires_at: 1,
+            account_jwt: None,
+            account_id_token: Some("AIT-secret-4".into()),
+        };
+        let printed = format!("{tokens:?} {record:?} {record:#?}");
+        for secret in ["AT-secret-1", "RT-secret-2", "IT-secret-3", "AIT-secret-4"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("expires_at: Some(1)"), "{printed}");
+        assert!(
+            printed.contains("refresh_token: Some([redacted])"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn debug_and_display_redact() {

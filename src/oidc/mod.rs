@@ -104,8 +104,9 @@ impl Endpoints {
     }
 }
 
-/// Tokens from a code exchange or a refresh.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Tokens from a code exchange or a refresh. `Debug` shows which tokens are present, never
+/// their values.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Tokens {
     /// The access token.
     pub access_token: String,
@@ -125,8 +126,26 @@ pub struct Tokens {
     pub issued_at: Option<i64>,
 }
 
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &crate::secret::Redacted)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| crate::secret::Redacted),
+            )
+            .field(
+                "id_token",
+                &self.id_token.as_ref().map(|_| crate::secret::Redacted),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("issued_at", &self.issued_at)
+            .finish()
+    }
+}
+
 /// A new authorization request: the URL to send the browser to and the secrets to keep.
-#[derive(Debug)]
+/// `Debug` leaves the secrets out.
 pub struct AuthRequest {
     /// Where to send the browser.
     pub url: Url,
@@ -134,6 +153,16 @@ pub struct AuthRequest {
     pub verifier: String,
     /// The nonce (kept in the flow record).
     pub nonce: String,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("url", &self.url.as_str())
+            .field("verifier", &crate::secret::Redacted)
+            .field("nonce", &crate::secret::Redacted)
+            .finish()
+    }
 }
 
 /// Sends a GET that must answer 2xx with JSON, and parses it. The error says which step

@@ -85,8 +85,8 @@ impl AskedBy {
     }
 }
 
-/// A login in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A login in progress. `Debug` leaves the PKCE verifier and the nonce out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Flow {
     /// Which provider (`sso` or `account`).
     pub provider: String,
@@ -106,6 +106,21 @@ pub struct Flow {
     /// Unix milliseconds after which the flow is refused (milliseconds: the oldest of
     /// several flows started within a second is still the one dropped first).
     pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("provider", &self.provider)
+            .field("intent", &self.intent)
+            .field("verifier", &crate::secret::Redacted)
+            .field("nonce", &crate::secret::Redacted)
+            .field("rd", &self.rd)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("asked_by", &self.asked_by)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// Unix milliseconds now.

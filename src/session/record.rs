@@ -9,8 +9,9 @@ use crate::identity::Identity;
 use crate::oidc::Tokens;
 use crate::passport::Passport;
 
-/// What a session knows: the SSO identity, the cloud account, or both (linked).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a session knows: the SSO identity, the cloud account, or both (linked). `Debug`
+/// leaves the tokens' values out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// The SSO (Magento.com) identity, once signed in there.
     #[serde(default)]
@@ -36,6 +37,26 @@ pub struct SessionRecord {
     /// as `id_token_hint` (src/endpoints/sign_out_chain.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id_token: Option<String>,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("sso", &self.sso)
+            .field("account", &self.account)
+            .field("tokens", &self.tokens)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("account_jwt", &self.account_jwt)
+            .field(
+                "account_id_token",
+                &self
+                    .account_id_token
+                    .as_ref()
+                    .map(|_| crate::secret::Redacted),
+            )
+            .finish()
+    }
 }
 
 /// The platform JWT a session's account identity came from.
