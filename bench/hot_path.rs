@@ -20,7 +20,7 @@
 //! - `assertion/*`: the signed identity assertion (`[assertion]`): a fresh ES256 and RS256
 //!   signature of a typical identity's claims (what every request would pay if each got its
 //!   own assertion), and `cached`, the reuse of one signed within the last half lifetime
-//!   (what a cached session pays: the choice `src/assertion.rs` makes by these figures).
+//!   (what a cached session pays: the choice `src/assertion/` makes by these figures).
 //!
 //! `bench/run` measures the whole proxy under load; this file says where the time of one
 //! request goes.
