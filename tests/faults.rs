@@ -1093,10 +1093,10 @@ async fn own_endpoints_refuse_a_large_body_at_once_and_slow_heads_are_cut_and_co
     );
     assert_eq!(cut, 40, "every byte-by-byte head is cut");
     assert_eq!(large, 10);
-    assert_eq!(
-        (count("too_slow"), count("too_large"), count("no_request")),
-        (40, 10, 10)
-    );
+    assert_eq!((count("too_slow"), count("too_large")), (40, 10));
+    // The 10 silent connections, and any other connection that closed before sending a
+    // byte (the rig's readiness probe, a client's spare connection): at least 10.
+    assert!(count("no_request") >= 10, "{}", count("no_request"));
 }
 
 // === Provider outage: a hung token endpoint holds no request ===
