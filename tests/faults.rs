@@ -146,31 +146,36 @@ fn sentinel_field(port: u16, field: &str) -> Option<String> {
 
 /// Three cluster masters on fresh ports, slots assigned, `cluster_state:ok` everywhere.
 fn cluster(procs: &mut Procs) -> Vec<u16> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    cluster_of(procs, 0, &[], Duration::from_secs(20))
+}
+
+/// Three masters, each with `replicas` replicas (`--cluster-replicas`), every node started
+/// with `extra` arguments, then `cluster_state:ok` on every node within `ready`.
+fn cluster_of(procs: &mut Procs, replicas: usize, extra: &[&str], ready: Duration) -> Vec<u16> {
+    let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
     for p in &ports {
         let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
         let nodes = nodes.to_str().expect("utf-8").to_string();
         // The bus port must be given: its default, port + 10,000, is past 65,535 for a
         // third of the ephemeral range, and such a node refuses to start.
         let bus = free_port().to_string();
-        procs.redis(
-            *p,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &nodes,
-                "--cluster-port",
-                &bus,
-            ],
-        );
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &nodes,
+            "--cluster-port",
+            &bus,
+        ];
+        args.extend_from_slice(extra);
+        procs.redis(*p, &args);
     }
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
         .arg("--cluster")
         .arg("create")
         .args(&addrs)
-        .arg("--cluster-yes")
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .output()
         .expect("redis-cli --cluster create");
     assert!(
@@ -178,7 +183,7 @@ fn cluster(procs: &mut Procs) -> Vec<u16> {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    support::wait_until("cluster_state:ok", Duration::from_secs(20), || {
+    support::wait_until("cluster_state:ok", ready, || {
         ports
             .iter()
             .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
@@ -1160,44 +1165,12 @@ async fn a_refresh_the_provider_does_not_answer_holds_no_request() {
 
 /// Three masters and three replicas (`--cluster-replicas 1`), a 1 s node timeout.
 fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-    for p in &ports {
-        let nodes = procs.dir.path().join(format!("nodes-{p}.conf"));
-        let nodes = nodes.to_str().expect("utf-8").to_string();
-        let bus = free_port().to_string();
-        procs.redis(
-            *p,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &nodes,
-                "--cluster-port",
-                &bus,
-                "--cluster-node-timeout",
-                "1000",
-            ],
-        );
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addrs)
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    support::wait_until("cluster_state:ok", Duration::from_secs(30), || {
-        ports
-            .iter()
-            .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-    });
-    ports
+    cluster_of(
+        procs,
+        1,
+        &["--cluster-node-timeout", "1000"],
+        Duration::from_secs(30),
+    )
 }
 
 /// `(node id, port)` of the masters not marked failed, as `port`'s node sees them.

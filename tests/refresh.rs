@@ -256,24 +256,8 @@ async fn a_refusal_caused_by_a_concurrent_rotation_does_not_end_the_session(flav
     // A refresher on A whose lock is lost while the provider is slow (as when a lock expires
     // mid-call): B then refreshes with the same token. The provider answers A first; B's
     // token is spent by then: invalid_grant. B must take A's tokens, not end the session.
-    s.provider.misbehave(&json!({"token_delay_ms": 1500})).await;
     s.provider.reset_counts().await;
-    let a_req = {
-        let http = http.clone();
-        let url = s.gate.url("/a");
-        tokio::spawn(async move {
-            http.get(url)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
-    eventually("A's refresh lock", Duration::from_secs(5), || async {
-        !redis.keys("linkgate:lock:refresh:*").is_empty()
-    })
-    .await;
+    let a_req = refresh_in_flight(&s, &http, &s.gate, Duration::from_millis(1500)).await;
     let locks = redis.keys("linkgate:lock:refresh:*");
     redis.cli(&["DEL", &locks[0]]);
     let b_resp = http
