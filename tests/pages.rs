@@ -391,6 +391,23 @@ async fn sign_out_ends_the_accounts_provider_session_then_magento_com_then_lands
         !state.contains("bye") && !state.contains("eyJ"),
         "state is sealed: {state}"
     );
+    // The state replayed by another browser (as read from a provider's log or a Referer)
+    // opens nothing: no next hop, no id_token, twice over.
+    for _ in 0..2 {
+        let resp = navigate(
+            user()
+                .get(s.gate.url("/oauth2/signed_out"))
+                .query(&[("state", &state)]),
+        )
+        .send()
+        .await
+        .unwrap();
+        let to = location(&resp);
+        assert!(
+            !to.contains("id_token_hint") && !to.starts_with(&s.provider.end_session_endpoint()),
+            "{to}"
+        );
+    }
     let back = oidc::logout(&http, &first).await;
     assert!(
         back.starts_with(&s.gate.url("/oauth2/signed_out?")),

@@ -136,11 +136,11 @@ pub(super) async fn sign_out(
     Ok(keep_chain(sessions, reply, step.keep))
 }
 
-/// A provider whose logout returns no `state` (Adobe IMS): the rest of the chain waits in
-/// a cookie of its own (src/session/signed_out.rs) that `signed_out` follows.
+/// The rest of the sign-out chain waits in a cookie of its own (src/session/signed_out.rs),
+/// never in a URL, for `signed_out` to follow.
 fn keep_chain(sessions: &crate::session::Sessions, reply: Reply, keep: Option<String>) -> Reply {
     match keep {
-        Some(state) => reply.with_cookie(&sessions.return_cookie(&state)),
+        Some(chain) => reply.with_cookie(&sessions.return_cookie(&chain)),
         None => reply,
     }
 }
@@ -164,19 +164,16 @@ pub(super) async fn signed_out(app: &App, req: &RequestHeader) -> Reply {
     let clear = sessions
         .filter(|s| s.has_return_cookie(req))
         .map(|s| s.clear_return_cookie());
-    let (state, from_cookie) = match query_param(req, "state") {
-        Some(state) => (Some(state), false),
-        None => (sessions.and_then(|s| s.return_destination(req)), true),
-    };
+    let state = query_param(req, "state");
+    let kept = sessions.and_then(|s| s.return_destination(req));
     let this_page = format!("{}/signed_out", app.prefix());
     let mut keep = None;
-    let next = match state {
-        Some(state) => {
-            let step = super::sign_out_chain::resume(app, &state).await;
+    let next = match super::sign_out_chain::resume(app, state.as_deref(), kept.as_deref()).await {
+        Some(step) => {
             keep = step.keep;
             // Back from IMS (no `state` in the URL): the page itself is shown at once, not
             // redirected to this very URL.
-            Some(step.location).filter(|to| !(from_cookie && *to == this_page))
+            Some(step.location).filter(|to| !(state.is_none() && *to == this_page))
         }
         None => None,
     };

@@ -7,26 +7,24 @@
 //! the browser back to `signed_out`, which takes the next hop, and after the last one goes on
 //! to `rd`.
 //!
-//! Adobe IMS's logout hands back no `state` (it returns to `redirect_uri` exactly), so for
-//! it the rest of the chain waits in linkgate's `signed_out` cookie instead
-//! (src/session/signed_out.rs), sealed the same way; Magento.com's hop comes last, so
-//! after it only `rd` is left to carry. A provider without an end-session endpoint is
+//! SECURITY: the chain (where to go next, the id_tokens for the hints, the final `rd`) never
+//! travels in a URL: it waits in this browser's `signed_out` cookie (src/session/signed_out.rs:
+//! sealed with XChaCha20-Poly1305 under the cookie secret's record key, HttpOnly, ten
+//! minutes), and each hop's `state` is only a fresh random value the provider's return must
+//! bring back. So a provider, its logs or a Referer see no other provider's id_token, a
+//! `state` copied from a URL opens nothing in another browser (no logout CSRF by replay), a
+//! crafted `state` cannot name a URL (hops are built from discovery, never from the request),
+//! and `rd` is validated again when used. Adobe IMS's logout hands back no `state` (it
+//! returns to `redirect_uri` exactly): the cookie alone is followed; Magento.com's hop comes
+//! last, so after it only `rd` is left. A provider without an end-session endpoint is
 //! skipped.
-//!
-//! SECURITY: the chain (where to go next, the id_tokens for the hints, the final `rd`) is
-//! sealed into `state` (XChaCha20-Poly1305 under the cookie secret's record key, for ten
-//! minutes), so a provider sees no other provider's id_token, a crafted `state` cannot name
-//! a URL (hops are built from discovery, never from the request) and `rd` is validated again
-//! when used. The chain cannot be turned into an open redirect.
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 
-/// How long a sign-out chain's `state` is honoured.
+/// How long a sign-out chain is honoured.
 const CHAIN_TTL_SECS: i64 = 600;
-/// The sealing purpose of a chain's `state`.
-const PURPOSE: &str = "sign-out";
 
 /// Which provider a hop signs out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +45,12 @@ struct Hop {
     id_token: Option<String>,
 }
 
-/// What `state` carries between hops, sealed.
+/// What the browser's `signed_out` cookie carries between hops, sealed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Chain {
+    /// The `state` sent with the current hop: the provider's return must bring it back
+    /// (providers that return none, IMS, are followed by the cookie alone).
+    nonce: String,
     /// Where the browser ends (validated when the chain began and again at the end).
     rd: String,
     /// `{base}{prefix}/signed_out`, where every provider sends the browser back.
@@ -70,14 +71,13 @@ pub struct Ended {
     pub account_id_token: Option<String>,
 }
 
-/// Where the browser goes next, and what must wait in the `signed_out` cookie because that
-/// provider's logout returns no `state` (Adobe IMS's `/ims/logout/v1` returns to its
-/// `redirect_uri` exactly).
+/// Where the browser goes next, and the rest of the chain, which waits in this browser's
+/// `signed_out` cookie (src/session/signed_out.rs), never in a URL.
 #[derive(Debug)]
 pub struct Step {
     /// The next provider's logout URL, or the validated `rd`.
     pub location: String,
-    /// The sealed rest of the chain, for a provider that does not hand `state` back.
+    /// The rest of the chain (JSON, sealed by the cookie), when a provider's logout is next.
     pub keep: Option<String>,
 }
 
@@ -111,6 +111,7 @@ pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> Ste
         });
     }
     let chain = Chain {
+        nonce: String::new(),
         rd: rd.to_string(),
         back: format!("{base}{}/signed_out", app.prefix()),
         hops,
@@ -119,25 +120,26 @@ pub async fn begin(app: &App, base: Option<&str>, rd: &str, ended: Ended) -> Ste
     next(app, chain).await
 }
 
-/// `GET signed_out?state=`: the next hop of the chain `state` carries, or its validated
-/// `rd`. A `state` that is not a chain of this gate (an older gate's plain `rd`, or
-/// made up) is taken as an `rd` and validated like one: the worst it can do is land on a
-/// page of this site or of `authz.redirect_domains`.
-pub async fn resume(app: &App, state: &str) -> Step {
-    let chain = app.sessions.as_ref().and_then(|s| {
-        let bytes = s.open_note(PURPOSE, state)?;
-        serde_json::from_slice::<Chain>(&bytes).ok()
-    });
-    match chain {
-        Some(chain) if chain.until > crate::session::now() => next(app, chain).await,
-        Some(chain) => Step::to(app.redirects.resolve(Some(&chain.rd))),
-        None => Step::to(app.redirects.resolve(Some(state))),
-    }
+/// `GET signed_out`: the next hop of the chain this browser's cookie keeps (`kept`), when
+/// the provider's return brings back that hop's `state` (or none, as IMS's logout). Without
+/// a matching chain, a `state` (an older gate's plain `rd`, or made up) is taken as an `rd`
+/// and validated like one: the worst it can do is land on a page of this site or of
+/// `authz.redirect_domains`. `None`: neither, the "Signed out" page.
+pub async fn resume(app: &App, state: Option<&str>, kept: Option<&str>) -> Option<Step> {
+    let chain = kept
+        .and_then(|json| serde_json::from_str::<Chain>(json).ok())
+        .filter(|chain| state.is_none_or(|state| state == chain.nonce));
+    Some(match (chain, state) {
+        (Some(chain), _) if chain.until > crate::session::now() => next(app, chain).await,
+        (Some(chain), _) => Step::to(app.redirects.resolve(Some(&chain.rd))),
+        (None, Some(state)) => Step::to(app.redirects.resolve(Some(state))),
+        (None, None) => return None,
+    })
 }
 
-/// Takes the first hop whose provider has a logout URL, with the rest sealed into its
-/// `state` (or, for a provider whose logout returns none, into [`Step::keep`]); `rd` when
-/// none is left.
+/// Takes the first hop whose provider has a logout URL, with the rest of the chain in
+/// [`Step::keep`] and a fresh random `state` that the provider's return must bring back;
+/// `rd` when none is left.
 async fn next(app: &App, mut chain: Chain) -> Step {
     while !chain.hops.is_empty() {
         let hop = chain.hops.remove(0);
@@ -148,23 +150,16 @@ async fn next(app: &App, mut chain: Chain) -> Step {
         let Some(provider) = provider else {
             continue;
         };
-        let state = match &app.sessions {
-            Some(sessions) => {
-                let plain = serde_json::to_vec(&chain).unwrap_or_default();
-                sessions.seal_note(PURPOSE, &plain)
-            }
-            None => chain.rd.clone(),
-        };
+        chain.nonce = crate::identity::OpaqueId::random().to_hex();
         let Some(url) = provider
-            .end_session_url(hop.id_token.as_deref(), &chain.back, &state)
+            .end_session_url(hop.id_token.as_deref(), &chain.back, &chain.nonce)
             .await
         else {
             continue;
         };
-        let keep = (!provider.logout_returns_state()).then_some(state);
         return Step {
             location: url.to_string(),
-            keep,
+            keep: serde_json::to_string(&chain).ok(),
         };
     }
     Step::to(app.redirects.resolve(Some(&chain.rd)))

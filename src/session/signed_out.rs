@@ -1,13 +1,13 @@
-//! Where a sign-out ends when the provider's logout cannot carry it back.
+//! Where a sign-out goes on after a provider's logout.
 //!
-//! OpenID RP-initiated logout returns `state` to `post_logout_redirect_uri`, and linkgate's
-//! `signed_out` follows it to the `rd` the sign-out was given. Adobe IMS's `/ims/logout/v1`
-//! takes only `client_id` and `redirect_uri` and returns to that URL exactly (its
-//! documentation: "IMS redirects the user agent back to the supplied redirect_uri"), so the
-//! `rd` travels in a cookie of its own instead: sealed under the cookie secret (a sibling
-//! subdomain cannot plant a destination), for ten minutes, `SameSite=Lax` whatever
-//! `cookie_samesite` says (the way back from the provider is a cross-site navigation),
-//! read and cleared by `signed_out`. Without it `signed_out` shows the "Signed out" page.
+//! The rest of the sign-out chain (src/endpoints/sign_out_chain.rs: the next provider's
+//! hop with its id_token, the final `rd`) waits in a cookie of its own rather than in a
+//! URL: sealed under the cookie secret (a sibling subdomain cannot plant one, a provider's
+//! logs never hold it), for ten minutes, `SameSite=Lax` whatever `cookie_samesite` says (the
+//! way back from the provider is a cross-site navigation), read and cleared by
+//! `signed_out`. Adobe IMS's `/ims/logout/v1` returns to `redirect_uri` exactly, with no
+//! `state`: then the cookie alone is followed. Without it `signed_out` shows the "Signed out"
+//! page.
 
 use pingora::http::RequestHeader;
 
