@@ -186,7 +186,11 @@ level = "warn"
     if check.returncode != 0:
         raise BenchError(f"linkgate check refused {path}:\n{check.stdout}{check.stderr}")
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
-    p = procs.spawn(name, [args.linkgate, "run", "-c", path], env=env)
+    argv = [args.linkgate, "run", "-c", path]
+    if args.pin is not None:
+        # The gate alone on its CPUs (taskset execs it: the pid stays linkgate's).
+        argv = ["taskset", "-c", args.pin, *argv]
+    p = procs.spawn(name, argv, env=env)
     d.wait_until(f"{name} /readyz", 30,
                  lambda: d.http_status(f"http://127.0.0.1:{admin}/readyz") == 200
                  and d.port_open(port),
@@ -1056,6 +1060,15 @@ SCENARIOS = {"cluster": scenario_cluster, "upgrade": scenario_upgrade,
              "floods": scenario_floods, "outage": scenario_outage, "soak": scenario_soak}
 
 
+def parse_cpus(spec):
+    """A taskset CPU list ("0", "0,2", "0-1") as numbers."""
+    cpus = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/faults", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1081,12 +1094,25 @@ def parse_args(argv):
     p.add_argument("--minutes", type=float, default=30, help="soak length")
     p.add_argument("--soak-sessions", type=int, default=200)
     p.add_argument("--links", type=int, default=100)
+    p.add_argument("--pin", metavar="CPUS",
+                   help="run linkgate on these CPUs (taskset list, e.g. 0) and this driver, "
+                        "wrk, Redis, the provider and the origin on the others, so a flood's "
+                        "generator does not take the gate's CPU")
     p.add_argument("--keep", action="store_true", help="keep configs and logs")
     return p.parse_args(argv)
 
 
 def main(argv):
     args = parse_args(argv)
+    if args.pin is not None:
+        gate_cpus = set(parse_cpus(args.pin))
+        rest = os.sched_getaffinity(0) - gate_cpus
+        if not gate_cpus or not rest:
+            raise SystemExit(f"--pin {args.pin}: needs a CPU for linkgate and one for the rest "
+                             f"(this process may use {sorted(os.sched_getaffinity(0))})")
+        # Everything this driver starts from now on inherits the other CPUs.
+        os.sched_setaffinity(0, rest)
+        log(f"linkgate on CPU {sorted(gate_cpus)}, the rest on CPU {sorted(rest)}")
     tmp = tempfile.mkdtemp(prefix="linkgate-faults-")
     procs = d.Procs(tmp)
     ok = False
