@@ -42,6 +42,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -350,9 +351,16 @@ def sign_in(gate_url, login):
         b.close()
 
 
-def http_get(url, headers=None, timeout=10):
+def http_get(url, headers=None, timeout=10, cafile=None):
+    """(status, body) of one GET; an https URL is verified against `cafile` (the run's
+    throwaway certificate)."""
     u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            u.hostname, u.port, timeout=timeout,
+            context=ssl.create_default_context(cafile=cafile))
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
         conn.request("GET", target, headers=headers or {})
@@ -502,6 +510,95 @@ def wrk_argv_once(argv, duration):
     return parse_wrk(p.stdout)
 
 
+# The HTTP/2 rows are driven by h2load (nghttp2-client) instead of wrk, which speaks only
+# HTTP/1.1: the same connections and threads, one request in flight per connection (-m 1,
+# as wrk's closed loop), for --duration seconds. Latency percentiles come from its per-request
+# log (--log-file), in the shape parse_wrk returns.
+
+
+def h2load_argv(args, url, headers, duration, log_file, connections=None, requests=None):
+    conns = connections or args.connections
+    argv = ["h2load", "-c", str(conns), "-t", str(min(args.threads, conns)), "-m", "1"]
+    # h2load's -D takes whole seconds or a unit ("1500ms").
+    argv += ["-n", str(requests)] if requests else ["-D", f"{round(duration * 1000)}ms"]
+    argv += ["--log-file", log_file]
+    for k, v in headers.items():
+        argv += ["-H", f"{k.lower()}: {v}"]
+    return argv + [url]
+
+
+def parse_h2load(stdout, log_file, url):
+    """wrk's result dict from h2load's summary and per-request log; raises unless the
+    protocol is h2 (https) or h2c (http)."""
+    want = "h2" if url.startswith("https:") else "h2c"
+    proto = re.search(r"^Application protocol: (\S+)", stdout, re.M)
+    if not proto or proto.group(1) != want:
+        raise BenchError(f"h2load did not speak {want} to {url}:\n{stdout[-2000:]}")
+    fin = re.search(r"^finished in ([\d.]+)(m?s), ([\d.]+) req/s", stdout, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", stdout, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", stdout,
+                      re.M)
+    traffic = re.search(r"^traffic: .*?\((\d+)\) total", stdout, re.M)
+    if not (fin and req and codes):
+        raise BenchError(f"h2load printed no result:\n{stdout[-2000:]}")
+    secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
+    done, failed, errored, timeout = (int(req.group(i)) for i in (3, 5, 6, 7))
+    if done == 0:
+        # h2load names the protocol it asked for even when no request got an answer.
+        raise BenchError(f"h2load: no request to {url} was answered:\n{stdout[-2000:]}")
+    lat = []
+    with open(log_file) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) >= 3:
+                lat.append(int(cols[2]))
+    lat.sort()
+    pct = lambda q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))] if lat else 0  # noqa: E731
+    tls = re.search(r"^TLS Protocol: (\S+)", stdout, re.M)
+    cipher = re.search(r"^Cipher: (\S+)", stdout, re.M)
+    return {
+        "requests": done,
+        "duration_us": int(secs * 1e6),
+        "bytes": int(traffic.group(1)) if traffic else 0,
+        # wrk's error keys; `failed` (h2load: errored and timed-out requests included) in
+        # place of wrk's read/write errors, `status` the 3xx-5xx answers (every target was
+        # checked to answer 200).
+        "errors": {"connect": 0, "read": 0, "write": 0,
+                   "status": sum(int(codes.group(i)) for i in (2, 3, 4)),
+                   "timeout": timeout, "failed": failed - timeout},
+        "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
+        "max_us": lat[-1] if lat else 0,
+        "mean_us": statistics.fmean(lat) if lat else 0.0,
+        "rps": float(fin.group(3)),
+        "protocol": proto.group(1),
+        "tls": f"{tls.group(1)} {cipher.group(1) if cipher else ''}".strip() if tls else None,
+        "h2load_errored": errored,
+    }
+
+
+def h2load_once(args, url, headers, duration, connections=None, requests=None):
+    fd, log_file = tempfile.mkstemp(prefix="h2load-", suffix=".tsv")
+    os.close(fd)
+    try:
+        argv = h2load_argv(args, url, headers, duration, log_file, connections, requests)
+        p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                           timeout=(duration or 0) + 60, check=False)
+        if p.returncode != 0:
+            raise BenchError(f"h2load failed ({p.returncode}): {p.stderr.strip()}\n"
+                             f"{p.stdout[-2000:]}")
+        return parse_h2load(p.stdout, log_file, url)
+    finally:
+        os.unlink(log_file)
+
+
+def load_once(args, key, url, headers, duration):
+    """One closed-loop run over a row: h2load for the HTTP/2 rows, wrk for the others."""
+    if key in H2_ROWS:
+        return h2load_once(args, url, headers, duration)
+    return wrk_once(args, url, headers, duration)
+
+
 # === the parts ===
 
 
@@ -605,11 +702,14 @@ def start_provider(procs, tmp, port, redirect_uris, name="sso", access_ttl=None)
 
 
 def gate_config(tmp, name, port, admin, origin_port, provider_issuer, redis_port, cache_ttl,
-                assertion=False):
+                assertion=False, tls=None):
     d = os.path.join(tmp, name)
     # The identity assertion (ES256, the key generated into Redis), on its own gate so the
     # other rows stay as they were.
     server_extra = f'public_url = "http://127.0.0.1:{port}"' if assertion else ""
+    if tls:
+        # HTTPS with HTTP/2 over ALPN (src/server.rs), the run's throwaway certificate.
+        server_extra += f'\n\n[server.tls]\ncert = "{tls[0]}"\nkey = "{tls[1]}"'
     assertion_section = "[assertion]\n" if assertion else ""
     os.makedirs(d, exist_ok=True)
     conf = f"""# Generated by bench/driver.py: {name}.
@@ -655,10 +755,10 @@ level = "warn"
 
 
 def start_gate(procs, args, tmp, name, port, cache_ttl, origin_port, issuer, redis_port,
-               assertion=False):
+               assertion=False, tls=None):
     admin = free_port()
     path, conf = gate_config(tmp, name, port, admin, origin_port, issuer, redis_port, cache_ttl,
-                             assertion)
+                             assertion, tls)
     with open(path, "w") as f:
         f.write(conf.replace("THREADS", str(args.gate_threads)))
     check = subprocess.run(
@@ -674,8 +774,23 @@ def start_gate(procs, args, tmp, name, port, cache_ttl, origin_port, issuer, red
         lambda: http_status(f"http://127.0.0.1:{admin}/readyz") == 200 and port_open(port),
         lambda: procs.check_alive(name, p),
     )
+    scheme = "https" if tls else "http"
     return {"name": name, "proc": p, "port": port, "admin": admin,
-            "url": f"http://127.0.0.1:{port}", "cache_ttl": cache_ttl}
+            "url": f"{scheme}://127.0.0.1:{port}", "cache_ttl": cache_ttl}
+
+
+def make_cert(tmp):
+    """A throwaway self-signed ECDSA P-256 certificate for 127.0.0.1 in the run's temp dir
+    (openssl CLI), presented by both the TLS gate and nginx; (cert, key) paths."""
+    cert, key = os.path.join(tmp, "tls-cert.pem"), os.path.join(tmp, "tls-key.pem")
+    p = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise BenchError(f"openssl could not make the benchmark's certificate:\n{p.stderr}")
+    return cert, key
 
 
 class Rig:
@@ -747,6 +862,15 @@ class Rig:
                                               self.short_issuer, self.redis_port)
         log(f"linkgate gate-short (cache_ttl 30s, {args.short_ttl}s tokens) on "
             f"{self.gates['gate-short']['url']}")
+        # The TLS rows: a gate like gate-cached on HTTPS (HTTP/1.1 and h2 over ALPN), sharing
+        # its sessions through Redis like gate-assert. gate-cached itself serves h2c (prior
+        # knowledge) on its plain listener, as every plain linkgate listener does.
+        self.cert = make_cert(tmp)
+        port = free_port()
+        self.gates["gate-tls"] = start_gate(procs, args, tmp, "gate-tls", port, "30s",
+                                            self.origin_port, self.issuer, self.redis_port,
+                                            tls=self.cert)
+        log(f"linkgate gate-tls (cache_ttl 30s, TLS) on {self.gates['gate-tls']['url']}")
 
         # The floor under linkgate: Pingora with a ProxyHttp that only returns the peer
         # (bench/minimal), same threads.
@@ -760,13 +884,31 @@ class Rig:
 
         a = self.gates["gate-cached"]
         self.nginx_ports = (free_port(), free_port())
+        self.nginx_tls_port, self.nginx_h2c_port = free_port(), free_port()
         log(f"nginx baseline ({args.workers} workers) on 127.0.0.1:{self.nginx_ports[0]} "
-            f"(proxy_pass) and :{self.nginx_ports[1]} (auth_request)")
+            f"(proxy_pass) and :{self.nginx_ports[1]} (auth_request); proxy_pass over TLS "
+            f"(HTTP/1.1 and h2 over ALPN) on :{self.nginx_tls_port}, over h2c on "
+            f":{self.nginx_h2c_port}")
         keep = "proxy_http_version 1.1; proxy_set_header Connection \"\";"
         self.nginx = start_nginx(
             procs, tmp, "nginx", args.workers,
             f"""    server {{
         listen 127.0.0.1:{self.nginx_ports[0]} backlog=4096;
+        location / {{ proxy_pass http://origin; {keep} }}
+    }}
+    server {{
+        # The TLS rows: the gate's certificate; `http2` on an ssl listener is h2 over ALPN
+        # beside HTTP/1.1 (nginx 1.22's syntax; `http2 on;` from 1.25.1).
+        # TLS 1.3 as well (nginx 1.22's default is up to 1.2 only; linkgate offers both).
+        listen 127.0.0.1:{self.nginx_tls_port} ssl http2 backlog=4096;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate {self.cert[0]};
+        ssl_certificate_key {self.cert[1]};
+        location / {{ proxy_pass http://origin; {keep} }}
+    }}
+    server {{
+        # The h2c rows: `http2` on a plain listener is HTTP/2 with prior knowledge only.
+        listen 127.0.0.1:{self.nginx_h2c_port} http2 backlog=4096;
         location / {{ proxy_pass http://origin; {keep} }}
     }}
     server {{
@@ -791,7 +933,7 @@ class Rig:
             proxy_set_header X-Forwarded-Email $email;
         }}
     }}""",
-            list(self.nginx_ports),
+            [*self.nginx_ports, self.nginx_tls_port, self.nginx_h2c_port],
             upstreams=f"""    upstream origin {{ server 127.0.0.1:{self.origin_port}; keepalive 64; }}
     upstream linkgate {{ server 127.0.0.1:{a['port']}; keepalive 64; }}""",
         )
@@ -832,12 +974,39 @@ class Rig:
 
 # === the benchmark ===
 
+# The protocol rows (issue 15: production runs TLS): skip-auth, cached session and nginx
+# proxy_pass over TLS with HTTP/1.1 (wrk), over TLS with h2 by ALPN and over h2c with prior
+# knowledge (h2load). Each group's ×pass and ×nginx are over its own skip-auth and nginx rows.
+PROTOCOLS = {
+    "_tls": "HTTP/1.1 over TLS",
+    "_tls_h2": "h2 over TLS (ALPN)",
+    "_h2c": "h2c (prior knowledge)",
+}
+H2_ROWS = {f"{row}{suffix}" for row in ("skip_auth", "session_cached", "nginx_proxy")
+           for suffix in ("_tls_h2", "_h2c")}
+# Names --only accepts for several rows at once.
+ROW_GROUPS = {
+    "tls": [f"{row}{suffix}" for suffix in ("_tls", "_tls_h2")
+            for row in ("skip_auth", "session_cached", "nginx_proxy")],
+    "h2c": [f"{row}_h2c" for row in ("skip_auth", "session_cached", "nginx_proxy")],
+}
+ROW_GROUPS["protocols"] = ROW_GROUPS["tls"] + ROW_GROUPS["h2c"]
+
+
+def protocol_of(key):
+    """(suffix, protocol) of a row key: ("", "HTTP/1.1") for the plain rows."""
+    for suffix in sorted(PROTOCOLS, key=len, reverse=True):
+        if key.endswith(suffix):
+            return suffix, PROTOCOLS[suffix]
+    return "", "HTTP/1.1"
+
 
 def scenarios(rig, cookie, jwt, short_cookie):
     """(key, label, url, headers, proxy pids (for CPU), gate (for RSS) or None)."""
     a, b = rig.gates["gate-cached"], rig.gates["gate-nocache"]
     c = rig.gates["gate-short"]
     d = rig.gates["gate-assert"]
+    t = rig.gates["gate-tls"]
     cookie_h = {"Cookie": f"{COOKIE_NAME}={cookie}"}
     workers = rig.nginx_workers()
     minutes = f"{rig.args.short_ttl / 60:g}-min"
@@ -864,19 +1033,44 @@ def scenarios(rig, cookie, jwt, short_cookie):
         ("nginx_auth_request", "nginx auth_request -> linkgate /oauth2/auth",
          f"http://127.0.0.1:{rig.nginx_ports[1]}/app", cookie_h, workers + [a["proc"].pid], a),
     ]
+    nginx_tls = f"https://127.0.0.1:{rig.nginx_tls_port}/app"
+    for suffix, gate, nginx_url in (("_tls", t, nginx_tls), ("_tls_h2", t, nginx_tls),
+                                    ("_h2c", a, f"http://127.0.0.1:{rig.nginx_h2c_port}/app")):
+        proto = PROTOCOLS[suffix]
+        rows += [
+            (f"skip_auth{suffix}", f"linkgate skip-auth route, {proto}",
+             f"{gate['url']}/public/app", {}, [gate["proc"].pid], gate),
+            (f"session_cached{suffix}", f"linkgate session, cache on, {proto}",
+             f"{gate['url']}/app", cookie_h, [gate["proc"].pid], gate),
+            (f"nginx_proxy{suffix}", f"nginx proxy_pass, {proto}", nginx_url, {}, workers, None),
+        ]
     if rig.args.only:
-        keep = set(rig.args.only.split(","))
+        keep = set()
+        for name in rig.args.only.split(","):
+            keep.update(ROW_GROUPS.get(name, [name]))
+        unknown = keep - {r[0] for r in rows}
+        if unknown:
+            raise BenchError(f"--only: no such rows {sorted(unknown)}; rows: "
+                             f"{', '.join(r[0] for r in rows)}; groups: {', '.join(ROW_GROUPS)}")
         rows = [r for r in rows if r[0] in keep]
     return rows
 
 
-def check_targets(table):
+def check_targets(table, cafile):
+    """Every row answers 200 with the origin's body over HTTP/1.1 (TLS verified against the
+    run's certificate); an HTTP/2 row answers 2xx over h2 or h2c, as its client will ask. The
+    h2c rows only over h2c: nginx's plain `http2` listener speaks nothing else."""
     for key, label, url, headers, _, _ in table:
-        status, body = http_get(url, headers)
+        status, body = (200, ORIGIN_BODY) if key.endswith("_h2c") else http_get(
+            url, headers, cafile=cafile)
         if status != 200 or body != ORIGIN_BODY:
             raise BenchError(
                 f"{label}: {url} answered {status} {body[:300]!r}, not the origin's 200"
             )
+        if key in H2_ROWS:
+            r = h2load_once(ARGS, url, headers, None, connections=1, requests=4)
+            if r["requests"] != 4 or sum(r["errors"].values()):
+                raise BenchError(f"{label}: {url} over {r['protocol']}: {r}")
 
 
 def median(xs):
@@ -892,11 +1086,11 @@ def bench(args, rig):
     short_signed_in = time.monotonic()
     short_before = rig.short_counts()
     table = scenarios(rig, cookie, jwt, short_cookie)
-    check_targets(table)
+    check_targets(table, rig.cert[0])
 
     log(f"warm-up: {args.warmup}s per target")
     for key, label, url, headers, _, _ in table:
-        wrk_once(args, url, headers, args.warmup)
+        load_once(args, key, url, headers, args.warmup)
 
     runs = {key: [] for key, *_ in table}
     n = len(table)
@@ -907,7 +1101,7 @@ def bench(args, rig):
             rig.alive()
             before = redis_commandstats(rig.redis_port)
             cpu0 = cpu_seconds(pids)
-            r = wrk_once(args, url, headers, args.duration)
+            r = load_once(args, key, url, headers, args.duration)
             cpu1 = cpu_seconds(pids)
             after = redis_commandstats(rig.redis_port)
             delta = redis_delta(before, after)
@@ -921,7 +1115,7 @@ def bench(args, rig):
             if bad:
                 log(f"  {key}: {bad} errors {r['errors']}")
             runs[key].append(r)
-    check_targets(table)  # still answering 200 after the load
+    check_targets(table, rig.cert[0])  # still answering 200 after the load
 
     results = []
     base = {}
@@ -931,6 +1125,8 @@ def bench(args, rig):
             "key": key,
             "label": label,
             "url_path": urllib.parse.urlsplit(url).path,
+            "protocol": protocol_of(key)[1],
+            "client": "h2load" if key in H2_ROWS else "wrk",
             "gate": gate["name"] if gate else None,
             "rps": median([r["rps"] for r in rs]),
             "rps_min": min(r["rps"] for r in rs),
@@ -957,9 +1153,11 @@ def bench(args, rig):
             for r in [paired_ratio(results, k, b)] if r
         }
     for m in results:
-        m["vs_passthrough"] = m["rps"] / base["skip_auth"] if base.get("skip_auth") else None
-        m["vs_nginx_proxy"] = (m["rps"] / base["nginx_proxy"]
-                               if base.get("nginx_proxy") else None)
+        # Over the skip-auth and nginx rows of the same protocol.
+        suffix = protocol_of(m["key"])[0]
+        pass_rps, nginx_rps = base.get(f"skip_auth{suffix}"), base.get(f"nginx_proxy{suffix}")
+        m["vs_passthrough"] = m["rps"] / pass_rps if pass_rps else None
+        m["vs_nginx_proxy"] = m["rps"] / nginx_rps if nginx_rps else None
 
     # The short-token session: its refreshes at the provider over the whole run.
     short_after = rig.short_counts()
@@ -1045,6 +1243,10 @@ def half_load(args, rig, table, results):
     """Drives the HALF_KEYS targets at R req/s each (R = half the skip-auth row's peak
     req/s of this run, or --half-rate), alternating rounds; returns the results."""
     peak = {m["key"]: m for m in results}
+    missing = [k for k in ("origin", "skip_auth", "session_cached") if k not in peak]
+    if missing:
+        log(f"half load: skipped (rows {', '.join(missing)} not in this run)")
+        return None
     pass_peak = peak["skip_auth"]["rps"]
     if args.half_rate:
         rate, source = float(args.half_rate), "--half-rate"
@@ -1091,7 +1293,7 @@ def half_load(args, rig, table, results):
             if bad:
                 log(f"  {key}: {bad} errors {r['errors']}")
             runs[key].append(r)
-    check_targets(table)  # still answering 200
+    check_targets(table, rig.cert[0])  # still answering 200
 
     out = []
     for key, label, url, headers, _, _ in rows:
@@ -1228,6 +1430,12 @@ TARGETS = (
     ("minimal", "nginx_proxy", None),
     ("skip_auth", "minimal", None),
     ("nginx_auth_request", "skip_auth", None),
+) + tuple(
+    pair for suffix in PROTOCOLS for pair in (
+        (f"skip_auth{suffix}", f"nginx_proxy{suffix}", None),
+        (f"session_cached{suffix}", f"skip_auth{suffix}", None),
+        (f"skip_auth{suffix}", "skip_auth", None),
+    )
 )
 
 
@@ -1292,7 +1500,10 @@ def print_table(results, args, cache_hits):
         print(line(r))
     print()
     print("±: half the min-max spread of req/s over the rounds. ×pass / ×nginx: req/s over the "
-          "linkgate skip-auth row / the nginx proxy_pass row.")
+          "linkgate skip-auth row / the nginx proxy_pass row of the same protocol.")
+    if any(m["key"] in H2_ROWS for m in results):
+        print("HTTP/2 rows: h2load (-m 1: one request in flight per connection, as wrk) with "
+              "wrk's connections and threads; latencies from its per-request log.")
     print("redis/req: Redis commands per request (INFO commandstats before/after each run). "
           "CPU µs/req: user+system CPU of the proxy processes (linkgate, nginx workers) per "
           "request. RSS: the serving linkgate process after its run.")
@@ -1595,6 +1806,8 @@ def versions():
         "nginx": first_line(["nginx", "-v"]),
         "redis": first_line(["redis-server", "--version"]),
         "wrk": first_line(["wrk", "-v"]),
+        "h2load": first_line(["h2load", "--version"]),
+        "openssl": first_line(["openssl", "version"]),
         "node": first_line(["node", "--version"]),
         "linkgate": first_line([ARGS.linkgate, "--version"]) if ARGS else None,
     }
@@ -1642,7 +1855,8 @@ def parse_args(argv):
                    "--refresh-soak: bench/refresh_soak.json)")
     p.add_argument("--short-ttl", type=int, default=300,
                    help="access-token lifetime, s, of the short-token provider (300)")
-    p.add_argument("--only", help="comma-separated row keys to run (all)")
+    p.add_argument("--only", help="comma-separated row keys to run (all), or the groups "
+                   "tls (HTTP/1.1 and h2 over TLS), h2c, protocols (both)")
     p.add_argument("--refresh-soak", action="store_true",
                    help="--sessions (1000) signed in at the short-token gate under load for "
                         "--soak-minutes: refresh calls counted, lost sessions counted")
@@ -1698,7 +1912,9 @@ def main(argv):
             "linkgate_threads": args.gate_threads,
             "nginx_workers": args.workers,
             "setup": "origin = nginx `return 200`; linkgate without [account] (plain OIDC gate), "
-                     "sessions in Redis; nginx upstream keepalive 64 to origin and linkgate",
+                     "sessions in Redis; nginx upstream keepalive 64 to origin and linkgate; "
+                     "TLS rows: one throwaway self-signed ECDSA P-256 certificate for linkgate "
+                     "and nginx; HTTP/2 rows driven by h2load -m 1",
             "versions": versions(),
         }
         if args.soak:
