@@ -27,6 +27,8 @@
 //! The app wrapper is src/request_head/guarded.rs, the stream src/request_head/limited.rs,
 //! what a response's first bytes say src/request_head/response.rs, and the Pingora stream
 //! traits that [`HeadLimited`] passes through to its connection src/request_head/forward.rs.
+//!
+//! [`ServerApp`]: pingora::apps::ServerApp
 
 mod forward;
 mod guarded;
