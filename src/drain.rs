@@ -19,7 +19,7 @@
 //! what the upstream sends afterwards is dropped (a client must not get frames after a
 //! close), the client's own close frame goes on to the upstream as usual, and the upstream's
 //! answer ending the connection ends the request. [`WsCloser`] does this inside the
-//! connection's stream (src/request_head.rs).
+//! connection's stream (src/request_head/limited.rs).
 
 use std::future::Future;
 use std::pin::Pin;

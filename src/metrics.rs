@@ -61,7 +61,7 @@ pub struct Metrics {
     /// target or `Host` had more than one reading (src/proxy/path.rs).
     pub refused_targets: IntCounterVec,
     /// `linkgate_refused_heads_total{reason}`: connections cut by the request-head limits
-    /// (src/request_head.rs): `too_large` (`431`), `too_slow` (`408`), `no_request` (closed).
+    /// (src/request_head/): `too_large` (`431`), `too_slow` (`408`), `no_request` (closed).
     pub refused_heads: IntCounterVec,
 }
 

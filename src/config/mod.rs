@@ -31,6 +31,7 @@ pub mod names;
 mod pages;
 mod provider;
 mod reader;
+mod redis;
 mod server;
 mod session;
 mod upstream;
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
+pub use self::redis::{Redis, RedisMode};
 pub use account::{Account, AccountSource, JwtLocation, JwtSource};
 pub use assertion::{Algorithm, Assertion};
 pub use authz::{Authz, ExtraIssuer, Policy, SkipRoute};
@@ -54,7 +56,7 @@ pub use log::{Log, LogConfig, LogFormat};
 pub use pages::Pages;
 pub use provider::{Documented, LogoutParams, Preset, Provider, TokenAuthMethod, ALLOWED_ALGS};
 pub use server::{Server, Tls, DEFAULT_LISTEN, DEFAULT_PROXY_PREFIX};
-pub use session::{default_cookie_name, Redis, RedisMode, SameSite, Session, StoreKind};
+pub use session::{default_cookie_name, SameSite, Session, StoreKind};
 pub use upstream::{PathRule, Upstream};
 
 use provider::ProviderKind;

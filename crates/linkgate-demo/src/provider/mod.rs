@@ -20,28 +20,35 @@
 //! Its pages are marked as a development provider and list the demo users. Only
 //! `linkgate demo` constructs it, on loopback: nothing in `linkgate run` can. Users, sessions,
 //! codes and tokens live in memory and are gone when the demo stops.
+//!
+//! This file holds the provider's description ([`ProviderSpec`]), its setup and its routing.
+//! Beside it: what it remembers (state.rs), the OAuth, PKCE and HTTP pieces the endpoints
+//! share (protocol.rs), and the endpoints themselves (sign_in.rs, tokens.rs, pages.rs).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::{header, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use pingora::apps::http_app::ServeHttp;
-use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::web::{read_body, Answer, Params};
 
 mod pages;
+mod protocol;
 mod sign_in;
+mod state;
 mod tokens;
+
+// Through these the endpoint files (`use super::*`) reach the state and the shared pieces.
+use protocol::*;
+use state::*;
 
 /// How long an authorization code may wait for its token request.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
@@ -186,226 +193,6 @@ struct Keys {
     jwk: Value,
 }
 
-#[derive(Debug, Clone)]
-struct User {
-    subject: String,
-    login: String,
-    password: String,
-    email: String,
-    name: String,
-    hint: Option<String>,
-}
-
-/// An authorization request waiting for its user to sign in, or granted as a code.
-#[derive(Debug, Clone)]
-struct AuthRequest {
-    client_id: String,
-    redirect_uri: String,
-    state: Option<String>,
-    nonce: Option<String>,
-    challenge: String,
-    scopes: Vec<String>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    request: AuthRequest,
-    expires: Instant,
-}
-
-#[derive(Debug)]
-struct Grant {
-    request: AuthRequest,
-    subject: String,
-    auth_time: i64,
-    expires: Instant,
-}
-
-#[derive(Debug)]
-struct AccessToken {
-    subject: String,
-    scopes: Vec<String>,
-    expires: Instant,
-}
-
-#[derive(Debug)]
-struct ProviderSession {
-    subject: String,
-    auth_time: i64,
-    expires: Instant,
-}
-
-/// A code that was exchanged (or tried): a second use revokes what the first one gave.
-#[derive(Debug)]
-struct UsedCode {
-    access_token: Option<String>,
-    forget_at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    users: Vec<User>,
-    pending: HashMap<String, Pending>,
-    codes: HashMap<String, Grant>,
-    used_codes: HashMap<String, UsedCode>,
-    tokens: HashMap<String, AccessToken>,
-    sessions: HashMap<String, ProviderSession>,
-}
-
-impl State {
-    /// Forgets everything that expired (the maps stay small: a demo has a handful of users).
-    fn sweep(&mut self, now: Instant) {
-        self.pending.retain(|_, p| p.expires > now);
-        self.codes.retain(|_, g| g.expires > now);
-        self.used_codes.retain(|_, u| u.forget_at > now);
-        self.tokens.retain(|_, t| t.expires > now);
-        self.sessions.retain(|_, s| s.expires > now);
-    }
-
-    fn user(&self, subject: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.subject == subject)
-    }
-}
-
-/// An OAuth 2.0 error at the token or userinfo endpoint (RFC 6749 5.2, RFC 6750 3.1).
-#[derive(Debug)]
-struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
-        let status = match error {
-            "invalid_client" | "invalid_token" => StatusCode::UNAUTHORIZED,
-            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self {
-            status,
-            error,
-            description: description.into(),
-        }
-    }
-
-    fn answer(&self, realm: &str) -> Answer {
-        let body = json!({ "error": self.error, "error_description": self.description });
-        let answer = Answer::json(self.status, &body).header(header::PRAGMA, "no-cache");
-        match self.error {
-            "invalid_client" => answer.header(
-                header::WWW_AUTHENTICATE,
-                &format!("Basic realm=\"{realm}\""),
-            ),
-            "invalid_token" => answer.header(
-                header::WWW_AUTHENTICATE,
-                &format!(
-                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                    self.description
-                ),
-            ),
-            _ => answer,
-        }
-    }
-}
-
-fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// Whether `s` is 43 to 128 characters of RFC 7636's unreserved set (a code verifier).
-fn is_verifier(s: &str) -> bool {
-    (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-}
-
-/// Whether `s` can be an S256 code challenge: BASE64URL(SHA-256(verifier)), 43 characters.
-fn is_s256_challenge(s: &str) -> bool {
-    s.len() == 43
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// RFC 7636 4.6: BASE64URL(SHA-256(ASCII(code_verifier))) == code_challenge.
-fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    same(
-        &URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
-        challenge,
-    )
-}
-
-/// The client id and secret of an `Authorization: Basic` header. RFC 6749 2.3.1: both are
-/// form-urlencoded before base64.
-fn basic_credentials(req: &RequestHeader) -> Option<Result<(String, String), ()>> {
-    let value = req.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = STANDARD
-        .decode(rest.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-        return Some(Err(()));
-    };
-    let unform = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8()
-            .map(|c| c.into_owned())
-    };
-    match (unform(id), unform(secret)) {
-        (Ok(id), Ok(secret)) => Some(Ok((id, secret))),
-        _ => Some(Err(())),
-    }
-}
-
-/// The value of cookie `name` in the request.
-fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// A form POST from another site is refused: the sign-in forms change who is signed in.
-fn same_origin(req: &RequestHeader) -> bool {
-    if let Some(site) = req
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-    {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
-    }
-    match req
-        .headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    {
-        None | Some("null") => true,
-        Some(origin) => req
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|host| origin == format!("http://{host}")),
-    }
-}
-
 // === impl DevProvider ===
 
 impl DevProvider {
@@ -521,8 +308,6 @@ impl DevProvider {
         }
     }
 
-    // --- discovery ---
-
     fn discovery(&self) -> Answer {
         Answer::json(
             StatusCode::OK,
@@ -550,21 +335,6 @@ impl DevProvider {
             }),
         )
     }
-
-    // --- authorization ---
-
-    // --- token and userinfo ---
-
-    // --- logout ---
-
-    // --- pages ---
-}
-
-/// What a page needs to know about a provider session.
-struct SessionView {
-    subject: String,
-    display: String,
-    auth_time: i64,
 }
 
 #[async_trait]
@@ -577,6 +347,3 @@ impl ServeHttp for DevProvider {
         answer.into_response()
     }
 }
-
-#[cfg(test)]
-mod tests;

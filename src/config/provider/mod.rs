@@ -7,14 +7,26 @@
 //! the platform already sets (`source = "jwt"`). This module fills presets and defaults and
 //! refuses algorithm lists that would let anyone forge a token; it never fetches anything
 //! (discovery and JWKS are the OIDC module's job at run time).
+//!
+//! This file reads a provider's table ([`Provider::read`]); a preset's values are
+//! src/config/provider/preset.rs, and the keys whose values need checks of their own
+//! (issuer, scopes, callback path, extra parameters, algorithms) src/config/provider/keys.rs.
+
+mod keys;
+mod preset;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use url::Url;
 
-use super::reader::{parse_url, Ctx, ListForm, Str, Table};
+use super::reader::{Ctx, ListForm, Table};
 use crate::secret::Secret;
+use keys::{auth_params, redirect_path, scopes};
+use preset::PresetValues;
+
+pub(super) use keys::{algs, issuer};
+pub use preset::Preset;
 
 /// Signature algorithms an `id_token_algs` / `algs` list may name.
 pub const ALLOWED_ALGS: &[&str] = &[
@@ -121,22 +133,6 @@ impl LogoutParams {
     }
 }
 
-/// A named bundle of provider settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    /// `"adobe-ims"`: Adobe IMS (the Magento.com login) at `ims-na1.adobelogin.com`.
-    AdobeIms,
-}
-
-impl Preset {
-    /// The word used for it in `config.toml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::AdobeIms => "adobe-ims",
-        }
-    }
-}
-
 /// Client authentication at the token endpoint (`token_auth_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenAuthMethod {
@@ -165,18 +161,6 @@ pub(crate) enum ProviderKind {
     Sso,
     Account,
 }
-
-/// Authorization-request parameters linkgate sets itself.
-const RESERVED_AUTH_PARAMS: &[&str] = &[
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "nonce",
-    "code_challenge",
-    "code_challenge_method",
-];
 
 pub(super) const HTTP: &[&str] = &["http", "https"];
 
@@ -375,48 +359,6 @@ impl Provider {
     }
 }
 
-/// What a preset fills in.
-struct PresetValues {
-    issuer: &'static str,
-    discovery: &'static str,
-    authorize: &'static str,
-    token: &'static str,
-    userinfo: &'static str,
-    jwks: &'static str,
-    end_session: &'static str,
-    scopes: &'static [&'static str],
-    token_auth_method: TokenAuthMethod,
-    logout_params: LogoutParams,
-    scope_separator: &'static str,
-}
-
-impl PresetValues {
-    fn of(preset: Preset) -> PresetValues {
-        match preset {
-            // Paths under the issuer (`https://ims-na1.adobelogin.com` unless `issuer` says
-            // otherwise), as Adobe documents them. Discovery wins where it names an endpoint
-            // (`preset_endpoints = "documented"` turns that round).
-            Preset::AdobeIms => PresetValues {
-                issuer: "https://ims-na1.adobelogin.com",
-                discovery: "/ims/.well-known/openid-configuration",
-                authorize: "/ims/authorize/v2",
-                token: "/ims/token/v3",
-                userinfo: "/ims/userinfo/v2",
-                jwks: "/ims/keys",
-                // Not in IMS's discovery document: its own logout, with its own parameters.
-                end_session: "/ims/logout/v1",
-                // offline_access: IMS issues refresh tokens only for it.
-                scopes: &["openid", "AdobeID", "email", "profile", "offline_access"],
-                // IMS takes the client credentials in the token request body.
-                token_auth_method: TokenAuthMethod::ClientSecretPost,
-                logout_params: LogoutParams::Ims,
-                // IMS documents its scopes comma-separated (`openid,AdobeID,...`).
-                scope_separator: ",",
-            },
-        }
-    }
-}
-
 /// `issuer + /.well-known/openid-configuration` (OpenID Connect Discovery 1.0, section 4).
 fn discovery_for(issuer: &str) -> Option<Url> {
     Url::parse(&format!(
@@ -425,120 +367,3 @@ fn discovery_for(issuer: &str) -> Option<Url> {
     ))
     .ok()
 }
-
-/// An `issuer`: an http(s) URL, kept exactly as written.
-pub(super) fn issuer(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<String> {
-    let s = t.nonempty(ctx, "issuer")?;
-    let url = parse_url(ctx, &s, HTTP)?;
-    if url.query().is_some() {
-        s.error(ctx, "issuer must not have a ?query");
-        return None;
-    }
-    Some(s.value.trim().to_string())
-}
-
-fn scopes(ctx: &mut Ctx<'_>, list: Vec<Str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for s in list {
-        let v = s.value.trim();
-        if v.is_empty() || v.contains(char::is_whitespace) {
-            s.error(ctx, "a scope must be one non-empty word");
-        } else if !out.iter().any(|o| o == v) {
-            out.push(v.to_string());
-        }
-    }
-    out
-}
-
-fn redirect_path(ctx: &mut Ctx<'_>, s: &Str, proxy_prefix: &str) -> Option<String> {
-    let v = s.value.trim();
-    if !v.starts_with('/') || v.contains(['?', '#']) {
-        s.error(
-            ctx,
-            format!("must be a path starting with `/` (no `?` or `#`), got `{v}`"),
-        );
-        return None;
-    }
-    if !v.starts_with(&format!("{proxy_prefix}/")) {
-        s.error(
-            ctx,
-            format!(
-                "must be under server.proxy_prefix (`{proxy_prefix}/...`): linkgate only answers its own endpoints there"
-            ),
-        );
-        return None;
-    }
-    Some(v.to_string())
-}
-
-fn auth_params(ctx: &mut Ctx<'_>, mut t: Table<'_, '_>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (key, node) in t.entries() {
-        if RESERVED_AUTH_PARAMS.contains(&key.as_str()) {
-            ctx.error(
-                &node.key_span,
-                &node.path,
-                format!("`{key}` is set by linkgate and cannot be overridden"),
-            );
-            continue;
-        }
-        if let Some(s) = node.str(ctx) {
-            out.insert(key, s.value);
-        }
-    }
-    t.finish(ctx);
-    out
-}
-
-/// Reads an algorithm allow-list, refusing `none` and HMAC algorithms.
-pub(super) fn algs(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Vec<String> {
-    let default = vec!["RS256".to_string()];
-    let Some(node) = t.get(key) else {
-        return default;
-    };
-    let Some(list) = t.string_list(ctx, key, ListForm::ArrayOrOne) else {
-        return default;
-    };
-    if list.is_empty() {
-        node.error(ctx, "must list at least one algorithm");
-        return default;
-    }
-    let mut out: Vec<String> = Vec::new();
-    for s in list {
-        let v = s.value.trim();
-        if let Some(canonical) = ALLOWED_ALGS.iter().find(|a| a.eq_ignore_ascii_case(v)) {
-            if !out.iter().any(|o| o == canonical) {
-                out.push(canonical.to_string());
-            }
-        } else if v.eq_ignore_ascii_case("none") {
-            s.error(
-                ctx,
-                "`none` is refused: unsigned tokens would let anyone forge an identity",
-            );
-        } else if v.to_ascii_uppercase().starts_with("HS") {
-            s.error(
-                ctx,
-                format!(
-                    "`{v}` is refused: HMAC algorithms are keyed with the shared client secret, so anyone holding it could forge tokens; use an asymmetric algorithm such as RS256 or ES256"
-                ),
-            );
-        } else {
-            s.error(
-                ctx,
-                format!(
-                    "unknown algorithm `{v}`; allowed: {}",
-                    ALLOWED_ALGS.join(", ")
-                ),
-            );
-        }
-    }
-    if out.is_empty() {
-        default
-    } else {
-        out
-    }
-}
-
-// === impl Account ===
-
-// === impl JwtSource ===

@@ -1,27 +1,7 @@
-//! Limits on reading HTTP/1 request heads, below Pingora: how large a head may be and how
-//! long a client may take to send it.
-//!
-//! Pingora 0.9.1 reads a request head into a buffer of up to 1 MiB (a constant), with a
-//! timeout per read only (60 s on a new connection, none at all between the requests of a
-//! keep-alive connection), and offers no hook before the head is complete. A client
-//! dribbling a byte every few seconds could so hold a connection, and up to 1 MiB, for as
-//! long as it liked. This module wraps every accepted connection ([`Guarded`], a
-//! [`ServerApp`] around Pingora's proxy app) in a stream ([`HeadLimited`]) that watches the
-//! bytes of each request head go by:
-//!
-//! - a head that grows past `max_header_size` is answered `431` and the connection closed;
-//! - a head not complete within `header_read_timeout` (from the connection's start, or from
-//!   the first byte of a further request on a keep-alive connection, as nginx's
-//!   `client_header_timeout`) is answered `408` and the connection closed.
-//!
-//! The stream knows heads from bodies without parsing HTTP: a head ends at the first empty
-//! line, the request's body follows until linkgate writes a final (non-`1xx`) response, and
-//! the next byte read after that starts the next head. A `101 Switching Protocols`
-//! (WebSocket), an HTTP/2 connection (h2c preface or ALPN `h2`) or anything else that is
-//! not HTTP/1 is passed through untouched from then on: HTTP/2 has its own header limits.
-//! What stays out of reach here: the idle time between keep-alive requests is Pingora's
-//! keep-alive timeout (set per request by the proxy, see `server.keepalive_timeout`), and
-//! the pace of request bodies is Pingora's per-read timeout.
+//! [`HeadLimited`]: the stream that watches each request head go by, and cuts a head that
+//! is too large (`431`) or too slow (`408`, or nothing at all for a connection that never
+//! sent a byte). It tells head from body by the empty line and the response's status
+//! (response.rs), and stops watching once the connection is not HTTP/1.
 
 use std::future::Future;
 use std::io;
@@ -31,100 +11,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType, ALPN,
-};
-use pingora::server::ShutdownWatch;
+use pingora::protocols::{Peek, Stream, ALPN};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use pingora_prometheus::prometheus;
-
-use crate::drain::{Drain, WsCloser};
-
-/// The limits on one request head.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The largest head, in bytes (request line, headers and the empty line).
-    pub max_size: usize,
-    /// The time to send a whole head.
-    pub read_timeout: Duration,
-}
-
-/// What every connection shares: the counters of cut connections
-/// (`linkgate_refused_heads_total{reason}`) and the drain (src/drain.rs).
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// `reason="too_large"`: a head past `max_header_size` (answered `431`).
-    pub too_large: prometheus::IntCounter,
-    /// `reason="too_slow"`: a head begun but not complete in time (answered `408`).
-    pub too_slow: prometheus::IntCounter,
-    /// `reason="no_request"`: a new connection that sent nothing in time (closed
-    /// without an answer).
-    pub no_request: prometheus::IntCounter,
-    /// The process's drain.
-    pub drain: Arc<Drain>,
-}
-
-/// A [`ServerApp`] whose connections are [`HeadLimited`].
-pub struct Guarded<A> {
-    inner: Arc<A>,
-    limits: Limits,
-    shared: Arc<Shared>,
-    /// Connections open now (the drain's linger ends early when there are none).
-    open: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// One open connection, counted while it lives.
-struct Open(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl<A> Guarded<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, limits: Limits, shared: Shared) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            limits,
-            shared: Arc::new(shared),
-            open: Arc::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _open = Open(self.open.clone());
-        let guarded: Stream = Box::new(HeadLimited::new(stream, self.limits, &self.shared));
-        self.inner.process_new(guarded, shutdown).await
-    }
-
-    /// The listeners have stopped: WebSockets are told to close, keep-alive connections
-    /// get one more request (answered `Connection: close`) during the linger, then the idle
-    /// ones are closed (src/drain.rs). No connection open: no linger.
-    async fn cleanup(&self) {
-        let drain = &self.shared.drain;
-        drain.begin();
-        let until = Instant::now() + drain.linger();
-        while Instant::now() < until && self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.inner.cleanup().await;
-        drain.mark_idle_closed();
-    }
-}
+use super::response::{response_kind, websocket_head_len, Response};
+use super::{Limits, Shared};
+use crate::drain::WsCloser;
 
 /// Where the connection is in its request/response cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +34,8 @@ enum Phase {
 
 /// A connection whose request heads are bounded in size and time.
 pub struct HeadLimited {
-    inner: Stream,
+    /// The connection, which the stream traits pass through to (forward.rs).
+    pub(super) inner: Stream,
     limits: Limits,
     phase: Phase,
     /// Bytes of the current head so far.
@@ -396,104 +290,6 @@ impl AsyncWrite for HeadLimited {
     }
 }
 
-enum Response {
-    /// `1xx` other than `101`: the final response follows.
-    Interim,
-    /// The final response.
-    Final,
-    /// `101 Switching Protocols`.
-    Upgrade,
-    /// Not an HTTP/1 status line.
-    NotHttp1,
-}
-
-/// The length of a `101` response head (Pingora writes it in one piece) that switches to
-/// WebSocket, or `None` for any other protocol.
-fn websocket_head_len(data: &[u8]) -> Option<usize> {
-    let end = data.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = &data[..end];
-    head.windows(b"websocket".len())
-        .any(|w| w.eq_ignore_ascii_case(b"websocket"))
-        .then_some(end)
-}
-
-/// What the first bytes of a response say (Pingora writes a status line in one piece).
-fn response_kind(data: &[u8]) -> Response {
-    let Some(status) = data
-        .strip_prefix(b"HTTP/1.1 ")
-        .or_else(|| data.strip_prefix(b"HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-    else {
-        return Response::NotHttp1;
-    };
-    match status {
-        b"101" => Response::Upgrade,
-        [b'1', _, _] => Response::Interim,
-        _ => Response::Final,
-    }
-}
-
-#[async_trait]
-impl Shutdown for HeadLimited {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
-    }
-}
-
-impl UniqueID for HeadLimited {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeadLimited {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeadLimited {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for HeadLimited {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
-        self.inner.set_proxy_digest(digest);
-    }
-}
-
-impl GetSocketDigest for HeadLimited {
-    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
-        self.inner.set_socket_digest(digest);
-    }
-}
-
 #[async_trait]
 impl Peek for HeadLimited {
     /// Pingora peeks at a new plain-HTTP connection's first 24 bytes (the h2c preface)
@@ -522,37 +318,5 @@ impl Peek for HeadLimited {
                 ))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_are_told_apart() {
-        assert!(matches!(
-            response_kind(b"HTTP/1.1 200 OK\r\n"),
-            Response::Final
-        ));
-        assert!(matches!(
-            response_kind(b"HTTP/1.1 100 Continue\r\n"),
-            Response::Interim
-        ));
-        assert!(matches!(
-            response_kind(b"HTTP/1.1 101 Switching Protocols\r\n"),
-            Response::Upgrade
-        ));
-        assert!(matches!(response_kind(b"\0\0\x12\x04"), Response::NotHttp1));
-    }
-
-    #[test]
-    fn websocket_upgrades_are_told_from_others() {
-        let ws = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\r\n";
-        assert_eq!(websocket_head_len(ws), Some(ws.len()));
-        assert_eq!(
-            websocket_head_len(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"),
-            None
-        );
     }
 }
