@@ -31,6 +31,9 @@ pub struct Metrics {
     pub session_cache_hit: IntCounter,
     /// `linkgate_session_cache_total{result="miss"}`.
     pub session_cache_miss: IntCounter,
+    /// `linkgate_session_cache_total{result="stale"}`: a session served from its expired
+    /// entry because the store could not be read (`session.cache_stale_if_error`).
+    pub session_cache_stale: IntCounter,
     /// `linkgate_token_cache_total{result="hit"}`: bearer tokens and platform account JWTs
     /// served from the verified-token caches.
     pub token_cache_hit: IntCounter,
@@ -147,6 +150,7 @@ impl Metrics {
             upstream_new: upstream_connections.with_label_values(&["new"]),
             session_cache_hit: session_cache.with_label_values(&["hit"]),
             session_cache_miss: session_cache.with_label_values(&["miss"]),
+            session_cache_stale: session_cache.with_label_values(&["stale"]),
             token_cache_hit: token_cache.with_label_values(&["hit"]),
             token_cache_miss: token_cache.with_label_values(&["miss"]),
             by_decision,

@@ -195,5 +195,77 @@ async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
     s.redis.as_mut().unwrap().restart();
 }
 
+/// The `linkgate_session_cache_total{result=...}` counter from the gate's metrics.
+async fn cache_count(s: &support::sso::Scenario, result: &str) -> u64 {
+    let metrics = support::client()
+        .get(s.gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("linkgate_session_cache_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+// A Redis failover takes seconds; a cache entry that runs out meanwhile must not log its
+// person out. Past `cache_stale_if_error` the store's 503 stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_cache_entry_runs_out_during_an_outage_is_served_stale_for_the_grace() {
+    let mut s = ScenarioBuilder::new(StoreKind::Redis)
+        .start_with(|_| "cache_ttl = \"1s\"\ncache_stale_if_error = \"4s\"\n".to_string())
+        .await;
+    let http = user();
+    assert_eq!(s.sign_in(&http, "/x", "oli").await.status(), 200);
+    // Until a request was answered from the cache (see the outage test above).
+    let mut cached = false;
+    for _ in 0..50 {
+        let r = http.get(s.gate.url("/warm")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        if cache_count(&s, "hit").await > 0 {
+            cached = true;
+            break;
+        }
+    }
+    assert!(cached, "the session never came from the cache");
+    // The entry is fresh now (a hit, or just re-read). The store goes away, the entry's TTL
+    // runs out.
+    s.redis.as_mut().unwrap().stop();
+    let stopped = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = http.get(s.gate.url("/stale")).send().await.unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "the request came too late to test the grace"
+    );
+    assert_eq!(resp.status(), 200, "served from the expired entry");
+    assert!(cache_count(&s, "stale").await >= 1, "and counted as stale");
+    // Past TTL + grace (1 s + 4 s, from the entry's last fill before the stop).
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed())).await;
+    let resp = http.get(s.gate.url("/too-late")).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "past the grace the store's answer stands"
+    );
+    // Back (an empty Redis: this test's server keeps nothing on disk): the store answers
+    // again without a restart of linkgate, and what it says stands: the session is gone,
+    // so this client (not a navigation) gets 401, not the old entry.
+    s.redis.as_mut().unwrap().restart();
+    eventually(
+        "the store answering again",
+        Duration::from_secs(10),
+        || async { http.get(s.gate.url("/back")).send().await.unwrap().status() != 503 },
+    )
+    .await;
+    let resp = http.get(s.gate.url("/back")).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "a session the store lost is not served");
+}
+
 // Sign-out against both providers (the standard one and the IMS look-alike).
 flavored_tests!(sign_out_on_one_instance_reaches_the_cache_of_another_at_once,);

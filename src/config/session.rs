@@ -48,6 +48,11 @@ pub struct Session {
     pub cache_ttl: Duration,
     /// Maximum entries of that cache (`cache_capacity`, default 100000).
     pub cache_capacity: u64,
+    /// How long past `cache_ttl` a cached session may still be served while the store cannot
+    /// be read (`cache_stale_if_error`, default `60s`; zero: never). Covers a Redis failover
+    /// or restart for sessions this instance served recently; a sign-out reaching the cache
+    /// removes the entry, so it is never served stale.
+    pub cache_stale_if_error: Duration,
 }
 
 /// Cookie `SameSite` attribute.
@@ -122,6 +127,7 @@ impl Session {
             store: StoreKind::Memory,
             cache_ttl: Duration::from_secs(30),
             cache_capacity: 100_000,
+            cache_stale_if_error: Duration::from_secs(60),
         };
         let Some(mut t) = t else {
             session.cookie_name = default_cookie_name(true).to_string();
@@ -244,6 +250,12 @@ impl Session {
             }
         }
         session.cache_ttl = t.duration(ctx, "cache_ttl", session.cache_ttl, true);
+        session.cache_stale_if_error = t.duration(
+            ctx,
+            "cache_stale_if_error",
+            session.cache_stale_if_error,
+            true,
+        );
         if let Some(n) = t.int_in(ctx, "cache_capacity", 0, i64::MAX) {
             session.cache_capacity = u64::try_from(n).unwrap_or(0);
         }

@@ -76,11 +76,14 @@ impl Hasher for KeyHasher {
 type Map<K, V> = HashMap<K, Entry<V>, BuildHasherDefault<KeyHasher>>;
 
 /// A bounded cache of `Arc<V>` by session id (or another random key), each entry valid for
-/// at most `ttl`.
+/// at most `ttl`, and kept `grace` longer for [`SessionCache::stale`]: what a request may be
+/// served while the store cannot be read.
 pub struct SessionCache<V, K: RandomKey = OpaqueId> {
     shards: Box<[Shard<K, V>]>,
     per_shard: usize,
     ttl: Duration,
+    /// How long past its TTL an entry stays for [`SessionCache::stale`], in milliseconds.
+    grace: u64,
     /// Where entry expiries count from.
     epoch: Instant,
 }
@@ -97,6 +100,12 @@ impl<V, K: RandomKey> std::fmt::Debug for SessionCache<V, K> {
 impl<V, K: RandomKey> SessionCache<V, K> {
     /// A cache of at most `capacity` entries (at least one per shard), each kept `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self::with_grace(capacity, ttl, Duration::ZERO)
+    }
+
+    /// A cache like [`SessionCache::new`] whose entries stay `grace` past their TTL for
+    /// [`SessionCache::stale`] (never for [`SessionCache::get`]).
+    pub fn with_grace(capacity: u64, ttl: Duration, grace: Duration) -> Self {
         let per_shard = usize::try_from(capacity)
             .unwrap_or(usize::MAX)
             .div_ceil(SHARDS)
@@ -105,6 +114,7 @@ impl<V, K: RandomKey> SessionCache<V, K> {
             shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             per_shard,
             ttl,
+            grace: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
         }
     }
@@ -123,18 +133,34 @@ impl<V, K: RandomKey> SessionCache<V, K> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The entry of `id`, unless absent or older than the TTL (then it is dropped).
+    /// The entry of `id`, unless absent or older than the TTL (then it is dropped, unless it
+    /// is still within the grace of [`SessionCache::stale`]).
     pub fn get(&self, id: &K) -> Option<Arc<V>> {
         let now = self.now();
         let mut shard = self.shard(id);
         match shard.get(id) {
             Some(entry) if entry.until > now => Some(entry.value.clone()),
-            Some(_) => {
-                shard.remove(id);
+            Some(entry) => {
+                if entry.until.saturating_add(self.grace) <= now {
+                    shard.remove(id);
+                }
                 None
             }
             None => None,
         }
+    }
+
+    /// The entry of `id` even if its TTL has passed, as long as it passed less than the
+    /// grace ago: for a request the store cannot answer. An entry removed (a sign-out, a
+    /// change announced by another instance, [`SessionCache::clear`]) is never stale, it is
+    /// gone.
+    pub fn stale(&self, id: &K) -> Option<Arc<V>> {
+        let now = self.now();
+        let shard = self.shard(id);
+        shard
+            .get(id)
+            .filter(|entry| entry.until.saturating_add(self.grace) > now)
+            .map(|entry| entry.value.clone())
     }
 
     /// Caches `value` for `id` for the TTL, making room if the shard is full.
@@ -236,6 +262,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.get(&id).is_none(), "expired");
         assert_eq!(cache.len(), 0, "and dropped on that read");
+    }
+
+    #[test]
+    fn past_its_ttl_an_entry_is_only_stale_and_only_for_the_grace() {
+        let cache: SessionCache<i32> =
+            SessionCache::with_grace(100, Duration::from_millis(30), Duration::from_millis(200));
+        let (kept, removed, never) = (OpaqueId::random(), OpaqueId::random(), OpaqueId::random());
+        cache.insert(kept, Arc::new(1));
+        cache.insert(removed, Arc::new(2));
+        assert_eq!(
+            cache.stale(&kept).as_deref(),
+            Some(&1),
+            "a live entry is also stale"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.get(&kept).is_none(), "past the TTL a read misses");
+        assert_eq!(
+            cache.stale(&kept).as_deref(),
+            Some(&1),
+            "but the entry stays for a store outage"
+        );
+        cache.remove(&removed);
+        assert!(cache.stale(&removed).is_none(), "a removed entry is gone");
+        assert!(cache.stale(&never).is_none());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(cache.stale(&kept).is_none(), "past the grace: nothing");
+        assert!(cache.get(&kept).is_none());
+        assert_eq!(cache.len(), 0, "and dropped on that read");
+        cache.insert(kept, Arc::new(3));
+        cache.clear();
+        assert!(
+            cache.stale(&kept).is_none(),
+            "a cleared cache has nothing stale"
+        );
     }
 
     #[test]

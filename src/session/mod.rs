@@ -90,9 +90,10 @@ impl Sessions {
     /// Sessions under the configured cookie secret.
     pub fn new(secret: &[u8; 32], store: Store, config: SessionConfig) -> Self {
         let cache = (!config.cache_ttl.is_zero()).then(|| {
-            Arc::new(cache::SessionCache::new(
+            Arc::new(cache::SessionCache::with_grace(
                 config.cache_capacity,
                 config.cache_ttl,
+                config.cache_stale_if_error,
             ))
         });
         let account_jwts = (!config.cache_ttl.is_zero()).then(|| {

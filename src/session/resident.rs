@@ -129,10 +129,32 @@ impl Sessions {
             }
             metrics.session_cache_miss.inc();
         }
-        let Some(record) = self.load(id).await? else {
-            return Ok(None);
+        let record = match self.load(id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(e) => return self.stale(id, e),
         };
         Ok(Some(self.remember(id, record, generation, passport)))
+    }
+
+    /// A session the store cannot be read for: served as it was cached, when its entry
+    /// expired less than `cache_stale_if_error` ago (a Redis failover, a restart) and the
+    /// session itself has not. An entry a sign-out or another instance's change removed is
+    /// not there to serve. Otherwise the store's error.
+    fn stale(&self, id: &OpaqueId, error: StoreError) -> Result<Option<Arc<Passport>>, StoreError> {
+        let resident = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.stale(id))
+            .filter(|resident| resident.expires_at > now());
+        match resident {
+            Some(resident) => {
+                self.store.metrics().session_cache_stale.inc();
+                tracing::debug!(session = ?id, error = %error, "store unreadable: the session is served from its expired cache entry");
+                Ok(Some(resident))
+            }
+            None => Err(error),
+        }
     }
 
     /// The change counter, read before a store read whose result [`Sessions::remember`]
