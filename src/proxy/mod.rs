@@ -66,6 +66,9 @@ pub struct RequestCtx {
     policy: usize,
     /// The signed identity assertion for the upstream (`[assertion]`).
     assertion: Option<HeaderValue>,
+    /// Request body bytes passed upstream since this request's task last yielded its
+    /// thread (see `request_body_filter` in phases.rs).
+    body_since_yield: usize,
 }
 
 /// The linkgate proxy service.
