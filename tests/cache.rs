@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::sso::{eventually, user, Flavor, ScenarioBuilder, StoreKind};
+use support::sso::{eventually, user, Flavor, Scenario, ScenarioBuilder, StoreKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_session_costs_no_redis_command_and_a_miss_costs_one_get() {
@@ -143,6 +143,26 @@ async fn sign_out_on_one_instance_reaches_the_cache_of_another_at_once(flavor: F
     );
 }
 
+const HIT: &str = "linkgate_session_cache_total{result=\"hit\"}";
+const STALE: &str = "linkgate_session_cache_total{result=\"stale\"}";
+
+/// Requests until one was answered from the cache. (A cache fill is skipped while an
+/// invalidation is in flight, as the sign-in's own may be: on a loaded machine the first
+/// request after it then missed the cache, and an outage right after gave 503.) Bounded: a
+/// session that never reaches the cache fails here, not later.
+async fn warm_until_cached(s: &Scenario, http: &reqwest::Client) {
+    for _ in 0..50 {
+        assert_eq!(
+            http.get(s.gate.url("/warm")).send().await.unwrap().status(),
+            200
+        );
+        if s.gate.metric(HIT).await > 0.0 {
+            return;
+        }
+    }
+    panic!("the session never came from the cache");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
     let mut s = ScenarioBuilder::new(StoreKind::Redis)
@@ -150,35 +170,7 @@ async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
         .await;
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "oli").await.status(), 200);
-    // The session is in the cache once a request was answered from it. (A cache fill is
-    // skipped while an invalidation is in flight, as the sign-in's own may be: on a loaded
-    // machine the first request after it then missed the cache, and the outage below gave
-    // 503.) Bounded: a session that never reaches the cache fails here, not later.
-    let mut cached = false;
-    for _ in 0..50 {
-        assert_eq!(
-            http.get(s.gate.url("/warm")).send().await.unwrap().status(),
-            200
-        );
-        let metrics = support::client()
-            .get(s.gate.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let hits = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("linkgate_session_cache_total{result=\"hit\"} "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if hits > 0 {
-            cached = true;
-            break;
-        }
-    }
-    assert!(cached, "the session never came from the cache");
+    warm_until_cached(&s, &http).await;
     s.redis.as_mut().unwrap().stop();
     let resp = http.get(s.gate.url("/during-outage")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "the cached session needs no store");
@@ -195,24 +187,6 @@ async fn a_cached_session_rides_out_a_redis_outage_while_new_sign_ins_wait() {
     s.redis.as_mut().unwrap().restart();
 }
 
-/// The `linkgate_session_cache_total{result=...}` counter from the gate's metrics.
-async fn cache_count(s: &support::sso::Scenario, result: &str) -> u64 {
-    let metrics = support::client()
-        .get(s.gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("linkgate_session_cache_total{{result=\"{result}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 // A Redis failover takes seconds; a cache entry that runs out meanwhile must not log its
 // person out. Past `cache_stale_if_error` the store's 503 stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,17 +196,7 @@ async fn a_session_whose_cache_entry_runs_out_during_an_outage_is_served_stale_f
         .await;
     let http = user();
     assert_eq!(s.sign_in(&http, "/x", "oli").await.status(), 200);
-    // Until a request was answered from the cache (see the outage test above).
-    let mut cached = false;
-    for _ in 0..50 {
-        let r = http.get(s.gate.url("/warm")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        if cache_count(&s, "hit").await > 0 {
-            cached = true;
-            break;
-        }
-    }
-    assert!(cached, "the session never came from the cache");
+    warm_until_cached(&s, &http).await;
     // The entry is fresh now (a hit, or just re-read). The store goes away, the entry's TTL
     // runs out.
     s.redis.as_mut().unwrap().stop();
@@ -244,7 +208,7 @@ async fn a_session_whose_cache_entry_runs_out_during_an_outage_is_served_stale_f
         "the request came too late to test the grace"
     );
     assert_eq!(resp.status(), 200, "served from the expired entry");
-    assert!(cache_count(&s, "stale").await >= 1, "and counted as stale");
+    assert!(s.gate.metric(STALE).await >= 1.0, "and counted as stale");
     // Past TTL + grace (1 s + 4 s, from the entry's last fill before the stop).
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed())).await;
     let resp = http.get(s.gate.url("/too-late")).send().await.unwrap();

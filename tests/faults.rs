@@ -1174,15 +1174,9 @@ async fn a_refresh_the_provider_does_not_answer_holds_no_request() {
         "the refresh to complete",
         Duration::from_secs(40),
         || async move {
-            let text = support::client()
-                .get(gate.admin_url("/metrics"))
-                .send()
+            gate.metrics()
                 .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("metrics body");
-            text.contains("linkgate_token_refreshes_total{result=\"ok\"} 1")
+                .contains("linkgate_token_refreshes_total{result=\"ok\"} 1")
         },
     )
     .await;
@@ -1354,7 +1348,8 @@ async fn on_a_cluster_slots_move_and_a_master_fails_over_under_load() {
         .iter()
         .flat_map(|(_, p)| keys(*p, "linkgate:session:*"))
         .collect();
-    let lost = sessions_before.difference(&sessions_after).count();
+    let missing: Vec<&String> = sessions_before.difference(&sessions_after).collect();
+    let lost = missing.len();
     let (ok, non_2xx, errors) = tally.counts();
     let retried = tally.retried.load(Ordering::Relaxed);
     eprintln!(
@@ -1378,5 +1373,11 @@ async fn on_a_cluster_slots_move_and_a_master_fails_over_under_load() {
         tally.samples.lock().unwrap()
     );
     assert!(ok > 0);
-    assert_eq!(lost, 0, "sessions lost in the failover");
+    assert_eq!(
+        lost,
+        0,
+        "sessions lost in the failover: {missing:?} (master :{victim} killed; masters after: \
+         {:?})",
+        cluster_masters(survivor)
+    );
 }

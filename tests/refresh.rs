@@ -31,34 +31,17 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The value of one metric series in a gate's `/metrics` (0 when absent).
-async fn metric(gate: &support::Gate, series: &str) -> f64 {
-    let text = client()
-        .get(gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn refreshes(gate: &support::Gate, result: &str) -> f64 {
-    metric(
-        gate,
-        &format!("linkgate_token_refreshes_total{{result=\"{result}\"}}"),
-    )
+    gate.metric(&format!(
+        "linkgate_token_refreshes_total{{result=\"{result}\"}}"
+    ))
     .await
 }
 
 async fn unsaved(gate: &support::Gate, event: &str) -> f64 {
-    metric(
-        gate,
-        &format!("linkgate_unsaved_tokens_total{{event=\"{event}\"}}"),
-    )
+    gate.metric(&format!(
+        "linkgate_unsaved_tokens_total{{event=\"{event}\"}}"
+    ))
     .await
 }
 

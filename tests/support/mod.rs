@@ -433,19 +433,34 @@ impl Gate {
         format!("http://127.0.0.1:{}{}", self.admin, path)
     }
 
+    /// `/metrics` as it reads now.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one series of `/metrics`, written as it is printed
+    /// (`linkgate_session_cache_total{result="hit"}`); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Polls `/metrics` (bounded, 5 s) until it contains `needle`; returns the text. Metrics
     /// are recorded when a request's log line is written, just after its response.
     pub async fn metrics_containing(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let text = client()
-                .get(self.admin_url("/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("metrics body");
+            let text = self.metrics().await;
             if text.contains(needle) {
                 return text;
             }
