@@ -199,6 +199,32 @@ level = "warn"
             "url": f"http://127.0.0.1:{port}", "config": path}
 
 
+def gate_on_redis(args, procs, tmp, sink_port=None, access_ttl=None):
+    """What the upgrade, floods, outage and soak scenarios stand on: the origin, one Redis,
+    the test provider (`access_ttl`: its access tokens' lifetime) and one linkgate in front
+    of the origin (and of `sink_port` under /upload). Returns the gate, the provider's
+    process and its issuer."""
+    origin = start_origin(procs, tmp)
+    rport = d.free_port()
+    start_redis(procs, tmp, "redis", rport)
+    port = d.free_port()
+    provider, issuer = d.start_provider(procs, tmp, d.free_port(),
+                                        [f"http://127.0.0.1:{port}/oauth2/callback"],
+                                        access_ttl=access_ttl)
+    g = start_gate(procs, args, tmp, "gate", port, issuer,
+                   f'[redis]\nurl = "redis://127.0.0.1:{rport}/0"\n', origin, sink_port)
+    return g, provider, issuer
+
+
+def signed_in(g, tmp, seconds, n):
+    """`n` people signed in through gate `g` (within `seconds`): their cookies, and the
+    file wrk's script reads them from."""
+    cookies, _, errs = d.sign_in_many(g["url"], seconds, n, 4)
+    if errs:
+        raise BenchError(f"sign-ins failed: {errs[:3]}")
+    return cookies, cookie_file(tmp, "gate", cookies)
+
+
 def cookie_file(tmp, name, cookies):
     path = os.path.join(tmp, f"{name}.cookies")
     with open(path, "w") as f:
@@ -560,18 +586,9 @@ def scenario_cluster(args, procs, tmp):
 
 
 def scenario_upgrade(args, procs, tmp):
-    origin = start_origin(procs, tmp)
-    rport = d.free_port()
-    start_redis(procs, tmp, "redis", rport)
-    port = d.free_port()
-    provider, issuer = d.start_provider(procs, tmp, d.free_port(),
-                                        [f"http://127.0.0.1:{port}/oauth2/callback"])
-    g = start_gate(procs, args, tmp, "gate", port, issuer,
-                   f'[redis]\nurl = "redis://127.0.0.1:{rport}/0"\n', origin)
-    cookies, _, errs = d.sign_in_many(g["url"], 60, 20, 4)
-    if errs:
-        raise BenchError(f"sign-ins failed: {errs[:3]}")
-    f = cookie_file(tmp, "gate", cookies)
+    g, _, _ = gate_on_redis(args, procs, tmp)
+    port = g["port"]
+    cookies, f = signed_in(g, tmp, 60, 20)
     results = []
     for rnd in range(args.rounds):
         w_s = Wrk(wrk_argv(g["url"] + "/app", f, args.upgrade_seconds, 32, threads=1))
@@ -725,19 +742,10 @@ def scenario_floods(args, procs, tmp):
     log(f"RLIMIT_NOFILE {have} (for this driver and what it starts)")
     if have < args.idle + 2000:
         raise BenchError(f"RLIMIT_NOFILE is {have}: cannot open {args.idle} connections")
-    origin = start_origin(procs, tmp)
     sink = Sink()
-    rport = d.free_port()
-    start_redis(procs, tmp, "redis", rport)
-    port = d.free_port()
-    provider, issuer = d.start_provider(procs, tmp, d.free_port(),
-                                        [f"http://127.0.0.1:{port}/oauth2/callback"])
-    g = start_gate(procs, args, tmp, "gate", port, issuer,
-                   f'[redis]\nurl = "redis://127.0.0.1:{rport}/0"\n', origin, sink.port)
-    cookies, _, errs = d.sign_in_many(g["url"], 60, 20, 4)
-    if errs:
-        raise BenchError(f"sign-ins failed: {errs[:3]}")
-    f = cookie_file(tmp, "gate", cookies)
+    g, _, _ = gate_on_redis(args, procs, tmp, sink_port=sink.port)
+    port = g["port"]
+    cookies, f = signed_in(g, tmp, 60, 20)
     sampler = Sampler(g["pid"])
     out = {}
 
@@ -860,19 +868,8 @@ def scenario_floods(args, procs, tmp):
 
 
 def scenario_outage(args, procs, tmp):
-    origin = start_origin(procs, tmp)
-    rport = d.free_port()
-    start_redis(procs, tmp, "redis", rport)
-    port = d.free_port()
-    provider, issuer = d.start_provider(procs, tmp, d.free_port(),
-                                        [f"http://127.0.0.1:{port}/oauth2/callback"],
-                                        access_ttl=args.token_ttl)
-    g = start_gate(procs, args, tmp, "gate", port, issuer,
-                   f'[redis]\nurl = "redis://127.0.0.1:{rport}/0"\n', origin)
-    cookies, _, errs = d.sign_in_many(g["url"], 60, 20, 4)
-    if errs:
-        raise BenchError(f"sign-ins failed: {errs[:3]}")
-    f = cookie_file(tmp, "gate", cookies)
+    g, provider, _ = gate_on_redis(args, procs, tmp, access_ttl=args.token_ttl)
+    cookies, f = signed_in(g, tmp, 60, 20)
     # Sign-ins begun before the outage, stopped just before linkgate's callback.
     pending = [begin_sign_in(g["url"], f"pending-{i}") for i in range(args.pending)]
     refresh0 = {r: d.metric(g["admin"], "linkgate_token_refreshes_total", {"result": r}) or 0
@@ -948,16 +945,10 @@ def scenario_outage(args, procs, tmp):
 
 def scenario_soak(args, procs, tmp):
     raise_nofile(8192)
-    origin = start_origin(procs, tmp)
     sink = Sink()
-    rport = d.free_port()
-    start_redis(procs, tmp, "redis", rport)
-    port = d.free_port()
-    provider, issuer = d.start_provider(procs, tmp, d.free_port(),
-                                        [f"http://127.0.0.1:{port}/oauth2/callback"],
+    g, provider, issuer = gate_on_redis(args, procs, tmp, sink_port=sink.port,
                                         access_ttl=args.token_ttl)
-    g = start_gate(procs, args, tmp, "gate", port, issuer,
-                   f'[redis]\nurl = "redis://127.0.0.1:{rport}/0"\n', origin, sink.port)
+    port = g["port"]
     # Links: imported through the operator's CLI, counted at the end.
     links = os.path.join(tmp, "links.jsonl")
     with open(links, "w") as fh:
@@ -970,10 +961,7 @@ def scenario_soak(args, procs, tmp):
                          capture_output=True, text=True, check=False)
     if imp.returncode != 0:
         raise BenchError(f"links import: {imp.stdout}{imp.stderr}")
-    cookies, _, errs = d.sign_in_many(g["url"], 120, args.soak_sessions, 4)
-    if errs:
-        raise BenchError(f"sign-ins failed: {errs[:3]}")
-    f = cookie_file(tmp, "gate", cookies)
+    cookies, f = signed_in(g, tmp, 120, args.soak_sessions)
     pid = g["pid"]
     samples = []
     t0 = time.monotonic()
