@@ -9,8 +9,9 @@
 //! 1. the listeners stop accepting (Pingora);
 //! 2. for a short *linger* (1 s, or half the grace period if that is shorter; over as soon
 //!    as no connection is open) keep-alive connections stay open: the next request on each is served with `Connection: close`
-//!    (Pingora marks every request read during the shutdown so), and the client goes to a
-//!    new connection, which the new process (or nobody) accepts;
+//!    (Pingora marks every request read during the shutdown so; a request read before it and
+//!    answered after it is marked by the gate, `Gate::close_if_draining`), and the client
+//!    goes to a new connection, which the new process (or nobody) accepts;
 //! 3. then the connections still idle are closed (Pingora's own cleanup), and the process
 //!    exits once nothing is in flight.
 //!

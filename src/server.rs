@@ -84,13 +84,14 @@ pub fn run_with(
     };
     // Pingora's proxy app, wrapped so that every connection's request heads are bounded in
     // size and time (see `request_head`).
-    let mut gate = pingora::proxy::http_proxy(&server.configuration, Gate::new(app.clone()));
+    let drain = Drain::new(app.config.server.graceful_shutdown_timeout);
+    let mut gate =
+        pingora::proxy::http_proxy(&server.configuration, Gate::new(app.clone(), drain.clone()));
     gate.server_options = Some(server_options);
     let limits = Limits {
         max_size: app.config.server.max_header_size,
         read_timeout: app.config.server.header_read_timeout,
     };
-    let drain = Drain::new(app.config.server.graceful_shutdown_timeout);
     let heads = &app.metrics.refused_heads;
     let shared = Shared {
         too_large: heads.with_label_values(&["too_large"]),

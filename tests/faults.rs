@@ -871,8 +871,13 @@ async fn a_sigterm_drain_finishes_streams_and_closes_websockets_with_a_close_fra
         tokio::spawn(async move {
             let r = req.send().await.map_err(|e| format!("{e:?}"))?;
             let status = r.status().as_u16();
+            let connection = r
+                .headers()
+                .get(reqwest::header::CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let json: serde_json::Value = r.json().await.map_err(|e| format!("{e:?}"))?;
-            Ok::<_, String>((status, json["body_len"].as_u64().unwrap_or(0)))
+            Ok::<_, String>((status, json["body_len"].as_u64().unwrap_or(0), connection))
         })
     };
     // A streamed response body of 32 MiB, read slowly (~3 s) by a signed-in user.
@@ -946,7 +951,7 @@ async fn a_sigterm_drain_finishes_streams_and_closes_websockets_with_a_close_fra
         }
     }
 
-    let (up_status, up_len) = upload.await.unwrap().expect("the upload completes");
+    let (up_status, up_len, up_connection) = upload.await.unwrap().expect("the upload completes");
     let (down_status, down_len) = download.await.unwrap().expect("the download completes");
     let status = tokio::task::block_in_place(|| s.gate.wait_exit(Duration::from_secs(30)));
     let exited = signalled.elapsed();
@@ -958,6 +963,10 @@ async fn a_sigterm_drain_finishes_streams_and_closes_websockets_with_a_close_fra
         exited.as_secs_f64()
     );
     assert_eq!((up_status, up_len), (200, (CHUNK * CHUNKS) as u64));
+    // Read before the drain, answered during it: the connection ends after this response,
+    // and the response says so (a `keep-alive` here sent the client's next request into a
+    // reset: found by an outside attack on the release binary).
+    assert_eq!(up_connection.as_deref(), Some("close"));
     assert_eq!((down_status, down_len), (200, BIG));
     assert!(status.success(), "linkgate exited cleanly: {status}");
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use crate::app::App;
+use crate::drain::Drain;
 pub use crate::identify;
 use crate::identify::Passport;
 use crate::policy::LinkStatus;
@@ -75,13 +76,26 @@ pub struct RequestCtx {
 #[derive(Debug, Clone)]
 pub struct Gate {
     app: Arc<App>,
+    /// The process's drain (src/drain.rs): a response written once it has begun says
+    /// `Connection: close`.
+    drain: Arc<Drain>,
 }
 
 // === impl Gate ===
 
 impl Gate {
-    /// A gate over shared state.
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// A gate over shared state, answering under `drain`.
+    pub fn new(app: Arc<App>, drain: Arc<Drain>) -> Self {
+        Self { app, drain }
+    }
+
+    /// Once the drain has begun, the response about to be written ends its connection and
+    /// says so (`Connection: close`): a request read before the drain and answered after it
+    /// would otherwise say `keep-alive` while Pingora closes the connection behind it, and
+    /// the client's next request on it would meet a reset.
+    fn close_if_draining(&self, session: &mut pingora::proxy::Session) {
+        if self.drain.has_begun() {
+            session.set_keepalive(None);
+        }
     }
 }

@@ -76,6 +76,7 @@ impl ProxyHttp for Gate {
         match self.decide(session, ctx).await {
             Outcome::Forward => Ok(false),
             Outcome::Reply(reply) => {
+                self.close_if_draining(session);
                 reply.send(session).await?;
                 Ok(true)
             }
@@ -233,16 +234,18 @@ impl ProxyHttp for Gate {
         Ok(())
     }
 
-    /// Adds the session cookie of a session made during this request (from an account JWT).
+    /// Adds the session cookie of a session made during this request (from an account JWT);
+    /// once the drain has begun, the response ends its connection (`Connection: close`).
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()>
     where
         Self::CTX: Send + Sync,
     {
+        self.close_if_draining(session);
         if let Some(cookie) = ctx.passport.as_ref().and_then(|p| p.set_cookie()) {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
