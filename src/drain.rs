@@ -42,7 +42,11 @@ pub const CLOSE_FRAME: &[u8] = b"\x88\x13\x03\xe9server restarting";
 /// The process-wide drain state, shared by every connection.
 #[derive(Debug)]
 pub struct Drain {
+    /// Wakes what waits for the drain (each WebSocket's closer).
     started: watch::Sender<bool>,
+    /// The same fact for [`Drain::has_begun`], read on every response: one atomic load, not
+    /// the channel's lock.
+    begun: AtomicBool,
     linger: Duration,
     idle_closed: AtomicBool,
 }
@@ -52,6 +56,7 @@ impl Drain {
     pub fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             started: watch::Sender::new(false),
+            begun: AtomicBool::new(false),
             linger: MAX_LINGER.min(grace / 2),
             idle_closed: AtomicBool::new(false),
         })
@@ -64,12 +69,13 @@ impl Drain {
 
     /// The drain begins: WebSockets are told to close.
     pub fn begin(&self) {
+        self.begun.store(true, Ordering::Release);
         self.started.send_replace(true);
     }
 
     /// Whether the drain has begun.
     pub fn has_begun(&self) -> bool {
-        *self.started.borrow()
+        self.begun.load(Ordering::Acquire)
     }
 
     /// The linger is over and idle connections are closed: the process may exit once
