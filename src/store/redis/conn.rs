@@ -2,13 +2,15 @@
 //! one shared connection opened on first use (`Conn`), and running commands and Lua
 //! scripts over it: a sentinel-resolved connection that failed is forgotten so the next
 //! command asks the sentinels again, and a write that must survive a failover waits for a
-//! replica (`confirm_replicated`).
+//! replica of the master that took it (`confirm_replicated`; on a Cluster, the master of the
+//! slot its keys share).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Script};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, FromRedisValue, Script, Value};
 
 use super::{millis, RedisBackend};
 use crate::config::{Redis as RedisConfig, RedisMode};
@@ -245,14 +247,31 @@ impl RedisBackend {
         let wait = self.command_timeout / 2;
         let result = match self.conn().await? {
             Conn::Single(mut c) => match run(&invocation, &mut c).await {
-                Ok(v) if replicated => confirm_replicated(&mut c, wait).await.map(|()| v),
+                Ok(v) if replicated => confirm_replicated(Via::Conn(&mut c), wait)
+                    .await
+                    .map(|()| v),
                 other => other,
             },
-            // A cluster routes WAIT to no particular node: links there rely on the cluster's
-            // own replication (see README, "Operating").
-            Conn::Cluster(mut c) => run(&invocation, &mut c).await,
+            // On a Cluster, the check and the WAIT go to the master of the slot the script's
+            // keys share (one hash tag), over the connection the script's write went out on.
+            Conn::Cluster(mut c) => match run(&invocation, &mut c).await {
+                Ok(v) if replicated => {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::with_key(
+                            keys.first().copied().unwrap_or_default(),
+                            SlotAddr::Master,
+                        ),
+                    ));
+                    confirm_replicated(Via::<ClusterConnection>::Slot(&mut c, route), wait)
+                        .await
+                        .map(|()| v)
+                }
+                other => other,
+            },
             Conn::Sentinel(mut c) => match run(&invocation, &mut c).await {
-                Ok(v) if replicated => confirm_replicated(&mut c, wait).await.map(|()| v),
+                Ok(v) if replicated => confirm_replicated(Via::Conn(&mut c), wait)
+                    .await
+                    .map(|()| v),
                 other => other,
             },
         };
@@ -260,6 +279,22 @@ impl RedisBackend {
             self.failed().await;
         }
         result
+    }
+}
+
+/// Where [`confirm_replicated`] sends its commands: the connection that carried the write,
+/// or on a Cluster the master of the write's slot (over the cluster's one connection to it).
+enum Via<'a, C> {
+    Conn(&'a mut C),
+    Slot(&'a mut ClusterConnection, RoutingInfo),
+}
+
+impl<C: ConnectionLike> Via<'_, C> {
+    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Via::Conn(c) => cmd.query_async(&mut **c).await,
+            Via::Slot(c, route) => c.route_command(cmd.clone(), route.clone()).await,
+        }
     }
 }
 
@@ -271,14 +306,14 @@ impl RedisBackend {
 /// connected but does not confirm within `wait` is an error: the caller answers 503 and the
 /// user retries (the write may be on the master; a retry then finds it).
 async fn confirm_replicated<C: ConnectionLike>(
-    c: &mut C,
+    mut via: Via<'_, C>,
     wait: Duration,
 ) -> Result<(), StoreError> {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(c)
-        .await
-        .map_err(unavailable)?;
+    let parse = |e: redis::ParsingError| StoreError::Unavailable(format!("replication: {e}"));
+    let mut info = redis::cmd("INFO");
+    info.arg("replication");
+    let info: String =
+        redis::from_redis_value(via.send(&info).await.map_err(unavailable)?).map_err(parse)?;
     let replicas: u64 = info
         .lines()
         .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
@@ -288,12 +323,10 @@ async fn confirm_replicated<C: ConnectionLike>(
         tracing::warn!("link write on a Redis master with no replica connected: a failover before it is replicated loses it");
         return Ok(());
     }
-    let acked: u64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(millis(wait))
-        .query_async(c)
-        .await
-        .map_err(unavailable)?;
+    let mut wait_cmd = redis::cmd("WAIT");
+    wait_cmd.arg(1).arg(millis(wait));
+    let acked: u64 =
+        redis::from_redis_value(via.send(&wait_cmd).await.map_err(unavailable)?).map_err(parse)?;
     if acked >= 1 {
         Ok(())
     } else {
