@@ -212,7 +212,9 @@ impl AsyncRead for HeadLimited {
         }
         let in_head = this.scan(read);
         this.head_bytes += in_head;
-        if this.phase == Phase::Head && this.head_bytes > this.limits.max_size {
+        // Whether or not the head ended in these bytes: a head whose last byte is the one past
+        // the limit is too large as well (checking only a head still open let it through).
+        if in_head > 0 && this.head_bytes > this.limits.max_size {
             this.shared.too_large.inc();
             this.refuse(cx, TOO_LARGE);
             tracing::debug!(bytes = this.head_bytes, "request head too large; closing");
