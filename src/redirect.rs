@@ -58,8 +58,19 @@ impl RedirectPolicy {
             }
         }
         if rd.starts_with('/') {
-            // A path: never scheme-relative (`//host`), in raw or decoded form.
-            return !rd.starts_with("//") && !decoded.starts_with("//");
+            // A path: never scheme-relative (`//host`), in raw or decoded form, nor one that
+            // becomes so once a browser removes its dot segments (`/.//host`, `/a/..//host`):
+            // same host then, but a path that any later redirect echoing it, or a proxy that
+            // normalises first, reads as another host.
+            let Ok(base) = Url::parse(LOCAL_BASE) else {
+                return false;
+            };
+            return [rd, decoded.as_ref()].iter().all(|text| {
+                !text.starts_with("//")
+                    && base.join(text).is_ok_and(|u| {
+                        u.host_str() == Some(LOCAL_HOST) && !u.path().starts_with("//")
+                    })
+            });
         }
         let Ok(url) = Url::parse(rd) else {
             return false;
@@ -94,6 +105,10 @@ impl RedirectPolicy {
         })
     }
 }
+
+/// The host paths are resolved against to see where a browser takes them.
+const LOCAL_HOST: &str = "gate.invalid";
+const LOCAL_BASE: &str = "https://gate.invalid/";
 
 /// `text` percent-encoded for a query value (everything but letters and digits escaped).
 pub fn encode(text: &str) -> String {
@@ -154,6 +169,14 @@ mod tests {
             "/\u{3000}/evil.com",
             "/%E3%80%80/evil.com",
             "/%00/evil.com",
+            // dot segments a browser removes, leaving `//evil.com` as the path
+            "/.//evil.com",
+            "/./%2Fevil.com",
+            "/%2e//evil.com",
+            "/a/..//evil.com",
+            "/a/%2e%2e//evil.com",
+            "/..//evil.com",
+            "/././/evil.com",
             // absolute URLs to other hosts
             "https://evil.com",
             "http://evil.com/",
@@ -277,9 +300,11 @@ mod tests {
         let decoded = percent_encoding::percent_decode_str(out)
             .decode_utf8_lossy()
             .into_owned();
-        [out, decoded.as_str()]
-            .iter()
-            .all(|text| base.join(text).is_ok_and(|u| allowed(&u)))
+        [out, decoded.as_str()].iter().all(|text| {
+            base.join(text).is_ok_and(|u| {
+                allowed(&u) && !(u.host_str() == Some("gate.test") && u.path().starts_with("//"))
+            })
+        })
     }
 
     proptest! {
