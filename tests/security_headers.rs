@@ -1,6 +1,6 @@
 //! Header hygiene attacked through the real binary: nothing a client sends can pose as the
-//! client's address or scheme to the app, and no identity value can smuggle a second value
-//! into a multi-valued identity header.
+//! client's address or scheme to the app, no identity value can smuggle a second value
+//! into a multi-valued identity header, and the app reads a body's length as linkgate did.
 
 mod support;
 
@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use support::oidc;
 use support::sso::{ScenarioBuilder, StoreKind, CLIENT_ID};
-use support::{raw_get, GateBuilder, Upstream};
+use support::{raw_get, raw_request, GateBuilder, Upstream};
 
 /// Headers that apps (Magento's `RemoteAddress` with alternative headers configured, PHP
 /// frameworks, IIS modules) read as the client's address, host or scheme.
@@ -56,6 +56,65 @@ async fn an_untrusted_client_cannot_choose_its_address_or_scheme() {
     assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+}
+
+/// A `Content-Length` list (`3, 3`, or one value on two lines), which Pingora frames by
+/// its one agreeing value, reaches the app as that one value: an app reading the list
+/// another way must not frame the body differently (forwarded as written, `3, 3` was
+/// answered `400` by this hyper upstream after linkgate had accepted it). Beside
+/// `Transfer-Encoding`, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_gets_the_one_body_length_linkgate_read() {
+    let upstream = Upstream::start().await;
+    let gate = GateBuilder::new()
+        .upstream("app", &upstream)
+        .toml("[authz]\nskip_auth_routes = [\"^/\"]")
+        .start();
+    let lengths = |seen: &support::upstream::Seen| -> Vec<String> {
+        seen.headers
+            .iter()
+            .filter(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    for framing in [
+        "Content-Length: 3, 3",
+        "Content-Length: 3\r\nContent-Length: 3",
+        "Content-Length: 3,3",
+    ] {
+        let resp = raw_request(
+            gate.addr(),
+            &format!(
+                "POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{framing}\r\n\r\nabc"
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{framing:?}: {resp:?}");
+        let seen = upstream.last();
+        assert_eq!(lengths(&seen), vec!["3".to_string()], "{framing:?}");
+        assert_eq!(seen.body_len, 3, "{framing:?}");
+    }
+    // Lengths that disagree are refused before anything reaches the app.
+    let before = upstream.count();
+    let resp = raw_request(
+        gate.addr(),
+        "POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 3, 4\r\n\r\nabcd",
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert_eq!(upstream.count(), before);
+    // Chunked with a Content-Length beside it: the chunks frame the body, and the app is
+    // not told a length.
+    let resp = raw_request(
+        gate.addr(),
+        "POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = upstream.last();
+    assert!(lengths(&seen).is_empty(), "{:?}", seen.headers);
+    assert_eq!(seen.body_len, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,40 @@ impl IpText {
     }
 }
 
+/// Sends the upstream one framing, whatever list the client wrote. Pingora frames the body
+/// it reads from the first agreeing `Content-Length` value (`3, 3`, or the same value on two
+/// lines, RFC 9110 section 8.6) and refuses disagreeing ones, but forwards the header as it
+/// came: an upstream that reads the list another way (the first digits, a sum, a refusal
+/// midway through a pooled connection) would frame the body differently from linkgate. So
+/// the upstream gets the single value Pingora used, and no `Content-Length` beside a
+/// `Transfer-Encoding` (RFC 9112 section 6.3: an intermediary removes it).
+pub fn normalize_framing(req: &mut RequestHeader) -> Result<()> {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        req.remove_header(&CONTENT_LENGTH);
+        return Ok(());
+    }
+    let mut values = req.headers.get_all(CONTENT_LENGTH).iter();
+    let (Some(first), more) = (values.next(), values.next().is_some()) else {
+        return Ok(());
+    };
+    if !more && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    // Pingora checked the values agree (or refused the request): any one of them will do.
+    let single = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = single else {
+        return Error::e_explain(InvalidHTTPHeader, "Content-Length is not a number");
+    };
+    req.insert_header(CONTENT_LENGTH, length)?;
+    Ok(())
+}
+
 #[cfg(test)]
 fn ip_text(ip: IpAddr) -> String {
     String::from_utf8(IpText::new(ip).as_bytes().to_vec()).unwrap()
@@ -364,6 +398,35 @@ mod tests {
             "_linkgate",
             vec!["10.0.0.0/8".parse().unwrap()],
         )
+    }
+
+    #[test]
+    fn the_upstream_gets_one_content_length_and_none_beside_chunked() {
+        let lengths = |req: &RequestHeader| -> Vec<String> {
+            req.headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        for (sent, expected) in [
+            (vec!["3, 3"], vec!["3"]),
+            (vec!["3", "3"], vec!["3"]),
+            (vec![" 7 ,7,7 "], vec!["7"]),
+            (vec!["12"], vec!["12"]),
+            (vec![], vec![]),
+        ] {
+            let headers: Vec<(&str, &str)> = sent.iter().map(|v| ("content-length", *v)).collect();
+            let mut req = request(&headers);
+            normalize_framing(&mut req).unwrap();
+            assert_eq!(lengths(&req), expected, "{sent:?}");
+        }
+        let mut req = request(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
+        normalize_framing(&mut req).unwrap();
+        assert!(lengths(&req).is_empty());
+        assert_eq!(req.headers["transfer-encoding"], "chunked");
+        let mut req = request(&[("content-length", "x, x")]);
+        assert!(normalize_framing(&mut req).is_err());
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {

@@ -149,6 +149,7 @@ impl ProxyHttp for Gate {
             );
         }
         hygiene.strip_own_cookies(upstream)?;
+        super::headers::normalize_framing(upstream)?;
         let websockets_off = ctx
             .route
             .and_then(|i| self.app.router.get(i))
