@@ -308,8 +308,11 @@ async fn served_token(s: &Scenario, http: &reqwest::Client, gate: &support::Gate
 }
 
 /// Starts a refresh at `gate` while the provider answers `delay` late, and returns the
-/// request (to be awaited) once the refresher holds the refresh lock: the moment to break
-/// the store, between the provider spending the old refresh token and the save.
+/// request (to be awaited) once the refresher holds the refresh lock and its token request
+/// has reached the provider: the moment to break the store, between the provider spending
+/// the old refresh token and the save. (Waiting for the lock alone let a test's next step
+/// overtake the refresh on a loaded machine: a second gate's refresh reached the provider
+/// first and won the rotation.)
 async fn refresh_in_flight(
     s: &Scenario,
     http: &reqwest::Client,
@@ -320,6 +323,7 @@ async fn refresh_in_flight(
     s.provider
         .misbehave(&json!({"token_delay_ms": delay.as_millis() as u64}))
         .await;
+    let received = s.provider.counts().await.token_received;
     let request = {
         let http = http.clone();
         let url = gate.url("/refreshing");
@@ -335,6 +339,12 @@ async fn refresh_in_flight(
     eventually("the refresh lock", Duration::from_secs(5), || async {
         !redis.keys("linkgate:lock:refresh:*").is_empty()
     })
+    .await;
+    eventually(
+        "the refresh at the provider",
+        Duration::from_secs(5),
+        || async { s.provider.counts().await.token_received > received },
+    )
     .await;
     request
 }

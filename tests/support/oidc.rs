@@ -295,6 +295,9 @@ pub struct Counts {
     /// Successful / failed token-endpoint requests (all grant types).
     pub token_success: u64,
     pub token_error: u64,
+    /// Token-endpoint requests received, counted on arrival (before `token_delay_ms`); the
+    /// others count once answered.
+    pub token_received: u64,
     /// Authorization requests (`/auth`, not counting the resumes after a login).
     pub authorize: u64,
     /// Login forms posted (password prompts answered).
@@ -324,6 +327,7 @@ impl Counts {
             other_grant: n("other_grant"),
             token_success: n("token_success"),
             token_error: n("token_error"),
+            token_received: n("token_received"),
             jwks: n("jwks"),
             authorize: n("authorize"),
             login_forms_posted: n("login_forms_posted"),

@@ -140,6 +140,7 @@ function freshCounts() {
     other_grant: 0, // POST /token with any other grant_type
     token_success: 0, // grant.success events
     token_error: 0, // grant.error events
+    token_received: 0, // POST /token requests received (counted on arrival, before any delay)
     authorize: 0, // GET|POST /auth (first leg, not the /auth/:uid resumes)
     login_forms_posted: 0, // POST /interaction/:uid/login
     userinfo: 0, // GET|POST /me
@@ -536,6 +537,7 @@ provider.use(async (ctx, next) => {
 // body is read here to count by grant type).
 provider.use(async (ctx, next) => {
   if (ctx.path === '/token' && ctx.method === 'POST') {
+    counts.token_received += 1;
     if (misbehave.token_delay_ms) {
       await new Promise((resolve) => { setTimeout(resolve, misbehave.token_delay_ms); });
     }
