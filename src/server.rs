@@ -80,6 +80,11 @@ pub fn run_with(
     let server_options = {
         let mut o = HttpServerOptions::default();
         o.h2c = tls.is_none();
+        // An HTTP/2 connection with no stream in flight is idle like a keep-alive HTTP/1
+        // one: closed after `keepalive_timeout`. Pingora's default is no limit, so one that
+        // sent only its preface and SETTINGS (or a HEADERS frame never finished) was held
+        // until the peer went away.
+        o.h2_idle_timeout = Some(app.config.server.keepalive_timeout);
         o
     };
     // Pingora's proxy app, wrapped so that every connection's request heads are bounded in

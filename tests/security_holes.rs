@@ -505,6 +505,35 @@ async fn a_head_dribbled_byte_by_byte_is_cut_off() {
     assert_eq!(upstream.count(), 1);
 }
 
+/// HTTP/2 (h2c here) that never finishes a request: a connection that sends its preface
+/// and SETTINGS and nothing more, and one whose HEADERS frame never ends (no END_HEADERS,
+/// no CONTINUATION), are closed once idle for `keepalive_timeout` (1 s here), as an idle
+/// HTTP/1 connection is; Pingora's default held them until the client went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_that_finish_no_request_are_closed() {
+    let (upstream, gate) = head_limited_gate().await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1 holding `:method: GET` (HPACK index 2), END_HEADERS not set.
+    const OPEN_HEADERS: &[u8] = &[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82];
+    for (what, frames) in [
+        ("preface and SETTINGS only", [PREFACE, SETTINGS].concat()),
+        (
+            "a HEADERS frame never finished",
+            [PREFACE, SETTINGS, OPEN_HEADERS].concat(),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(gate.addr()).await.unwrap();
+        stream.write_all(&frames).await.unwrap();
+        let mut buf = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "{what}: the connection was kept");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

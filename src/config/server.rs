@@ -51,8 +51,9 @@ pub struct Server {
     /// start or from the first byte of a further request on it (`header_read_timeout`,
     /// default `10s`).
     pub header_read_timeout: Duration,
-    /// How long an idle keep-alive connection waits for its next request
-    /// (`keepalive_timeout`, default `75s`).
+    /// How long an idle keep-alive connection waits for its next request, and an HTTP/2
+    /// connection with no stream in flight for its next stream (`keepalive_timeout`,
+    /// default `75s`).
     pub keepalive_timeout: Duration,
 }
 
