@@ -534,6 +534,74 @@ async fn http2_connections_that_finish_no_request_are_closed() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// Over TLS, HTTP/2 is chosen by ALPN before any HTTP byte: a client that completes the
+/// handshake offering `h2` and then sends nothing, or part of the preface, is closed at
+/// `header_read_timeout` (1 s here) like a silent HTTP/1 client, where Pingora's h2
+/// handshake waited for the preface for ever; a whole preface goes on to HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_that_choose_http2_and_send_nothing_are_closed() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed(dir.path());
+    let upstream = Upstream::start().await;
+    let gate = GateBuilder::new()
+        .upstream("app", &upstream)
+        .server(&format!(
+            "header_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n\
+             [server.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        ))
+        .toml("[authz]\nskip_auth_routes = [\"^/\"]\n")
+        .start();
+    let addr = gate.addr();
+    let probe = move |send: &'static [u8]| -> (bool, std::time::Duration) {
+        let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+        connector.set_verify(SslVerifyMode::NONE);
+        connector.set_alpn_protos(b"\x02h2").unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = connector.build().connect("127.0.0.1", tcp).unwrap();
+        assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+        let started = std::time::Instant::now();
+        tls.write_all(send).unwrap();
+        let mut buf = [0u8; 1024];
+        let closed = loop {
+            match tls.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        };
+        (closed, started.elapsed())
+    };
+    for (what, send) in [
+        ("nothing", &b""[..]),
+        ("10 bytes of the preface", &b"PRI * HTTP"[..]),
+    ] {
+        let (closed, after) = tokio::task::spawn_blocking(move || probe(send))
+            .await
+            .unwrap();
+        assert!(closed, "{what} after ALPN h2: the connection was kept");
+        eprintln!("ALPN h2, then {what}: closed after {after:?}");
+    }
+    // A whole preface is HTTP/2 from then on: the gate answers with its SETTINGS, and the
+    // connection, with no stream, is closed as idle after keepalive_timeout.
+    let (closed, _) = tokio::task::spawn_blocking(move || {
+        probe(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    })
+    .await
+    .unwrap();
+    assert!(closed, "an idle HTTP/2 connection was kept");
+    assert_eq!(upstream.count(), 0);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -1,7 +1,8 @@
 //! [`HeadLimited`]: the stream that watches each request head go by, and cuts a head that
 //! is too large (`431`) or too slow (`408`, or nothing at all for a connection that never
 //! sent a byte). It tells head from body by the empty line and the response's status
-//! (response.rs), and stops watching once the connection is not HTTP/1.
+//! (response.rs), and stops watching once the connection is not HTTP/1 (a connection that
+//! negotiated HTTP/2 by ALPN is held to the same deadline for its 24-byte preface first).
 
 use std::future::Future;
 use std::io;
@@ -28,9 +29,16 @@ enum Phase {
     Body,
     /// A final response was written: the next byte read starts the next head.
     Idle,
+    /// HTTP/2 negotiated by ALPN, its 24-byte client preface not yet in: bounded by the
+    /// head's deadline like a first request (Pingora's h2 handshake waits for the preface
+    /// without a timeout), then [`Phase::Passthrough`].
+    Preface,
     /// Not (or no longer) HTTP/1: no limits.
     Passthrough,
 }
+
+/// The length of the HTTP/2 client connection preface (`PRI * HTTP/2.0...`).
+const H2_PREFACE_LEN: usize = 24;
 
 /// A connection whose request heads are bounded in size and time.
 pub struct HeadLimited {
@@ -75,7 +83,7 @@ impl HeadLimited {
     /// Wraps a freshly accepted connection: its first head is due within the timeout.
     pub fn new(inner: Stream, limits: Limits, shared: &Arc<Shared>) -> Self {
         let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
-            Phase::Passthrough
+            Phase::Preface
         } else {
             Phase::Head
         };
@@ -138,13 +146,45 @@ impl HeadLimited {
     fn timed_out(&mut self, cx: &mut Context<'_>) -> io::Error {
         if self.head_bytes > 0 {
             self.shared.too_slow.inc();
-            self.refuse(cx, TIMED_OUT);
+            if self.phase == Phase::Head {
+                // An HTTP/1 answer; an HTTP/2 client (a partial preface) is just closed.
+                self.refuse(cx, TIMED_OUT);
+            }
         } else {
             self.shared.no_request.inc();
         }
         tracing::debug!(bytes = self.head_bytes, "request head too slow; closing");
         self.phase = Phase::Passthrough;
         io::Error::new(io::ErrorKind::TimedOut, "request head not complete in time")
+    }
+}
+
+impl HeadLimited {
+    /// A read while the HTTP/2 preface is due: passed through, counted, and cut at the
+    /// deadline.
+    fn poll_preface(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(self.timed_out(cx)));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                self.head_bytes += n;
+                if n == 0 || self.head_bytes >= H2_PREFACE_LEN {
+                    self.phase = Phase::Passthrough;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -163,9 +203,10 @@ impl AsyncRead for HeadLimited {
             Phase::Passthrough | Phase::Body => {
                 return Pin::new(&mut this.inner).poll_read(cx, buf)
             }
-            Phase::Head if this.deadline.is_elapsed() => {
+            Phase::Head | Phase::Preface if this.deadline.is_elapsed() => {
                 return Poll::Ready(Err(this.timed_out(cx)))
             }
+            Phase::Preface => return this.poll_preface(cx, buf),
             Phase::Head | Phase::Idle => {}
         }
         // Never hand Pingora more head than the limit (and one byte to know it was passed).

@@ -19,9 +19,13 @@
 //! the next byte read after that starts the next head. A `101 Switching Protocols`
 //! (WebSocket), an HTTP/2 connection (h2c preface or ALPN `h2`) or anything else that is
 //! not HTTP/1 is passed through untouched from then on: HTTP/2 has its own header limits.
-//! What stays out of reach here: the idle time between keep-alive requests is Pingora's
-//! keep-alive timeout (set per request by the proxy, see `server.keepalive_timeout`), and
-//! the pace of request bodies is Pingora's per-read timeout.
+//! Only an ALPN `h2` connection's client preface is held to the head deadline first (Pingora
+//! waits for it without a timeout); once in, an HTTP/2 connection with no stream in flight
+//! is closed after `server.keepalive_timeout` (Pingora's `h2_idle_timeout`, set in
+//! src/server.rs). What stays out of reach here: the idle time between keep-alive requests
+//! is Pingora's keep-alive timeout (set per request by the proxy, see
+//! `server.keepalive_timeout`), and the pace of request bodies is Pingora's per-read
+//! timeout (HTTP/1; an HTTP/2 request body has none in Pingora 0.9.1).
 //!
 //! This file holds the limits ([`Limits`]) and what every connection shares ([`Shared`]).
 //! The app wrapper is src/request_head/guarded.rs, the stream src/request_head/limited.rs,
