@@ -84,8 +84,7 @@ pub fn run_with(
         // one: closed after `keepalive_timeout`. Pingora's default is no limit, so one that
         // sent only its preface and SETTINGS (or a HEADERS frame never finished) was held
         // until the peer went away.
-        // Whole seconds, at least one, as HTTP/1's keep-alive (src/proxy/phases.rs).
-        let idle = app.config.server.keepalive_timeout.as_secs().max(1);
+        let idle = app.config.server.keepalive_secs();
         o.h2_idle_timeout = Some(std::time::Duration::from_secs(idle));
         o
     };

@@ -172,6 +172,38 @@ fn sentinel_field(port: u16, field: &str) -> Option<String> {
         .map(|v| v.to_string())
 }
 
+/// `"127.0.0.1:P", ...` for a `nodes` list.
+fn node_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `[redis]` table of a Cluster on `ports`.
+fn cluster_store(ports: &[u16]) -> String {
+    format!(
+        "[redis]\nmode = \"cluster\"\nnodes = [{}]\n",
+        node_list(ports)
+    )
+}
+
+/// `CLUSTER NODES` as `port` sees it: each node's line split into its fields (id, address,
+/// flags, master id, ..., slot ranges from the ninth on).
+fn cluster_nodes(port: u16) -> Vec<Vec<String>> {
+    cli(port, &["CLUSTER", "NODES"])
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .filter(|f: &Vec<String>| f.len() >= 8)
+        .collect()
+}
+
+/// The client port of a `CLUSTER NODES` line (its address is `ip:port@bus`).
+fn node_port(fields: &[String]) -> Option<u16> {
+    fields.get(1)?.split([':', '@']).nth(1)?.parse().ok()
+}
+
 /// Three cluster masters on fresh ports, slots assigned, `cluster_state:ok` everywhere.
 fn cluster(procs: &mut Procs) -> Vec<u16> {
     cluster_of(procs, 0, &[], Duration::from_secs(20))
@@ -434,13 +466,9 @@ async fn sentinel_failover_loses_no_acknowledged_link_and_cached_sessions_keep_w
             })
         },
     );
-    let nodes = sentinels
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     let (s, b) = two_gates(&format!(
-        "[redis]\nmode = \"sentinel\"\nnodes = [{nodes}]\nsentinel_master = \"linkgate\"\n"
+        "[redis]\nmode = \"sentinel\"\nnodes = [{}]\nsentinel_master = \"linkgate\"\n",
+        node_list(&sentinels)
     ))
     .await;
 
@@ -575,12 +603,7 @@ async fn sentinel_failover_loses_no_acknowledged_link_and_cached_sessions_keep_w
 async fn on_a_cluster_a_sign_out_or_an_unlink_on_one_gate_is_refused_on_the_other() {
     let mut procs = Procs::new();
     let ports = cluster(&mut procs);
-    let nodes = ports
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (s, b) = two_gates(&format!("[redis]\nmode = \"cluster\"\nnodes = [{nodes}]\n")).await;
+    let (s, b) = two_gates(&cluster_store(&ports)).await;
     // The bound a revocation may take to reach the other gate: the session cache lifetime.
     let bound = Duration::from_secs(30);
 
@@ -779,31 +802,22 @@ async fn a_link_is_acknowledged_only_once_a_replica_has_it() {
 async fn on_a_cluster_a_link_is_acknowledged_only_once_its_masters_replica_has_it() {
     let mut procs = Procs::new();
     let ports = cluster_of(&mut procs, 1, &[], Duration::from_secs(30));
-    let slot: u16 = cli(ports[0], &["CLUSTER", "KEYSLOT", LINKS_TAG])
+    let tag = linkgate::store::keys::LINKS_TAG;
+    let slot: u16 = cli(ports[0], &["CLUSTER", "KEYSLOT", tag])
         .parse()
         .expect("slot");
     // The replica is found as the node naming the slot's master as its own, in a view that
     // knows every node's role.
     support::wait_until("every node's role", Duration::from_secs(20), || {
-        cli(ports[0], &["CLUSTER", "NODES"])
-            .lines()
-            .filter(|l| l.contains("slave"))
+        cluster_nodes(ports[0])
+            .iter()
+            .filter(|f| f[2].contains("slave"))
             .count()
             == 3
     });
-    let nodes = cli(ports[0], &["CLUSTER", "NODES"]);
-    let fields =
-        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
-    let port_of = |f: &[String]| -> u16 {
-        f[1].split([':', '@'])
-            .nth(1)
-            .expect("port")
-            .parse()
-            .expect("port")
-    };
+    let nodes = cluster_nodes(ports[0]);
     let owner = nodes
-        .lines()
-        .map(fields)
+        .iter()
         .find(|f| {
             f[2].contains("master")
                 && f[8..].iter().any(|range| {
@@ -813,26 +827,13 @@ async fn on_a_cluster_a_link_is_acknowledged_only_once_its_masters_replica_has_i
         })
         .expect("the slot's master");
     let replica = nodes
-        .lines()
-        .map(fields)
-        .find(|f| f[3] == owner[0])
-        .map(|f| port_of(&f))
-        .expect("the master's replica");
-    let master = port_of(&owner);
-    support::wait_until("the replica to sync", Duration::from_secs(20), || {
-        cli(master, &["INFO", "replication"]).contains("state=online")
-    });
-    let list = ports
         .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let store = format!("[redis]\nmode = \"cluster\"\nnodes = [{list}]\n");
-    links_wait_for_the_replica(&mut procs, &store, master, replica).await;
+        .find(|f| f[3] == owner[0])
+        .and_then(|f| node_port(f))
+        .expect("the master's replica");
+    let master = node_port(owner).expect("the master's port");
+    links_wait_for_the_replica(&mut procs, &cluster_store(&ports), master, replica).await;
 }
-
-/// The hash tag of the link keys (every link key shares one Cluster slot).
-const LINKS_TAG: &str = "{links}";
 
 /// `GET key` on a replica (`READONLY` first, which a Cluster replica needs): the last line.
 fn replica_get(port: u16, key: &str) -> String {
@@ -867,27 +868,28 @@ async fn links_wait_for_the_replica(procs: &mut Procs, store: &str, master: u16,
     .expect("config");
     let backend =
         linkgate::store::redis::RedisBackend::new(config.redis.as_ref().unwrap()).expect("backend");
-    let (a1, b1, a2, b2) = (
-        "t:{links}:a1",
-        "t:{links}:b1",
-        "t:{links}:a2",
-        "t:{links}:b2",
-    );
-    let (a3, b3, idx) = ("t:{links}:a3", "t:{links}:b3", "t:{links}:idx");
-    let pair = |a: &'static str, b: &'static str| Pair {
-        a,
-        va: b"x",
-        b,
-        vb: b"y",
-        index: idx,
-        member: a,
-    };
+    // The keys a link writes (one slot on a Cluster).
+    let account = |n: &str| linkgate::store::keys::link_account(n);
+    let sso = |n: &str| linkgate::store::keys::link_sso(n);
+    let (a1, b1, a2, b2) = (account("a1"), sso("b1"), account("a2"), sso("b2"));
+    let (a3, b3) = (account("a3"), sso("b3"));
+    let idx = linkgate::store::keys::links_index();
+    fn pair<'a>(a: &'a str, b: &'a str, index: &'a str) -> Pair<'a> {
+        Pair {
+            a,
+            va: b"x",
+            b,
+            vb: b"y",
+            index,
+            member: a,
+        }
+    }
     // A healthy replica: the link is created and is on the replica when acknowledged.
     assert_eq!(
-        backend.create_pair(&pair(a1, b1)).await.unwrap(),
+        backend.create_pair(&pair(&a1, &b1, &idx)).await.unwrap(),
         PairOutcome::Created
     );
-    assert_eq!(replica_get(replica, a1), "x", "replicated before the ack");
+    assert_eq!(replica_get(replica, &a1), "x", "replicated before the ack");
     // A replica that stops acknowledging (frozen): the link is not acknowledged.
     let replica_pid = procs
         .children
@@ -897,7 +899,7 @@ async fn links_wait_for_the_replica(procs: &mut Procs, store: &str, master: u16,
         .expect("replica");
     let pid = nix::unistd::Pid::from_raw(replica_pid as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    let refused = backend.create_pair(&pair(a2, b2)).await;
+    let refused = backend.create_pair(&pair(&a2, &b2, &idx)).await;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
     assert!(
         refused.is_err(),
@@ -905,12 +907,12 @@ async fn links_wait_for_the_replica(procs: &mut Procs, store: &str, master: u16,
     );
     // The retry a user makes finds it (it was on the master) and confirms it.
     support::sso::eventually("the replica to catch up", Duration::from_secs(20), || {
-        let r = replica_get(replica, a2);
+        let r = replica_get(replica, &a2);
         async move { r == "x" }
     })
     .await;
     assert!(matches!(
-        backend.create_pair(&pair(a2, b2)).await.unwrap(),
+        backend.create_pair(&pair(&a2, &b2, &idx)).await.unwrap(),
         PairOutcome::Exists { .. }
     ));
     // With no replica connected, the write goes through (the documented window).
@@ -921,7 +923,7 @@ async fn links_wait_for_the_replica(procs: &mut Procs, store: &str, master: u16,
         || cli(master, &["INFO", "replication"]).contains("connected_slaves:0"),
     );
     assert_eq!(
-        backend.create_pair(&pair(a3, b3)).await.unwrap(),
+        backend.create_pair(&pair(&a3, &b3, &idx)).await.unwrap(),
         PairOutcome::Created
     );
 }
@@ -1308,24 +1310,10 @@ fn cluster_with_replicas(procs: &mut Procs) -> Vec<u16> {
 
 /// `(node id, port)` of the masters not marked failed, as `port`'s node sees them.
 fn cluster_masters(port: u16) -> Vec<(String, u16)> {
-    cli(port, &["CLUSTER", "NODES"])
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let flags = f.get(2)?;
-            if !flags.contains("master") || flags.contains("fail") {
-                return None;
-            }
-            let p = f
-                .get(1)?
-                .split(':')
-                .nth(1)?
-                .split('@')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((f[0].to_string(), p))
-        })
+    cluster_nodes(port)
+        .into_iter()
+        .filter(|f| f[2].contains("master") && !f[2].contains("fail"))
+        .filter_map(|f| Some((f[0].clone(), node_port(&f)?)))
         .collect()
 }
 
@@ -1340,12 +1328,7 @@ async fn sign_in_status(s: &Scenario, sso: &str) -> u16 {
 async fn on_a_cluster_slots_move_and_a_master_fails_over_under_load() {
     let mut procs = Procs::new();
     let ports = cluster_with_replicas(&mut procs);
-    let nodes = ports
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (s, b) = two_gates(&format!("[redis]\nmode = \"cluster\"\nnodes = [{nodes}]\n")).await;
+    let (s, b) = two_gates(&cluster_store(&ports)).await;
     const USERS: usize = 4;
     let mut linked = Vec::new();
     for i in 0..USERS {

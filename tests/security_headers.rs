@@ -35,13 +35,19 @@ const SPOOFS: &[&str] = &[
     "x_forwarded_for",
 ];
 
+/// A gate in front of `upstream` that lets every request through without a sign-in: what
+/// these tests look at is what reaches the app.
+fn open_gate(upstream: &Upstream) -> support::Gate {
+    GateBuilder::new()
+        .upstream("app", upstream)
+        .toml("[authz]\nskip_auth_routes = [\"^/\"]")
+        .start()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_client_cannot_choose_its_address_or_scheme() {
     let upstream = Upstream::start().await;
-    let gate = GateBuilder::new()
-        .upstream("app", &upstream)
-        .toml("[authz]\nskip_auth_routes = [\"^/\"]")
-        .start();
+    let gate = open_gate(&upstream);
     let lines: Vec<String> = SPOOFS.iter().map(|h| format!("{h}: 6.6.6.6")).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let resp = raw_get(gate.addr(), "/", &lines).await;
@@ -66,10 +72,7 @@ async fn an_untrusted_client_cannot_choose_its_address_or_scheme() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_gets_the_one_body_length_linkgate_read() {
     let upstream = Upstream::start().await;
-    let gate = GateBuilder::new()
-        .upstream("app", &upstream)
-        .toml("[authz]\nskip_auth_routes = [\"^/\"]")
-        .start();
+    let gate = open_gate(&upstream);
     let lengths = |seen: &support::upstream::Seen| -> Vec<String> {
         seen.headers
             .iter()

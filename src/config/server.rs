@@ -77,6 +77,12 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_PROXY_PREFIX: &str = "/oauth2";
 
 impl Server {
+    /// `keepalive_timeout` as Pingora takes it for HTTP/1 keep-alive: whole seconds, at
+    /// least one (HTTP/2's idle timeout uses the same figure).
+    pub fn keepalive_secs(&self) -> u64 {
+        self.keepalive_timeout.as_secs().max(1)
+    }
+
     pub(crate) fn read(ctx: &mut Ctx<'_>, t: Option<Table<'_, '_>>) -> Server {
         let mut server = Server {
             listen: DEFAULT_LISTEN,

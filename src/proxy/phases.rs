@@ -62,8 +62,7 @@ impl ProxyHttp for Gate {
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         if session.get_keepalive().is_some() {
-            let idle = self.app.config.server.keepalive_timeout.as_secs().max(1);
-            session.set_keepalive(Some(idle));
+            session.set_keepalive(Some(self.app.config.server.keepalive_secs()));
         }
         Ok(())
     }

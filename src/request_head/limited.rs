@@ -157,9 +157,7 @@ impl HeadLimited {
         self.phase = Phase::Passthrough;
         io::Error::new(io::ErrorKind::TimedOut, "request head not complete in time")
     }
-}
 
-impl HeadLimited {
     /// A read while the HTTP/2 preface is due: passed through, counted, and cut at the
     /// deadline.
     fn poll_preface(
@@ -255,7 +253,7 @@ impl AsyncRead for HeadLimited {
         this.head_bytes += in_head;
         // Whether or not the head ended in these bytes: a head whose last byte is the one past
         // the limit is too large as well (checking only a head still open let it through).
-        if in_head > 0 && this.head_bytes > this.limits.max_size {
+        if this.head_bytes > this.limits.max_size {
             this.shared.too_large.inc();
             this.refuse(cx, TOO_LARGE);
             tracing::debug!(bytes = this.head_bytes, "request head too large; closing");
