@@ -602,6 +602,44 @@ async fn tls_clients_that_choose_http2_and_send_nothing_are_closed() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// A client that asks for a large response and stops reading is cut once one write has
+/// waited `send_timeout` (1 s here): before, Pingora waited for it for ever and the upstream
+/// connection behind it stayed busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
+    const SIZE: usize = 64 << 20;
+    let upstream = Upstream::start().await;
+    let gate = GateBuilder::new()
+        .upstream("app", &upstream)
+        .server("send_timeout = \"1s\"")
+        .toml("[authz]\nskip_auth_routes = [\"^/\"]\n")
+        .start();
+    let mut stream = TcpStream::connect(gate.addr()).await.unwrap();
+    stream
+        .write_all(format!("GET /__big/{SIZE} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Not reading: the socket buffers fill and the gate's write waits.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Reading now gets what the buffers held, then the end: never the whole response.
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was kept");
+    assert!(
+        got < SIZE,
+        "the whole {SIZE}-byte response waited for a client that stopped reading ({got} bytes)"
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -30,6 +30,7 @@ fn piece() -> impl Strategy<Value = String> {
         "max_header_size = ",
         "header_read_timeout = ",
         "keepalive_timeout = ",
+        "send_timeout = ",
         "trusted_proxies = ",
         "issuer = ",
         "client_id = ",

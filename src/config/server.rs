@@ -55,6 +55,11 @@ pub struct Server {
     /// connection with no stream in flight for its next stream (`keepalive_timeout`,
     /// default `75s`).
     pub keepalive_timeout: Duration,
+    /// How long one write to a client may wait for it to take the bytes (`send_timeout`,
+    /// default `60s`, nginx's `send_timeout`): a client that stops reading a response (or,
+    /// on HTTP/2, keeps its window shut) is cut then, and the upstream connection it held is
+    /// freed.
+    pub send_timeout: Duration,
 }
 
 /// Default `server.max_header_size`: Envoy's default (60 KiB) rounded up; browsers' largest
@@ -99,6 +104,7 @@ impl Server {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
         };
         let Some(mut t) = t else {
             return server;
@@ -173,6 +179,7 @@ impl Server {
         );
         server.keepalive_timeout =
             t.duration(ctx, "keepalive_timeout", server.keepalive_timeout, false);
+        server.send_timeout = t.duration(ctx, "send_timeout", server.send_timeout, false);
         if let Some(tls) = t.table(ctx, "tls") {
             server.tls = Tls::read(ctx, tls);
         }

@@ -55,7 +55,8 @@ impl ProxyHttp for Gate {
 
     /// Before anything else: an idle keep-alive connection waits `server.keepalive_timeout`
     /// for its next request (Pingora would wait forever after the first request), unless
-    /// the client asked for no keep-alive.
+    /// the client asked for no keep-alive; each write to the client waits
+    /// `server.send_timeout` at most.
     async fn early_request_filter(
         &self,
         session: &mut Session,
@@ -64,6 +65,9 @@ impl ProxyHttp for Gate {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.app.config.server.keepalive_secs()));
         }
+        // Pingora sets no downstream write timeout: a client that stopped reading held its
+        // response, and the upstream connection behind it, for as long as it stayed.
+        session.set_write_timeout(Some(self.app.config.server.send_timeout));
         Ok(())
     }
 
