@@ -94,6 +94,11 @@ pub fn run_with(
     let mut gate =
         pingora::proxy::http_proxy(&server.configuration, Gate::new(app.clone(), drain.clone()));
     gate.server_options = Some(server_options);
+    // HTTP/2 heads are bounded by `max_header_size` too (Pingora's default is 64 KiB whatever
+    // the setting; the h2 codec counts the decoded list, RFC 9113 section 6.5.2).
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(app.config.server.max_header_size).unwrap_or(u32::MAX));
+    gate.h2_options = Some(h2);
     let limits = Limits {
         max_size: app.config.server.max_header_size,
         read_timeout: app.config.server.header_read_timeout,

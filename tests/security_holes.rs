@@ -640,6 +640,39 @@ async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
     );
 }
 
+/// `max_header_size` bounds HTTP/2 heads too (h2c here): a 20 KB header with the limit at
+/// 8 KiB is answered `431` (by the h2 codec) and never reaches the app, where before HTTP/2 had Pingora's 64 KiB whatever the
+/// setting; a head within the limit goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_header_size_bounds_http2_heads_too() {
+    let upstream = Upstream::start().await;
+    let gate = GateBuilder::new()
+        .upstream("app", &upstream)
+        .server("max_header_size = 8192")
+        .toml("[authz]\nskip_auth_routes = [\"^/\"]\n")
+        .start();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let small = h2
+        .get(gate.url("/small"))
+        .header("x-pad", "p".repeat(2_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.version(), reqwest::Version::HTTP_2);
+    let big = h2
+        .get(gate.url("/big"))
+        .header("x-pad", "p".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 431, "{big:?}");
+    assert_eq!(upstream.count(), 1, "only the small head reached the app");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

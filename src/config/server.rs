@@ -43,9 +43,9 @@ pub struct Server {
     /// What to do with `%2F` in a path (`encoded_slashes`, default `"reject"`: 400; `"keep"`
     /// forwards it encoded). See src/proxy/path.rs.
     pub encoded_slashes: crate::proxy::path::EncodedSlashes,
-    /// The largest HTTP/1 request head (request line and headers) a client may send
-    /// (`max_header_size`, bytes, default 64 KiB); more is answered `431` and the
-    /// connection closed.
+    /// The largest request head (HTTP/1: request line and headers; HTTP/2: the decoded
+    /// header list) a client may send (`max_header_size`, bytes, default 64 KiB); more is
+    /// answered `431` (HTTP/1: and the connection closed).
     pub max_header_size: usize,
     /// The time a client has to send a whole request head, counted from the connection's
     /// start or from the first byte of a further request on it (`header_read_timeout`,
